@@ -1,0 +1,313 @@
+"""The async Piper API client: fetch scenario runs by session id, concurrently, with retries."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+import httpx
+import orjson
+
+from connector.errors import PiperAuthError, PiperConfigError
+from connector.retry import Action, RetryPolicy, classify_status, parse_retry_after
+from connector.urls import by_session_url, normalise_base_url, session_id_problem
+
+Outcome = Literal["ok", "not_found", "failed", "rejected"]
+DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+USER_AGENT = "piper-etl/0.1"
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Seconds allowed to connect, between two reads, and for a whole request (headers and body)."""
+
+    connect: float = 10.0
+    read: float = 30.0
+    request: float = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    """What happened to one session: `ok` (payload parsed), `not_found`, `failed` or `rejected` (bad id)."""
+
+    session_id: str
+    outcome: Outcome
+    payload: object = None
+    body: bytes | None = None
+    http_status: int | None = None
+    attempts: int = 0
+    error: str | None = None
+    fetched_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    elapsed_ms: float = 0.0
+
+
+@dataclass(slots=True)
+class FetchBatch:
+    """Results of `fetch_many`, one per requested session, in request order.
+
+    `auth_error` is set when the API refused the token: the batch stopped sending requests, and the
+    sessions it never finished are `failed` with a reason saying so.
+    """
+
+    results: list[FetchResult]
+    auth_error: PiperAuthError | None = None
+
+
+class _Token:
+    """Holds the API token so that it never shows up in a repr, a log line or a traceback's locals."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "_Token('****')"
+
+    __str__ = __repr__
+
+
+class PiperClient:
+    """Async client for `GET /v1/orgs/{org_id}/scenarios/runs/by-session/{session_id}`.
+
+    One connection pool sized to `concurrency` is shared by all requests. Use as an async context
+    manager. `transport` lets tests inject `httpx.MockTransport`; `sleep` and `rng` make backoff testable.
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        org_id: str,
+        token: str,
+        concurrency: int = 16,
+        retry: RetryPolicy | None = None,
+        timeouts: Timeouts | None = None,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not org_id:
+            raise PiperConfigError("org id is empty; pass --org-id or set PIPER_ORG_ID")
+        if not token:
+            raise PiperConfigError("no API token; set the PIPER_API_TOKEN environment variable")
+        if concurrency < 1:
+            raise PiperConfigError("concurrency must be at least 1")
+        self.base_url = normalise_base_url(base_url)
+        self.org_id = org_id
+        self.concurrency = concurrency
+        self.retry = retry or RetryPolicy()
+        self.timeouts = timeouts or Timeouts()
+        self.max_body_bytes = max_body_bytes
+        self._token = _Token(token)
+        self._transport = transport
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._http: httpx.AsyncClient | None = None
+
+    def __repr__(self) -> str:
+        return f"PiperClient(base_url={self.base_url!r}, org_id={self.org_id!r})"
+
+    async def __aenter__(self) -> PiperClient:
+        self._http = httpx.AsyncClient(
+            headers={"Authorization": f"Bearer {self._token.reveal()}", "User-Agent": USER_AGENT},
+            timeout=httpx.Timeout(self.timeouts.read, connect=self.timeouts.connect),
+            limits=httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency),
+            follow_redirects=False,  # a redirect is reported, never followed: the token stays on this host
+            transport=self._transport,
+        )
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    async def fetch_many(
+        self,
+        session_ids: Iterable[str],
+        on_result: Callable[[FetchResult], None] | None = None,
+    ) -> FetchBatch:
+        """Fetch every session with at most `concurrency` requests in flight; one result per id, in order."""
+        ids = list(session_ids)
+        results: list[FetchResult | None] = [None] * len(ids)
+        queue = iter(enumerate(ids))
+        auth_errors: list[PiperAuthError] = []
+
+        async def worker() -> None:
+            for index, session_id in queue:
+                if auth_errors:
+                    return
+                try:
+                    result = await self.fetch_run_by_session(session_id)
+                except PiperAuthError as exc:
+                    auth_errors.append(exc)
+                    return
+                results[index] = result
+                if on_result is not None:
+                    on_result(result)
+
+        workers = [asyncio.create_task(worker()) for _ in range(min(self.concurrency, len(ids)))]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            for task in workers:
+                task.cancel()
+        auth_error = auth_errors[0] if auth_errors else None
+        filled = [
+            result
+            if result is not None
+            else FetchResult(
+                session_id=ids[index],
+                outcome="failed",
+                http_status=auth_error.status if auth_error else None,
+                error=f"not fetched: the load stopped because the API refused the token "
+                f"(HTTP {auth_error.status if auth_error else '?'})",
+            )
+            for index, result in enumerate(results)
+        ]
+        return FetchBatch(filled, auth_error)
+
+    async def fetch_run_by_session(self, session_id: str) -> FetchResult:
+        """Fetch one session's scenario run, retrying what is worth retrying.
+
+        Returns a result for every outcome except a refused token, which raises `PiperAuthError`.
+        """
+        problem = session_id_problem(session_id)
+        if problem is not None:
+            return FetchResult(session_id=session_id, outcome="rejected", error=problem)
+        if self._http is None:
+            raise RuntimeError("PiperClient must be used as 'async with PiperClient(...)'")
+        url = by_session_url(self.base_url, self.org_id, session_id)
+        started = time.monotonic()
+        deadline = started + self.retry.budget_seconds
+        attempt = 0
+        while True:
+            attempt += 1
+            status: int | None = None
+            retry_after: float | None = None
+            try:
+                response = await asyncio.wait_for(self._get(url), timeout=self.timeouts.request)
+            except TimeoutError:
+                reason = f"no complete response within {self.timeouts.request:g} s"
+            except httpx.TimeoutException as exc:
+                reason = f"{type(exc).__name__} (timed out)"
+            except _BodyTooLarge as exc:
+                return self._result(session_id, "failed", started, attempt, status=exc.status, error=str(exc))
+            except httpx.TransportError as exc:
+                reason = _describe_transport_error(exc)
+            else:
+                status, content_type, body, retry_after_header = response
+                action = classify_status(status)
+                if action is Action.OK:
+                    parsed = _parse_json(content_type, body)
+                    if isinstance(parsed, _NotJson):
+                        reason = parsed.reason
+                    else:
+                        return self._result(
+                            session_id, "ok", started, attempt, status=status, payload=parsed, body=body
+                        )
+                elif action is Action.NOT_FOUND:
+                    return self._result(session_id, "not_found", started, attempt, status=status)
+                elif action is Action.AUTH:
+                    raise PiperAuthError(status, session_id)
+                elif action is Action.FAIL:
+                    return self._result(
+                        session_id, "failed", started, attempt, status=status, error=_describe_failure(status, body)
+                    )
+                else:
+                    reason = f"HTTP {status}"
+                    retry_after = parse_retry_after(retry_after_header) if status == 429 else None
+            if attempt > self.retry.max_retries:
+                error = f"{reason}; gave up after {attempt} attempts"
+                return self._result(session_id, "failed", started, attempt, status=status, error=error)
+            wait = self.retry.delay(attempt, retry_after, self._rng)
+            if time.monotonic() + wait > deadline:
+                error = f"{reason}; gave up after {attempt} attempts ({self.retry.budget_seconds:g} s budget spent)"
+                return self._result(session_id, "failed", started, attempt, status=status, error=error)
+            await self._sleep(wait)
+
+    async def _get(self, url: str) -> tuple[int, str, bytes, str | None]:
+        assert self._http is not None
+        async with self._http.stream("GET", url) as response:
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > self.max_body_bytes:
+                    raise _BodyTooLarge(response.status_code, self.max_body_bytes)
+                chunks.append(chunk)
+            return (
+                response.status_code,
+                response.headers.get("content-type", ""),
+                b"".join(chunks),
+                response.headers.get("retry-after"),
+            )
+
+    @staticmethod
+    def _result(
+        session_id: str,
+        outcome: Outcome,
+        started: float,
+        attempts: int,
+        *,
+        status: int | None = None,
+        payload: object = None,
+        body: bytes | None = None,
+        error: str | None = None,
+    ) -> FetchResult:
+        return FetchResult(
+            session_id=session_id,
+            outcome=outcome,
+            payload=payload,
+            body=body,
+            http_status=status,
+            attempts=attempts,
+            error=error,
+            elapsed_ms=round((time.monotonic() - started) * 1000, 3),
+        )
+
+
+class _BodyTooLarge(Exception):
+    def __init__(self, status: int, limit: int) -> None:
+        self.status = status
+        super().__init__(f"response body larger than {limit} bytes; not read")
+
+
+@dataclass(frozen=True, slots=True)
+class _NotJson:
+    reason: str
+
+
+def _parse_json(content_type: str, body: bytes) -> object:
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type and media_type != "application/json" and not media_type.endswith("+json"):
+        return _NotJson(f"expected JSON but got {media_type!r}: {_excerpt(body)}")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return _NotJson(f"body is not valid JSON ({len(body)} bytes): {_excerpt(body)}")
+
+
+def _excerpt(body: bytes, limit: int = 60) -> str:
+    return repr(body[:limit]) + ("..." if len(body) > limit else "")
+
+
+def _describe_transport_error(exc: httpx.TransportError) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
+
+
+def _describe_failure(status: int, body: bytes) -> str:
+    if 300 <= status < 400:
+        return f"HTTP {status}: unexpected redirect, not followed"
+    return f"HTTP {status}: {_excerpt(body, 200)}"

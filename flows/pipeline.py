@@ -1,0 +1,364 @@
+"""The load, as plain functions: plan, fetch and land chunks, then merge. Prefect-free.
+
+`run_load` chains them for the command line; `flows.prefect_flow` wraps the same steps as a flow
+and tasks. Each chunk lands its Parquet parts on its own; only `finish_load` writes the DuckDB file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pyarrow as pa
+
+from connector.client import FetchResult, PiperClient
+from connector.retry import RetryPolicy
+from flows.settings import LoadSettings
+from schemas.flatten import FlatRun, PayloadRejected, build_tables, flatten_run
+from schemas.tables import FETCH_LOG, REJECTED_PAYLOADS
+from warehouse import landing, store, views
+
+OnSession = Callable[[str], None]
+"""Called with each session's outcome as soon as it is known (drives the progress bar)."""
+
+
+@dataclass
+class LoadPlan:
+    """What a load will do: which sessions to fetch, which to skip, under which load id."""
+
+    load_id: str
+    started_at: datetime
+    requested: list[str]
+    to_fetch: list[str]
+    skipped: dict[str, str]  # session_id -> run_id already stored with a final status
+
+    def chunks(self, size: int) -> list[list[str]]:
+        return [self.to_fetch[i : i + size] for i in range(0, len(self.to_fetch), size)]
+
+
+@dataclass
+class ChunkReport:
+    """What one chunk did; small enough to pass between Prefect tasks."""
+
+    chunk_index: int
+    outcomes: Counter[str] = field(default_factory=Counter)
+    rows: Counter[str] = field(default_factory=Counter)
+    auth_status: int | None = None
+    auth_message: str | None = None
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (session_id, reason), first few
+
+
+@dataclass
+class LoadSummary:
+    """The outcome of a whole load, as recorded in the `loads` table."""
+
+    load_id: str
+    status: str
+    out_dir: Path
+    outcomes: Counter[str]
+    rows: Counter[str]
+    started_at: datetime
+    finished_at: datetime
+    auth_message: str | None = None
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def requested(self) -> int:
+        return sum(self.outcomes.values())
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "succeeded"
+
+    def line(self) -> str:
+        o = self.outcomes
+        seconds = (self.finished_at - self.started_at).total_seconds()
+        return (
+            f"load {self.load_id} {self.status}: {self.requested} sessions: {o['loaded']} loaded, "
+            f"{o['skipped']} skipped, {o['not_found']} not found, {o['failed']} failed, {o['rejected']} rejected; "
+            f"{self.rows['runs']} runs, {self.rows['turns']} turns, {self.rows['criteria_results']} criteria results "
+            f"written to {self.out_dir} in {seconds:.1f} s"
+        )
+
+
+def unique_session_ids(session_ids: Iterable[str]) -> list[str]:
+    """Session ids in first-seen order, each once."""
+    return list(dict.fromkeys(session_ids))
+
+
+def landing_root(settings: LoadSettings) -> Path:
+    folder = landing.PARQUET_DIR if settings.writes_parquet else landing.STAGING_DIR
+    return settings.out_dir / folder
+
+
+def plan_load(session_ids: Iterable[str], settings: LoadSettings, *, now: datetime | None = None) -> LoadPlan:
+    """Deduplicate the ids and, unless `refetch`, set aside sessions already stored with a final run."""
+    started_at = now or datetime.now(UTC)
+    requested = unique_session_ids(session_ids)
+    skipped = {} if settings.refetch else stored_final_runs(settings, requested)
+    return LoadPlan(
+        load_id=landing.new_load_id(started_at),
+        started_at=started_at,
+        requested=requested,
+        to_fetch=[s for s in requested if s not in skipped],
+        skipped=skipped,
+    )
+
+
+def stored_final_runs(settings: LoadSettings, session_ids: list[str]) -> dict[str, str]:
+    """session_id -> run_id for the requested sessions whose stored run is final."""
+    if not session_ids:
+        return {}
+    database = settings.out_dir / store.DATABASE_FILE
+    if settings.writes_duckdb:
+        if not database.exists():
+            return {}
+        con = store.connect(database, read_only=True)
+    else:
+        con = views.open_current_state(settings.out_dir / landing.PARQUET_DIR)
+    try:
+        return store.final_session_runs(con, session_ids)
+    finally:
+        con.close()
+
+
+async def fetch_and_land_chunk(
+    client: PiperClient,
+    session_ids: Sequence[str],
+    *,
+    load_id: str,
+    loaded_at: datetime,
+    chunk_index: int,
+    root: Path,
+    on_session: OnSession | None = None,
+) -> ChunkReport:
+    """Fetch one chunk of sessions, flatten what came back and land it as Parquet parts."""
+    report = ChunkReport(chunk_index)
+    flat_runs: dict[str, FlatRun] = {}
+    log_rows: list[dict[str, object]] = []
+    rejected_rows: list[dict[str, object]] = []
+
+    def record(result: FetchResult) -> None:
+        outcome: str = result.outcome
+        run_id, error = None, result.error
+        if outcome == "ok":
+            try:
+                flat = flatten_run(result.payload, session_id=result.session_id, org_id=client.org_id)
+            except PayloadRejected as exc:
+                outcome, error = "rejected", f"payload rejected: {exc.reason}"
+                rejected_rows.append(
+                    {
+                        "session_id": result.session_id,
+                        "load_id": load_id,
+                        "reason": exc.reason,
+                        "body": (result.body or b"").decode("utf-8", errors="replace"),
+                        "rejected_at": result.fetched_at,
+                    }
+                )
+            else:
+                outcome, run_id = "loaded", str(flat.run["run_id"])
+                flat_runs[run_id] = flat
+        log_rows.append(_log_row(load_id, result, outcome, run_id, error))
+        report.outcomes[outcome] += 1
+        if outcome in ("failed", "rejected") and len(report.failures) < 5:
+            report.failures.append((result.session_id, error or outcome))
+        if on_session is not None:
+            on_session(outcome)
+
+    batch = await client.fetch_many(session_ids, on_result=record)
+    recorded = {row["session_id"] for row in log_rows}
+    for result in batch.results:  # sessions the batch never finished (the token was refused)
+        if result.session_id not in recorded:
+            record(result)
+    if batch.auth_error is not None:
+        report.auth_status, report.auth_message = batch.auth_error.status, str(batch.auth_error)
+    tables: dict[str, pa.Table] = dict(build_tables(list(flat_runs.values()), load_id=load_id, loaded_at=loaded_at))
+    tables["fetch_log"] = pa.Table.from_pylist(log_rows, schema=FETCH_LOG)
+    tables["rejected_payloads"] = pa.Table.from_pylist(rejected_rows, schema=REJECTED_PAYLOADS)
+    for name in ("runs", "turns", "criteria_results"):
+        report.rows[name] = tables[name].num_rows
+    landing.write_chunk(root, load_id, chunk_index, tables)
+    return report
+
+
+def _log_row(
+    load_id: str, result: FetchResult, outcome: str, run_id: str | None, error: str | None
+) -> dict[str, object]:
+    return {
+        "load_id": load_id,
+        "session_id": result.session_id,
+        "outcome": outcome,
+        "http_status": result.http_status,
+        "attempts": result.attempts,
+        "error": error,
+        "run_id": run_id,
+        "fetched_at": result.fetched_at,
+        "elapsed_ms": result.elapsed_ms,
+    }
+
+
+def land_unfetched(plan: LoadPlan, settings: LoadSettings, later_chunks: list[list[str]], status: int) -> ChunkReport:
+    """Record the sessions never sent because the token was refused as `failed`, so none goes missing."""
+    reason = f"not fetched: the load stopped because the API refused the token (HTTP {status})"
+    now = datetime.now(UTC)
+    rows = [
+        _log_row(plan.load_id, FetchResult(session_id=s, outcome="failed", error=reason, fetched_at=now), "failed",
+                 None, reason)
+        for chunk in later_chunks
+        for s in chunk
+    ]
+    report = ChunkReport(chunk_index=99_998, outcomes=Counter({"failed": len(rows)}))
+    if rows:
+        table = pa.Table.from_pylist(rows, schema=FETCH_LOG)
+        landing.write_chunk(landing_root(settings), plan.load_id, report.chunk_index, {"fetch_log": table})
+    return report
+
+
+def land_skipped(plan: LoadPlan, settings: LoadSettings) -> ChunkReport:
+    """Record the sessions skipped because their stored run is final."""
+    report = ChunkReport(chunk_index=0, outcomes=Counter({"skipped": len(plan.skipped)}))
+    if plan.skipped:
+        rows = [
+            {
+                "load_id": plan.load_id,
+                "session_id": session_id,
+                "outcome": "skipped",
+                "http_status": None,
+                "attempts": 0,
+                "error": None,
+                "run_id": run_id,
+                "fetched_at": plan.started_at,
+                "elapsed_ms": 0.0,
+            }
+            for session_id, run_id in plan.skipped.items()
+        ]
+        landing.write_chunk(
+            landing_root(settings), plan.load_id, 0, {"fetch_log": pa.Table.from_pylist(rows, schema=FETCH_LOG)}
+        )
+    return report
+
+
+def finish_load(plan: LoadPlan, settings: LoadSettings, reports: Sequence[ChunkReport]) -> LoadSummary:
+    """Write the `loads` row and merge into DuckDB: the one step that writes the database file.
+
+    Loads that landed Parquet parts but never reached the database (an interrupted run) are merged
+    first, oldest first, so the database converges to the Parquet state.
+    """
+    outcomes: Counter[str] = Counter()
+    rows: Counter[str] = Counter()
+    failures: list[tuple[str, str]] = []
+    auth_message = None
+    for report in reports:
+        outcomes.update(report.outcomes)
+        rows.update(report.rows)
+        failures.extend(report.failures)
+        auth_message = auth_message or report.auth_message
+    status = "aborted" if auth_message else "partial" if outcomes["failed"] or outcomes["rejected"] else "succeeded"
+    finished_at = datetime.now(UTC)
+    load_row: dict[str, object] = {
+        "load_id": plan.load_id,
+        "started_at": plan.started_at,
+        "finished_at": finished_at,
+        "status": status,
+        "sessions_requested": len(plan.requested),
+        "sessions_loaded": outcomes["loaded"],
+        "sessions_not_found": outcomes["not_found"],
+        "sessions_failed": outcomes["failed"],
+        "sessions_rejected": outcomes["rejected"],
+        "sessions_skipped": outcomes["skipped"],
+        "runs_written": rows["runs"],
+        "turns_written": rows["turns"],
+        "criteria_results_written": rows["criteria_results"],
+        "parameters": json.dumps(settings.as_parameters(), sort_keys=True),
+    }
+    root = landing_root(settings)
+    if settings.writes_parquet:
+        landing.write_load_row(root, load_row)
+    if settings.writes_duckdb:
+        con = store.connect(settings.out_dir / store.DATABASE_FILE)
+        try:
+            for earlier in sorted(set(landing.landed_load_ids(root)) - store.merged_load_ids(con) - {plan.load_id}):
+                store.merge_load(con, root, earlier, None)
+            store.merge_load(con, root, plan.load_id, load_row)
+        finally:
+            con.close()
+        if not settings.writes_parquet:
+            for merged in landing.landed_load_ids(root):
+                landing.remove_load(root, merged)
+            shutil.rmtree(root, ignore_errors=True)
+    if settings.writes_parquet:
+        views.write_current_state_sql(settings.out_dir, root)
+    return LoadSummary(
+        load_id=plan.load_id,
+        status=status,
+        out_dir=settings.out_dir,
+        outcomes=outcomes,
+        rows=rows,
+        started_at=plan.started_at,
+        finished_at=finished_at,
+        auth_message=auth_message,
+        failures=failures[:5],
+    )
+
+
+def make_client(settings: LoadSettings, token: str, transport: httpx.AsyncBaseTransport | None = None) -> PiperClient:
+    return PiperClient(
+        base_url=settings.base_url,
+        org_id=settings.org_id,
+        token=token,
+        concurrency=settings.concurrency,
+        retry=RetryPolicy(max_retries=settings.max_retries),
+        transport=transport,
+    )
+
+
+async def run_load_async(
+    session_ids: Iterable[str],
+    settings: LoadSettings,
+    token: str,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    on_session: OnSession | None = None,
+    on_plan: Callable[[LoadPlan], None] | None = None,
+) -> LoadSummary:
+    """The whole load without Prefect: one client, chunks one after another, then the merge."""
+    client = make_client(settings, token, transport)  # validates the settings before any work
+    plan = plan_load(session_ids, settings)
+    if on_plan is not None:
+        on_plan(plan)
+    root = landing_root(settings)
+    reports = [land_skipped(plan, settings)]
+    chunks = plan.chunks(settings.chunk_size)
+    async with client:
+        for index, chunk in enumerate(chunks, start=1):
+            report = await fetch_and_land_chunk(
+                client, chunk, load_id=plan.load_id, loaded_at=plan.started_at, chunk_index=index, root=root,
+                on_session=on_session,
+            )
+            reports.append(report)
+            if report.auth_status is not None:
+                reports.append(land_unfetched(plan, settings, chunks[index:], report.auth_status))
+                break
+    return finish_load(plan, settings, reports)
+
+
+def run_load(
+    session_ids: Iterable[str],
+    settings: LoadSettings,
+    token: str,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    on_session: OnSession | None = None,
+    on_plan: Callable[[LoadPlan], None] | None = None,
+) -> LoadSummary:
+    """Run a whole load in this process with no orchestration (the CLI's default path)."""
+    return asyncio.run(
+        run_load_async(session_ids, settings, token, transport=transport, on_session=on_session, on_plan=on_plan)
+    )

@@ -1,0 +1,132 @@
+"""The Prefect flow `load_sessions`: the same load as `flows.pipeline`, with run history and artifacts.
+
+Tasks are coarse: one task per chunk of sessions (hundreds), with asyncio concurrency inside it, and
+one final task that merges into DuckDB. The token is never a parameter: tasks read `PIPER_API_TOKEN`
+or, failing that, the Prefect Secret block `piper-api-token`.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import cast
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import acreate_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from connector.errors import TOKEN_ENV, PiperConfigError
+from flows import pipeline
+from flows.report import summary_markdown
+from flows.settings import DEFAULT_BASE_URL, DEFAULT_OUT, TOKEN_BLOCK, LoadSettings, OutputFormat
+
+
+class LoadFailed(Exception):
+    """Raised after everything was committed, when sessions failed or the token was refused."""
+
+    def __init__(self, summary: pipeline.LoadSummary) -> None:
+        self.summary = summary
+        super().__init__(summary.line())
+
+
+async def resolve_token() -> str:
+    """`PIPER_API_TOKEN`, else the Prefect Secret block `piper-api-token`."""
+    token = os.environ.get(TOKEN_ENV, "").strip()
+    if token:
+        return token
+    from prefect.blocks.system import Secret
+
+    try:
+        secret = cast("Secret[str]", await Secret.aload(TOKEN_BLOCK))
+    except ValueError:
+        raise PiperConfigError(
+            f"no API token: set {TOKEN_ENV} or create the Prefect Secret block '{TOKEN_BLOCK}'"
+        ) from None
+    return str(secret.get())
+
+
+@task(name="fetch-chunk", cache_policy=NO_CACHE, persist_result=False)
+async def fetch_chunk(
+    session_ids: list[str], settings: LoadSettings, load_id: str, loaded_at: datetime, chunk_index: int
+) -> pipeline.ChunkReport:
+    """Fetch, flatten and land one chunk of sessions as Parquet parts."""
+    async with pipeline.make_client(settings, await resolve_token()) as client:
+        report = await pipeline.fetch_and_land_chunk(
+            client,
+            session_ids,
+            load_id=load_id,
+            loaded_at=loaded_at,
+            chunk_index=chunk_index,
+            root=pipeline.landing_root(settings),
+        )
+    get_run_logger().info("chunk %d: %s", chunk_index, dict(report.outcomes))
+    return report
+
+
+@task(name="merge-load", cache_policy=NO_CACHE, persist_result=False)
+def merge_load(
+    plan: pipeline.LoadPlan, settings: LoadSettings, reports: list[pipeline.ChunkReport]
+) -> pipeline.LoadSummary:
+    """Merge the load into DuckDB and write the `loads` row: the only writer of the database file."""
+    return pipeline.finish_load(plan, settings, reports)
+
+
+@flow(name="load_sessions", log_prints=False)
+async def load_sessions(
+    session_ids: list[str],
+    org_id: str | None = None,
+    base_url: str | None = None,
+    out_dir: str = DEFAULT_OUT,
+    concurrency: int = 16,
+    max_retries: int = 5,
+    chunk_size: int = 500,
+    format: OutputFormat = "both",
+    refetch: bool = False,
+) -> pipeline.LoadSummary:
+    """Load Piper scenario runs for these session ids into Parquet and DuckDB.
+
+    Args:
+        session_ids: Piper session ids; duplicates are loaded once.
+        org_id: Piper organisation id; defaults to the PIPER_ORG_ID environment variable.
+        base_url: Piper API base URL; defaults to PIPER_BASE_URL, then https://api.letpiper.com.
+        out_dir: output folder for piper.duckdb and parquet/.
+        concurrency: requests in flight at once.
+        max_retries: retries per session after the first attempt.
+        chunk_size: sessions per task.
+        format: duckdb, parquet or both.
+        refetch: fetch sessions whose stored run is already final again.
+    """
+    settings = LoadSettings(
+        org_id=org_id or os.environ.get("PIPER_ORG_ID", ""),
+        base_url=base_url or os.environ.get("PIPER_BASE_URL", DEFAULT_BASE_URL),
+        out_dir=Path(out_dir),
+        concurrency=concurrency,
+        max_retries=max_retries,
+        chunk_size=chunk_size,
+        format=format,
+        refetch=refetch,
+    )
+    await resolve_token()  # fail before any work when no token can be found
+    logger = get_run_logger()
+    plan = pipeline.plan_load(session_ids, settings)
+    logger.info(
+        "load %s: %d sessions requested, %d to fetch, %d skipped (already final)",
+        plan.load_id, len(plan.requested), len(plan.to_fetch), len(plan.skipped),
+    )
+    reports = [pipeline.land_skipped(plan, settings)]
+    chunks = plan.chunks(settings.chunk_size)
+    for index, chunk in enumerate(chunks, start=1):
+        report = await fetch_chunk(chunk, settings, plan.load_id, plan.started_at, index)
+        reports.append(report)
+        if report.auth_status is not None:
+            reports.append(pipeline.land_unfetched(plan, settings, chunks[index:], report.auth_status))
+            break
+    summary = merge_load(plan, settings, reports)
+    await acreate_markdown_artifact(
+        key="piper-load-summary", markdown=summary_markdown(summary), description=summary.line()
+    )
+    logger.info(summary.line())
+    if not summary.ok:
+        raise LoadFailed(summary)
+    return summary

@@ -1,0 +1,58 @@
+"""Human-readable summaries of a load: a markdown artifact and the demo's closing summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+from flows.pipeline import LoadSummary
+
+OUTCOMES = ("loaded", "skipped", "not_found", "failed", "rejected")
+
+
+def summary_markdown(summary: LoadSummary) -> str:
+    """A markdown summary of one load, for the Prefect artifact."""
+    lines = [
+        f"# Piper load `{summary.load_id}`: {summary.status}",
+        "",
+        "| outcome | sessions |",
+        "| --- | ---: |",
+        *[f"| {outcome} | {summary.outcomes[outcome]} |" for outcome in OUTCOMES],
+        "",
+        "| table | rows written |",
+        "| --- | ---: |",
+        *[f"| {table} | {summary.rows[table]} |" for table in ("runs", "turns", "criteria_results")],
+        "",
+        f"Output folder: `{summary.out_dir}`",
+    ]
+    if summary.auth_message:
+        lines += ["", f"**Stopped:** {summary.auth_message}"]
+    if summary.failures:
+        lines += ["", "First failures:", ""]
+        lines += [f"- `{session_id}`: {reason}" for session_id, reason in summary.failures]
+    return "\n".join(lines) + "\n"
+
+
+def verdict_summary(database: Path) -> list[tuple[str, int, int, int]]:
+    """(verdict, criteria results, judge input tokens, judge output tokens) from the current state."""
+    con = duckdb.connect(str(database), read_only=True)
+    try:
+        rows = con.execute(
+            "SELECT coalesce(verdict, '(none)'), count(*), coalesce(sum(input_tokens), 0), "
+            "coalesce(sum(output_tokens), 0) FROM criteria_results GROUP BY 1 ORDER BY 2 DESC"
+        ).fetchall()
+    finally:
+        con.close()
+    return [(str(v), int(n), int(i), int(o)) for v, n, i, o in rows]
+
+
+def run_status_summary(database: Path) -> list[tuple[str, int]]:
+    con = duckdb.connect(str(database), read_only=True)
+    try:
+        rows = con.execute(
+            "SELECT coalesce(status, '(none)'), count(*) FROM runs GROUP BY 1 ORDER BY 2 DESC"
+        ).fetchall()
+    finally:
+        con.close()
+    return [(str(s), int(n)) for s, n in rows]

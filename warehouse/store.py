@@ -1,0 +1,153 @@
+"""The DuckDB database `OUT/piper.duckdb`: the current state, merged by key, one load per transaction."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from schemas.tables import FINAL_STATUSES, PRIMARY_KEYS
+from warehouse.ddl import ALL_TABLES, create_table_sql, duckdb_type, quote_ident
+from warehouse.landing import load_parts
+
+DATABASE_FILE = "piper.duckdb"
+
+
+def connect(path: Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """Open the database, creating it and any missing table or column unless read-only."""
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(path), read_only=read_only)
+    if not read_only:
+        ensure_tables(con)
+    return con
+
+
+def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Create missing tables and add columns that a newer piper-etl defines (never renames or drops)."""
+    for table, schema in ALL_TABLES.items():
+        con.execute(create_table_sql(table))
+        present = {row[0] for row in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]
+        ).fetchall()}
+        for field in schema:
+            if field.name not in present:
+                con.execute(
+                    f"ALTER TABLE {quote_ident(table)} ADD COLUMN {quote_ident(field.name)} {duckdb_type(field.type)}"
+                )
+
+
+def merged_load_ids(con: duckdb.DuckDBPyConnection) -> set[str]:
+    return {row[0] for row in con.execute("SELECT load_id FROM loads").fetchall()}
+
+
+def final_session_runs(con: duckdb.DuckDBPyConnection, session_ids: Iterable[str]) -> dict[str, str]:
+    """session_id -> run_id for the requested sessions whose stored run is final (passed, failed, error)."""
+    requested = pa.table({"session_id": pa.array(list(session_ids), pa.string())})
+    con.register("requested_sessions", requested)
+    try:
+        rows = con.execute(
+            "SELECT r.session_id, max(r.run_id) FROM runs r JOIN requested_sessions q USING (session_id) "
+            "WHERE r.status IN (SELECT unnest(?::VARCHAR[])) "
+            "GROUP BY r.session_id",
+            [list(FINAL_STATUSES)],
+        ).fetchall()
+    finally:
+        con.unregister("requested_sessions")
+    return {row[0]: row[1] for row in rows}
+
+
+def merge_load(
+    con: duckdb.DuckDBPyConnection, root: Path, load_id: str, load_row: dict[str, object] | None
+) -> dict[str, int]:
+    """Merge one load's landed parts into the database in a single transaction.
+
+    Runs of this load replace their earlier rows in `runs`, `turns` and `criteria_results` (children
+    included); `fetch_log` and `rejected_payloads` rows of this load are replaced too, so merging the
+    same load twice changes nothing. `load_row` is the `loads` row; None for a load recovered from its
+    landed parts, whose row is rebuilt from its fetch log. Returns rows written per data table.
+    """
+    parts = {table: load_parts(root, load_id, table) for table in ALL_TABLES if table != "loads"}
+    written: dict[str, int] = {}
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for table in ("runs", "turns", "criteria_results"):
+            _stage(con, table, parts[table])
+        con.execute(
+            "DELETE FROM criteria_results WHERE run_id IN (SELECT run_id FROM new_runs) "
+            "OR criteria_result_id IN (SELECT criteria_result_id FROM new_criteria_results)"
+        )
+        con.execute(
+            "DELETE FROM turns WHERE run_id IN (SELECT run_id FROM new_runs) "
+            "OR turn_result_id IN (SELECT turn_result_id FROM new_turns)"
+        )
+        con.execute("DELETE FROM runs WHERE run_id IN (SELECT run_id FROM new_runs)")
+        for table in ("runs", "turns", "criteria_results"):
+            con.execute(f"INSERT INTO {quote_ident(table)} BY NAME SELECT * FROM new_{table}")
+            written[table] = _count(con, f"new_{table}")
+            con.execute(f"DROP TABLE new_{table}")
+        for table in ("fetch_log", "rejected_payloads"):
+            con.execute(f"DELETE FROM {quote_ident(table)} WHERE load_id = ?", [load_id])
+            if parts[table]:
+                con.execute(
+                    f"INSERT INTO {quote_ident(table)} BY NAME SELECT * FROM read_parquet(?, union_by_name = true)",
+                    [[str(p) for p in parts[table]]],
+                )
+        row = load_row if load_row is not None else _recovered_load_row(con, load_id, written)
+        con.execute("DELETE FROM loads WHERE load_id = ?", [load_id])
+        columns = list(row)
+        con.execute(
+            f"INSERT INTO loads ({', '.join(quote_ident(c) for c in columns)}) "
+            f"VALUES ({', '.join('?' for _ in columns)})",
+            [row[c] for c in columns],
+        )
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return written
+
+
+def _stage(con: duckdb.DuckDBPyConnection, table: str, parts: list[Path]) -> None:
+    """Create temp table new_<table> with this load's rows, one row per key."""
+    key = quote_ident(PRIMARY_KEYS[table])
+    if parts:
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE new_{table} AS SELECT * FROM read_parquet(?, union_by_name = true) "
+            f"QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY _loaded_at DESC) = 1",
+            [[str(p) for p in parts]],
+        )
+    else:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE new_{table} AS SELECT * FROM {quote_ident(table)} WHERE false")
+
+
+def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    row = con.execute(f"SELECT count(*) FROM {table}").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _recovered_load_row(con: duckdb.DuckDBPyConnection, load_id: str, written: dict[str, int]) -> dict[str, object]:
+    counts = dict(
+        con.execute("SELECT outcome, count(*) FROM fetch_log WHERE load_id = ? GROUP BY outcome", [load_id]).fetchall()
+    )
+    first = con.execute("SELECT min(fetched_at) FROM fetch_log WHERE load_id = ?", [load_id]).fetchone()
+    return {
+        "load_id": load_id,
+        "started_at": first[0] if first and first[0] else datetime.now(UTC),
+        "finished_at": datetime.now(UTC),
+        "status": "recovered",
+        "sessions_requested": sum(counts.values()),
+        "sessions_loaded": counts.get("loaded", 0),
+        "sessions_not_found": counts.get("not_found", 0),
+        "sessions_failed": counts.get("failed", 0),
+        "sessions_rejected": counts.get("rejected", 0),
+        "sessions_skipped": counts.get("skipped", 0),
+        "runs_written": written.get("runs", 0),
+        "turns_written": written.get("turns", 0),
+        "criteria_results_written": written.get("criteria_results", 0),
+        "parameters": json.dumps({"recovered": True, "note": "merged from landed parts of an interrupted load"}),
+    }
