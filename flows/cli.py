@@ -230,3 +230,7 @@ def _fake_api(args: argparse.Namespace) -> int:
     )
     run_forever(state, port=args.port)
     return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -20,7 +20,7 @@ UNKNOWN_SESSIONS = ("web-no-such-session", "sms:+15550000000:unknown")
 
 def run_demo(*, sessions: int = 200, out_dir: Path = Path("piper-demo"), seed: int = 7) -> int:
     """Load a simulated org twice (the second time after its pending runs finished) and show the result."""
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     started = time.monotonic()
     dataset = FakeDataset.generate(seed=seed, sessions=sessions)
     token = f"pat_demo_{secrets.token_hex(12)}"  # a throwaway token shared with the simulated API only

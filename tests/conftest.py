@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import io
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import duckdb
 import pytest
+
+from connector.fake_api import FakeDataset, FakePiper, serve
+from flows.cli import main
 
 CANARY_TOKEN = "pat_CANARY_7c1e5b0d9a2f4e6b8d3c"
 ORG_ID = "0f8fad5b-d9cb-469f-a165-70867728950e"
@@ -25,3 +33,69 @@ def assert_no_canary(*texts: str | bytes, folder: Path | None = None) -> None:
 @pytest.fixture
 def out_dir(tmp_path: Path) -> Path:
     return tmp_path / "out"
+
+
+@dataclass
+class SimulatedPiper:
+    """A simulated Piper API serving on loopback for one test."""
+
+    state: FakePiper
+    base_url: str
+
+    @property
+    def dataset(self) -> FakeDataset:
+        return self.state.dataset
+
+    @property
+    def org_id(self) -> str:
+        return self.state.dataset.org_id
+
+
+@pytest.fixture
+def piper() -> Iterator[SimulatedPiper]:
+    dataset = FakeDataset.generate(seed=11, sessions=30, payload_kb=4.0)
+    state = FakePiper(dataset=dataset, token=CANARY_TOKEN, retry_after="0")
+    with serve(state) as base_url:
+        yield SimulatedPiper(state, base_url)
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+
+Cli = Callable[..., CliResult]
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Cli:
+    """Run `piper-etl` in this process with the canary token in the environment."""
+    monkeypatch.setenv("PIPER_API_TOKEN", CANARY_TOKEN)
+    for name in ("PIPER_ORG_ID", "PIPER_BASE_URL", "PREFECT_API_URL"):
+        monkeypatch.delenv(name, raising=False)
+
+    def run(*args: str, stdin: str = "") -> CliResult:
+        capsys.readouterr()
+        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse usage errors
+            code = int(exc.code or 0)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+def load_args(piper: SimulatedPiper, out_dir: Path, *extra: str) -> list[str]:
+    return ["load", "--org-id", piper.org_id, "--base-url", piper.base_url, "--out", str(out_dir), *extra]
+
+
+def query(out_dir: Path, sql: str, params: list[object] | None = None) -> list[tuple[Any, ...]]:
+    con = duckdb.connect(str(out_dir / "piper.duckdb"), read_only=True)
+    try:
+        return con.execute(sql, params or []).fetchall()
+    finally:
+        con.close()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from schemas.tables import FINAL_STATUSES, PRIMARY_KEYS
 from warehouse.ddl import ALL_TABLES, create_table_sql, duckdb_type, quote_ident
@@ -97,7 +98,8 @@ def merge_load(
                     f"INSERT INTO {quote_ident(table)} BY NAME SELECT * FROM read_parquet(?, union_by_name = true)",
                     [[str(p) for p in parts[table]]],
                 )
-        row = load_row if load_row is not None else _recovered_load_row(con, load_id, written)
+        row = load_row if load_row is not None else _landed_load_row(root, load_id)
+        row = row if row is not None else _recovered_load_row(con, load_id, written)
         con.execute("DELETE FROM loads WHERE load_id = ?", [load_id])
         columns = list(row)
         con.execute(
@@ -128,6 +130,15 @@ def _stage(con: duckdb.DuckDBPyConnection, table: str, parts: list[Path]) -> Non
 def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
     row = con.execute(f"SELECT count(*) FROM {table}").fetchone()
     return int(row[0]) if row else 0
+
+
+def _landed_load_row(root: Path, load_id: str) -> dict[str, object] | None:
+    """The `loads` row a finished Parquet load landed, if it got that far."""
+    path = root / "loads" / f"{load_id}.parquet"
+    if not path.exists():
+        return None
+    rows: list[dict[str, object]] = pq.read_table(path).to_pylist()
+    return rows[0] if rows else None
 
 
 def _recovered_load_row(con: duckdb.DuckDBPyConnection, load_id: str, written: dict[str, int]) -> dict[str, object]:

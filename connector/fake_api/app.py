@@ -1,0 +1,252 @@
+"""The simulated Piper API as a Starlette app, with knobs for latency, faults and request recording.
+
+Routing is done on the raw request path, because the session id is one percent-encoded segment and
+the decoded path would turn an encoded %2F inside it into a path separator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import random
+import threading
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from connector.fake_api import _bank, _views
+from connector.fake_api.data import FakeDataset
+
+FAULTS = frozenset({"429", "500", "502", "503", "504", "401", "403", "truncate", "html", "slow"})
+_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request as the server saw it, and what it answered."""
+
+    method: str
+    raw_path: str  # still percent-encoded, without the query string
+    query: str
+    session_id: str | None  # decoded, for the by-session endpoint only
+    auth_ok: bool
+    status: int
+    fault: str | None = None  # the scripted or random fault that shaped the answer
+
+
+@dataclass(eq=False)
+class FakePiper:
+    """Mutable state of one simulated Piper server: its data, its knobs and what it has seen."""
+
+    dataset: FakeDataset
+    token: str = "pat_fake_demo_token"
+    latency_ms: float = 0.0
+    error_rate: float = 0.0
+    rate_limit_rate: float = 0.0
+    retry_after: str = "1"
+    truncate_rate: float = 0.0
+    fault_seed: int = 0
+    slow_seconds: float = 2.0
+    requests: list[RecordedRequest] = field(default_factory=list, repr=False)
+    session_hits: Counter[str] = field(default_factory=Counter, repr=False)
+    _path_hits: Counter[str] = field(default_factory=Counter, repr=False)
+    _scripts: dict[str, deque[str]] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def script(self, session_id: str, *faults: str) -> None:
+        """Queue faults for session_id: each by-session request for it takes the next one."""
+        unknown = [fault for fault in faults if fault not in FAULTS]
+        if unknown:
+            raise ValueError(f"unknown fault(s) {unknown}; expected some of {sorted(FAULTS)}")
+        with self._lock:
+            self._scripts.setdefault(session_id, deque()).extend(faults)
+
+    def next_fault(self, key: str, *, session: bool) -> str | None:
+        """Count a request for key (a session id or a raw path) and draw the fault it meets, if any."""
+        with self._lock:
+            hits = self.session_hits if session else self._path_hits
+            hits[key] += 1
+            queue = self._scripts.get(key) if session else None
+            if queue:
+                return queue.popleft()
+            number = hits[key]
+        draw = random.Random(f"{self.fault_seed}:{key}:{number}")
+        roll = draw.random()
+        if roll < self.rate_limit_rate:
+            return "429"
+        if roll < self.rate_limit_rate + self.error_rate:
+            return draw.choice(("500", "502", "503", "504"))
+        if roll < self.rate_limit_rate + self.error_rate + self.truncate_rate:
+            return "truncate"
+        return None
+
+    def record(self, request: RecordedRequest) -> None:
+        with self._lock:
+            self.requests.append(request)
+
+
+class TruncatedResponse(Response):
+    """A 200 whose Content-Length promises more bytes than are sent before the connection closes."""
+
+    def __init__(self, content: bytes) -> None:
+        super().__init__(content, status_code=200, media_type="application/json")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        partial = self.body[: max(1, len(self.body) // 2)]
+        # Returning without more_body=False makes uvicorn close the transport mid-body.
+        await send({"type": "http.response.body", "body": partial, "more_body": True})
+
+
+def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, headers=headers, media_type="application/json")
+
+
+def _html(status: int, body: bytes) -> Response:
+    return Response(body, status_code=status, media_type="text/html; charset=utf-8")
+
+
+class _Api:
+    """Request handling bound to one FakePiper."""
+
+    def __init__(self, state: FakePiper) -> None:
+        self.state = state
+
+    async def handle(self, request: Request) -> Response:
+        state = self.state
+        raw_path = bytes(request.scope.get("raw_path") or request.scope["path"].encode()).decode("latin-1")
+        auth_ok = self._auth_ok(request)
+        session_id: str | None = None
+        fault: str | None = None
+        if state.latency_ms > 0:
+            await asyncio.sleep(state.latency_ms / 1000)
+        segments = raw_path.split("/")
+        if segments[:3] != ["", "v1", "orgs"] or len(segments) < 5:
+            response = _json(404, {"detail": "Not Found"})
+        elif request.method not in ("GET", "HEAD"):
+            response = _json(405, {"detail": "Method Not Allowed"})
+        elif not auth_ok:
+            response = _json(401, {"detail": "Invalid or expired token"})
+        elif unquote(segments[3]) != state.dataset.org_id:
+            response = _json(404, {"detail": "Not Found"})
+        else:
+            match segments[4:]:
+                case ["scenarios", "runs", "by-session", encoded] if encoded:
+                    session_id = unquote(encoded)
+                    fault = state.next_fault(session_id, session=True)
+                    response = await self._by_session(session_id, fault)
+                case rest:
+                    fault = state.next_fault(raw_path, session=False)
+                    response = await self._faulted(fault) or self._neighbour(rest, request)
+                    if fault == "truncate":
+                        response = TruncatedResponse(bytes(response.body))
+        state.record(RecordedRequest(
+            method=request.method, raw_path=raw_path, query=request.url.query, session_id=session_id,
+            auth_ok=auth_ok, status=response.status_code, fault=fault,
+        ))
+        return response
+
+    def _auth_ok(self, request: Request) -> bool:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(token.encode(), self.state.token.encode())
+
+    async def _faulted(self, fault: str | None) -> Response | None:
+        """The answer a fault replaces the real one with; None when the real answer should go out."""
+        match fault:
+            case "429":
+                return _json(429, {"detail": "Rate limit exceeded"}, {"Retry-After": self.state.retry_after})
+            case "500":
+                return _json(500, {"detail": "Internal Server Error"})
+            case "502":
+                return _html(502, _bank.gateway_page(502, "Bad Gateway"))
+            case "503":
+                return _json(503, {"detail": "Service temporarily unavailable"})
+            case "504":
+                return _html(504, _bank.gateway_page(504, "Gateway Time-out"))
+            case "401":
+                return _json(401, {"detail": "Invalid or expired token"})
+            case "403":
+                return _json(403, {"detail": "Not enough permissions"})
+            case "html":
+                return _html(200, _bank.LOGIN_PAGE_HTML)
+            case "slow":
+                await asyncio.sleep(self.state.slow_seconds)
+        return None
+
+    async def _by_session(self, session_id: str, fault: str | None) -> Response:
+        faulted = await self._faulted(fault)
+        if faulted is not None:
+            return faulted
+        payload = self.state.dataset.payload_bytes(session_id)
+        if fault == "truncate":
+            return TruncatedResponse(payload or b'{"detail": "No scenario run found for session"}')
+        if payload is None:
+            return _json(404, {"detail": "No scenario run found for session"})
+        return Response(payload, media_type="application/json")
+
+    def _neighbour(self, rest: list[str], request: Request) -> Response:
+        dataset = self.state.dataset
+        match rest:
+            case ["sessions"] | ["sessions", ""]:
+                page = self._page(request)
+                if isinstance(page, Response):
+                    return page
+                limit, offset = page
+                ids = dataset.session_ids[offset : offset + limit]
+                sessions = [_views.session_item(dataset, sid) for sid in ids]
+                return _json(200, {"sessions": sessions, "total": len(dataset.session_ids)})
+            case ["scenarios"] | ["scenarios", ""]:
+                page = self._page(request)
+                if isinstance(page, Response):
+                    return page
+                limit, offset = page
+                tags = set(request.query_params.getlist("tags"))
+                scenarios = [s for s in dataset.scenarios if not tags or tags & set(s.tags)]
+                return _json(200, [_views.scenario_item(dataset, s) for s in scenarios[offset : offset + limit]])
+            case ["scenarios", "runs", run_id] if run_id:
+                session_id = dataset.session_for_run(unquote(run_id))
+                if session_id is None:
+                    return _json(404, {"detail": "Scenario run not found"})
+                return _json(200, _views.run_detail(dataset, session_id))
+            case ["scenarios", scenario_id] if scenario_id:
+                scenario = dataset.scenario(unquote(scenario_id))
+                if scenario is None:
+                    return _json(404, {"detail": "Scenario not found"})
+                return _json(200, _views.scenario_detail(scenario))
+            case ["scenarios", scenario_id, "runs"]:
+                page = self._page(request)
+                if isinstance(page, Response):
+                    return page
+                limit, offset = page
+                scenario = dataset.scenario(unquote(scenario_id))
+                if scenario is None:
+                    return _json(404, {"detail": "Scenario not found"})
+                ids = [sid for sid in dataset.session_ids if dataset.header(sid).scenario.id == scenario.id]
+                runs = [_views.run_summary(dataset.summary(sid)) for sid in ids[offset : offset + limit]]
+                return _json(200, runs)
+        return _json(404, {"detail": "Not Found"})
+
+    @staticmethod
+    def _page(request: Request) -> tuple[int, int] | Response:
+        """(limit, offset) from the query string, or the 422 answer for a bad one."""
+        limit = _views.parse_int("limit", request.query_params.get("limit"), 100, 1, 500)
+        if isinstance(limit, dict):
+            return _json(422, limit)
+        offset = _views.parse_int("offset", request.query_params.get("offset"), 0, 0, None)
+        if isinstance(offset, dict):
+            return _json(422, offset)
+        return limit, offset
+
+
+def create_app(state: FakePiper) -> Starlette:
+    """The ASGI app serving state; state may be changed while the app runs."""
+    # One catch-all route: _Api routes on the raw path itself (see the module docstring).
+    return Starlette(routes=[Route("/{path:path}", _Api(state).handle, methods=_ALL_METHODS)])

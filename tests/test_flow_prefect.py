@@ -1,0 +1,100 @@
+"""The Prefect flow `load_sessions`: same result as the CLI, an artifact, and Failed when a session failed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import CANARY_TOKEN, SimulatedPiper, assert_no_canary, query
+
+pytestmark = [
+    pytest.mark.prefect,
+    # Prefect's own client leaves a socket to its temporary test server for the garbage collector.
+    pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning"),
+    pytest.mark.filterwarnings("ignore:Exception ignored in. <socket.socket:pytest.PytestUnraisableExceptionWarning"),
+]
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    from prefect.testing.utilities import prefect_test_harness
+
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry writes racing the tests
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def token_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIPER_API_TOKEN", CANARY_TOKEN)
+
+
+def run_flow(piper: SimulatedPiper, out_dir: Path, session_ids: list[str], **kwargs: Any) -> Any:
+    from flows.prefect_flow import load_sessions
+
+    return asyncio.run(
+        load_sessions(
+            session_ids=session_ids,
+            org_id=piper.org_id,
+            base_url=piper.base_url,
+            out_dir=str(out_dir),
+            return_state=True,
+            **kwargs,
+        )
+    )
+
+
+async def read_artifact_markdown(key: str) -> list[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    async with get_client() as client:
+        artifacts = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+    return [str(a.data) for a in artifacts]
+
+
+def test_flow_loads_in_chunks_and_publishes_a_summary(
+    prefect_harness: None, token_env: None, piper: SimulatedPiper, out_dir: Path
+) -> None:
+    ids = [*piper.dataset.session_ids, "unknown-session"]
+    state = run_flow(piper, out_dir, ids, chunk_size=8)
+    assert state.is_completed(), state.message
+    assert query(out_dir, "SELECT count(*) FROM runs")[0][0] == len(piper.dataset.session_ids)
+    assert query(out_dir, "SELECT count(*) FROM fetch_log")[0][0] == len(ids)
+    assert query(out_dir, "SELECT count(DISTINCT _load_id) FROM runs")[0][0] == 1
+    markdown = asyncio.run(read_artifact_markdown("piper-load-summary"))
+    assert markdown and "| not_found | 1 |" in markdown[0]
+    assert_no_canary(*markdown, repr(state.state_details), folder=out_dir)
+
+
+def test_flow_ends_failed_after_committing_when_a_session_failed(
+    prefect_harness: None, token_env: None, piper: SimulatedPiper, out_dir: Path
+) -> None:
+    bad, *good = piper.dataset.session_ids[:4]
+    piper.state.script(bad, "500", "500")
+    state = run_flow(piper, out_dir, [bad, *good], max_retries=1)
+    assert state.is_failed()
+    assert "1 failed" in (state.message or "")
+    assert query(out_dir, "SELECT count(*) FROM runs")[0][0] == 3, "the rest was committed"
+    assert query(out_dir, "SELECT status FROM loads")[0][0] == "partial"
+
+
+def test_flow_parameters_never_hold_the_token(prefect_harness: None, token_env: None, piper: SimulatedPiper,
+                                              out_dir: Path) -> None:
+    from prefect.client.orchestration import get_client
+
+    state = run_flow(piper, out_dir, piper.dataset.session_ids[:2])
+    assert state.is_completed()
+
+    async def parameters() -> list[str]:
+        async with get_client() as client:
+            runs = await client.read_flow_runs()
+            tasks = await client.read_task_runs()
+        return [repr(r.parameters) for r in runs] + [repr(t.task_inputs) for t in tasks]
+
+    assert_no_canary(*asyncio.run(parameters()))
