@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=f"Serve the simulated Piper API on 127.0.0.1. It accepts the token in {TOKEN_ENV} "
         "(or the demo token when that is unset).",
     )
-    fake.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    fake.add_argument("--port", type=int, default=8765, help="port (default 8765)")
     fake.add_argument("--seed", type=int, default=0, help="seed of the synthetic data")
     fake.add_argument("--sessions", type=int, default=100, help="number of sessions with a run")
     fake.add_argument("--latency-ms", type=float, default=0.0, help="added latency per request")
