@@ -13,7 +13,7 @@ from typing import Literal
 import httpx
 import orjson
 
-from connector.errors import PiperAuthError, PiperConfigError
+from connector.errors import PiperAuthError, PiperConfigError, PiperStopLoad, PiperUnreachable
 from connector.retry import Action, RetryPolicy, classify_status, parse_retry_after
 from connector.urls import by_session_url, normalise_base_url, session_id_problem
 
@@ -50,12 +50,13 @@ class FetchResult:
 class FetchBatch:
     """Results of `fetch_many`, one per requested session, in request order.
 
-    `auth_error` is set when the API refused the token: the batch stopped sending requests, and the
-    sessions it never finished are `failed` with a reason saying so.
+    `stopped` is set when no further request could succeed (the token was refused, or the API was
+    unreachable): the batch stopped sending requests, and the sessions it never finished are `failed`
+    with a reason saying so.
     """
 
     results: list[FetchResult]
-    auth_error: PiperAuthError | None = None
+    stopped: PiperStopLoad | None = None
 
 
 class _Token:
@@ -113,6 +114,7 @@ class PiperClient:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._http: httpx.AsyncClient | None = None
+        self._responses = 0  # HTTP responses received, of any status: proof that the API is reachable
 
     def __repr__(self) -> str:
         return f"PiperClient(base_url={self.base_url!r}, org_id={self.org_id!r})"
@@ -141,16 +143,16 @@ class PiperClient:
         ids = list(session_ids)
         results: list[FetchResult | None] = [None] * len(ids)
         queue = iter(enumerate(ids))
-        auth_errors: list[PiperAuthError] = []
+        stops: list[PiperStopLoad] = []
 
         async def worker() -> None:
             for index, session_id in queue:
-                if auth_errors:
+                if stops:
                     return
                 try:
                     result = await self.fetch_run_by_session(session_id)
-                except PiperAuthError as exc:
-                    auth_errors.append(exc)
+                except PiperStopLoad as exc:
+                    stops.append(exc)
                     return
                 results[index] = result
                 if on_result is not None:
@@ -162,25 +164,26 @@ class PiperClient:
         finally:
             for task in workers:
                 task.cancel()
-        auth_error = auth_errors[0] if auth_errors else None
+        stopped = stops[0] if stops else None
         filled = [
             result
             if result is not None
             else FetchResult(
                 session_id=ids[index],
                 outcome="failed",
-                http_status=auth_error.status if auth_error else None,
-                error=f"not fetched: the load stopped because the API refused the token "
-                f"(HTTP {auth_error.status if auth_error else '?'})",
+                http_status=stopped.status if stopped else None,
+                error=stopped.unfetched_reason if stopped else "not fetched",
             )
             for index, result in enumerate(results)
         ]
-        return FetchBatch(filled, auth_error)
+        return FetchBatch(filled, stopped)
 
     async def fetch_run_by_session(self, session_id: str) -> FetchResult:
         """Fetch one session's scenario run, retrying what is worth retrying.
 
-        Returns a result for every outcome except a refused token, which raises `PiperAuthError`.
+        Returns a result for every outcome except those that stop the whole load: a refused token
+        (`PiperAuthError`), and connection failures on every attempt while no request of this client
+        has ever had a response (`PiperUnreachable`).
         """
         problem = session_id_problem(session_id)
         if problem is not None:
@@ -191,6 +194,7 @@ class PiperClient:
         started = time.monotonic()
         deadline = started + self.retry.budget_seconds
         attempt = 0
+        connect_failures = 0
         while True:
             attempt += 1
             status: int | None = None
@@ -199,13 +203,20 @@ class PiperClient:
                 response = await asyncio.wait_for(self._get(url), timeout=self.timeouts.request)
             except TimeoutError:
                 reason = f"no complete response within {self.timeouts.request:g} s"
+            except httpx.ConnectTimeout:
+                reason = "ConnectTimeout (timed out)"
+                connect_failures += 1
             except httpx.TimeoutException as exc:
                 reason = f"{type(exc).__name__} (timed out)"
             except _BodyTooLarge as exc:
                 return self._result(session_id, "failed", started, attempt, status=exc.status, error=str(exc))
+            except httpx.ConnectError as exc:
+                reason = _describe_transport_error(exc)
+                connect_failures += 1
             except httpx.TransportError as exc:
                 reason = _describe_transport_error(exc)
             else:
+                self._responses += 1
                 status, content_type, body, retry_after_header = response
                 action = classify_status(status)
                 if action is Action.OK:
@@ -228,10 +239,14 @@ class PiperClient:
                     reason = f"HTTP {status}"
                     retry_after = parse_retry_after(retry_after_header) if status == 429 else None
             if attempt > self.retry.max_retries:
+                if connect_failures == attempt and self._responses == 0:
+                    raise PiperUnreachable(self.base_url, reason)
                 error = f"{reason}; gave up after {attempt} attempts"
                 return self._result(session_id, "failed", started, attempt, status=status, error=error)
             wait = self.retry.delay(attempt, retry_after, self._rng)
             if time.monotonic() + wait > deadline:
+                if connect_failures == attempt and self._responses == 0:
+                    raise PiperUnreachable(self.base_url, reason)
                 error = f"{reason}; gave up after {attempt} attempts ({self.retry.budget_seconds:g} s budget spent)"
                 return self._result(session_id, "failed", started, attempt, status=status, error=error)
             await self._sleep(wait)

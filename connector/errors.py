@@ -1,8 +1,10 @@
 """Errors of the Piper connector, grouped by what the caller should do.
 
-    PiperError                      base class: anything the connector raises
-    ├── PiperConfigError            fatal: a setting is wrong (org id, base URL, token missing); fix it and rerun
-    └── PiperAuthError              fatal: the API refused the token (HTTP 401 or 403); stop the whole load
+    PiperError                  base class: anything the connector raises
+    ├── PiperConfigError        fatal: a setting is wrong (org id, base URL, token); fix it and rerun
+    └── PiperStopLoad           fatal: no further request can succeed; stop the whole load
+        ├── PiperAuthError      the API refused the token (HTTP 401 or 403)
+        └── PiperUnreachable    no connection to the API could be made at all (DNS, refused, timeouts)
 
 A session that cannot be fetched (404, retries exhausted, a bad id) is not an exception: it comes back
 as a `FetchResult` with its outcome and reason, so one bad session never stops the others.
@@ -22,7 +24,18 @@ class PiperConfigError(PiperError):
     """A connector setting is missing or invalid."""
 
 
-class PiperAuthError(PiperError):
+class PiperStopLoad(PiperError):
+    """No further request can succeed: the load stops sending requests and commits what it has."""
+
+    status: int | None = None
+
+    @property
+    def unfetched_reason(self) -> str:
+        """What the sessions never sent are recorded with."""
+        return f"not fetched: the load stopped: {self}"
+
+
+class PiperAuthError(PiperStopLoad):
     """The Piper API refused the token (401) or its permissions (403)."""
 
     def __init__(self, status: int, session_id: str | None = None) -> None:
@@ -32,4 +45,16 @@ class PiperAuthError(PiperError):
         super().__init__(
             f"the Piper API {what} (HTTP {status}); check the {TOKEN_ENV} environment variable "
             "(or the Prefect Secret block 'piper-api-token') and the token's access to this org"
+        )
+
+
+class PiperUnreachable(PiperStopLoad):
+    """Every attempt to connect to the API failed before any response: the host is wrong or down."""
+
+    def __init__(self, base_url: str, reason: str) -> None:
+        self.base_url = base_url
+        self.reason = reason
+        super().__init__(
+            f"cannot connect to the Piper API at {base_url} ({reason}); check --base-url / PIPER_BASE_URL "
+            "and the network, then rerun"
         )

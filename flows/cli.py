@@ -158,10 +158,12 @@ def report_summary(summary: LoadSummary, out: TextIO | None = None, err: TextIO 
     out, err = out or sys.stdout, err or sys.stderr
     for session_id, reason in summary.failures:
         print(f"  {session_id!r}: {reason}", file=err)
-    if summary.auth_message:
-        print(f"piper-etl load: {summary.auth_message}", file=err)
+    for warning in summary.warnings:
+        print(f"piper-etl load: warning: {warning}", file=err)
+    if summary.stop_message:
+        print(f"piper-etl load: {summary.stop_message}", file=err)
     print(summary.line(), file=out)
-    if summary.auth_message:
+    if summary.token_refused:
         return EXIT_AUTH
     return EXIT_OK if summary.ok else EXIT_FAILED
 

@@ -19,6 +19,7 @@ import httpx
 import pyarrow as pa
 
 from connector.client import FetchResult, PiperClient
+from connector.errors import PiperAuthError
 from connector.retry import RetryPolicy
 from flows.settings import LoadSettings
 from schemas.flatten import FlatRun, PayloadRejected, build_tables, flatten_run
@@ -50,8 +51,9 @@ class ChunkReport:
     chunk_index: int
     outcomes: Counter[str] = field(default_factory=Counter)
     rows: Counter[str] = field(default_factory=Counter)
-    auth_status: int | None = None
-    auth_message: str | None = None
+    stop_message: str | None = None  # set when the load must stop: no further request can succeed
+    stop_reason: str | None = None  # what the sessions never sent are recorded with
+    token_refused: bool = False
     failures: list[tuple[str, str]] = field(default_factory=list)  # (session_id, reason), first few
 
 
@@ -66,8 +68,10 @@ class LoadSummary:
     rows: Counter[str]
     started_at: datetime
     finished_at: datetime
-    auth_message: str | None = None
+    stop_message: str | None = None
+    token_refused: bool = False
     failures: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def requested(self) -> int:
@@ -177,8 +181,9 @@ async def fetch_and_land_chunk(
     for result in batch.results:  # sessions the batch never finished (the token was refused)
         if result.session_id not in recorded:
             record(result)
-    if batch.auth_error is not None:
-        report.auth_status, report.auth_message = batch.auth_error.status, str(batch.auth_error)
+    if batch.stopped is not None:
+        report.stop_message, report.stop_reason = str(batch.stopped), batch.stopped.unfetched_reason
+        report.token_refused = isinstance(batch.stopped, PiperAuthError)
     tables: dict[str, pa.Table] = dict(build_tables(list(flat_runs.values()), load_id=load_id, loaded_at=loaded_at))
     tables["fetch_log"] = pa.Table.from_pylist(log_rows, schema=FETCH_LOG)
     tables["rejected_payloads"] = pa.Table.from_pylist(rejected_rows, schema=REJECTED_PAYLOADS)
@@ -204,9 +209,8 @@ def _log_row(
     }
 
 
-def land_unfetched(plan: LoadPlan, settings: LoadSettings, later_chunks: list[list[str]], status: int) -> ChunkReport:
-    """Record the sessions never sent because the token was refused as `failed`, so none goes missing."""
-    reason = f"not fetched: the load stopped because the API refused the token (HTTP {status})"
+def land_unfetched(plan: LoadPlan, settings: LoadSettings, later_chunks: list[list[str]], reason: str) -> ChunkReport:
+    """Record the sessions never sent because the load stopped as `failed`, so none goes missing."""
     now = datetime.now(UTC)
     rows = [
         _log_row(plan.load_id, FetchResult(session_id=s, outcome="failed", error=reason, fetched_at=now), "failed",
@@ -254,13 +258,14 @@ def finish_load(plan: LoadPlan, settings: LoadSettings, reports: Sequence[ChunkR
     outcomes: Counter[str] = Counter()
     rows: Counter[str] = Counter()
     failures: list[tuple[str, str]] = []
-    auth_message = None
+    stop_message, token_refused = None, False
     for report in reports:
         outcomes.update(report.outcomes)
         rows.update(report.rows)
         failures.extend(report.failures)
-        auth_message = auth_message or report.auth_message
-    status = "aborted" if auth_message else "partial" if outcomes["failed"] or outcomes["rejected"] else "succeeded"
+        stop_message = stop_message or report.stop_message
+        token_refused = token_refused or report.token_refused
+    status = "aborted" if stop_message else "partial" if outcomes["failed"] or outcomes["rejected"] else "succeeded"
     finished_at = datetime.now(UTC)
     load_row: dict[str, object] = {
         "load_id": plan.load_id,
@@ -303,9 +308,22 @@ def finish_load(plan: LoadPlan, settings: LoadSettings, reports: Sequence[ChunkR
         rows=rows,
         started_at=plan.started_at,
         finished_at=finished_at,
-        auth_message=auth_message,
+        stop_message=stop_message,
+        token_refused=token_refused,
         failures=failures[:5],
+        warnings=load_warnings(outcomes, settings),
     )
+
+
+def load_warnings(outcomes: Counter[str], settings: LoadSettings) -> list[str]:
+    """Hints for outcomes that point at a setting rather than at the sessions."""
+    fetched = outcomes["loaded"] + outcomes["not_found"] + outcomes["rejected"]
+    if fetched and outcomes["not_found"] == fetched and fetched >= 2:
+        return [
+            f"every one of the {fetched} sessions fetched was not found (404): the org id {settings.org_id!r} "
+            f"or the base URL {settings.base_url!r} is probably wrong"
+        ]
+    return []
 
 
 def make_client(settings: LoadSettings, token: str, transport: httpx.AsyncBaseTransport | None = None) -> PiperClient:
@@ -343,8 +361,8 @@ async def run_load_async(
                 on_session=on_session,
             )
             reports.append(report)
-            if report.auth_status is not None:
-                reports.append(land_unfetched(plan, settings, chunks[index:], report.auth_status))
+            if report.stop_reason is not None:
+                reports.append(land_unfetched(plan, settings, chunks[index:], report.stop_reason))
                 break
     return finish_load(plan, settings, reports)
 

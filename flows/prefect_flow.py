@@ -119,14 +119,16 @@ async def load_sessions(
     for index, chunk in enumerate(chunks, start=1):
         report = await fetch_chunk(chunk, settings, plan.load_id, plan.started_at, index)
         reports.append(report)
-        if report.auth_status is not None:
-            reports.append(pipeline.land_unfetched(plan, settings, chunks[index:], report.auth_status))
+        if report.stop_reason is not None:
+            reports.append(pipeline.land_unfetched(plan, settings, chunks[index:], report.stop_reason))
             break
     summary = merge_load(plan, settings, reports)
     await acreate_markdown_artifact(
         key="piper-load-summary", markdown=summary_markdown(summary), description=summary.line()
     )
     logger.info(summary.line())
+    for warning in summary.warnings:
+        logger.warning(warning)
     if not summary.ok:
         raise LoadFailed(summary)
     return summary

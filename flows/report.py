@@ -26,8 +26,10 @@ def summary_markdown(summary: LoadSummary) -> str:
         "",
         f"Output folder: `{summary.out_dir}`",
     ]
-    if summary.auth_message:
-        lines += ["", f"**Stopped:** {summary.auth_message}"]
+    if summary.stop_message:
+        lines += ["", f"**Stopped:** {summary.stop_message}"]
+    for warning in summary.warnings:
+        lines += ["", f"**Warning:** {warning}"]
     if summary.failures:
         lines += ["", "First failures:", ""]
         lines += [f"- `{session_id}`: {reason}" for session_id, reason in summary.failures]

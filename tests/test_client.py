@@ -149,11 +149,11 @@ def test_refused_token_stops_the_batch_and_never_leaks(status: int) -> None:
         return httpx.Response(status, json={"detail": "Invalid token"})
 
     batch, _ = run_client(handler, [f"s-{i}" for i in range(50)], concurrency=4)
-    assert isinstance(batch.auth_error, PiperAuthError) and batch.auth_error.status == status
+    assert isinstance(batch.stopped, PiperAuthError) and batch.stopped.status == status
     assert len(batch.results) == 50 and all(r.outcome == "failed" for r in batch.results)
     assert len(calls) <= 4, "no new request after the refusal"
-    assert "PIPER_API_TOKEN" in str(batch.auth_error)
-    assert_no_canary(str(batch.auth_error), *(r.error or "" for r in batch.results))
+    assert "PIPER_API_TOKEN" in str(batch.stopped)
+    assert_no_canary(str(batch.stopped), *(r.error or "" for r in batch.results))
 
 
 def test_unsafe_ids_are_rejected_without_a_request() -> None:
