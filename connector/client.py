@@ -13,6 +13,7 @@ from typing import Literal
 import httpx
 import orjson
 
+from connector.body import ACCEPT_ENCODING, BadEncoding, BodyTooLarge, read_body
 from connector.errors import PiperAuthError, PiperConfigError, PiperStopLoad, PiperUnreachable
 from connector.retry import Action, RetryPolicy, classify_status, parse_retry_after
 from connector.urls import by_session_url, normalise_base_url, session_id_problem
@@ -121,7 +122,12 @@ class PiperClient:
 
     async def __aenter__(self) -> PiperClient:
         self._http = httpx.AsyncClient(
-            headers={"Authorization": f"Bearer {self._token.reveal()}", "User-Agent": USER_AGENT},
+            headers={
+                "Authorization": f"Bearer {self._token.reveal()}",
+                "User-Agent": USER_AGENT,
+                "Accept": "application/json",
+                "Accept-Encoding": ACCEPT_ENCODING,
+            },
             timeout=httpx.Timeout(self.timeouts.read, connect=self.timeouts.connect),
             limits=httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency),
             follow_redirects=False,  # a redirect is reported, never followed: the token stays on this host
@@ -208,8 +214,11 @@ class PiperClient:
                 connect_failures += 1
             except httpx.TimeoutException as exc:
                 reason = f"{type(exc).__name__} (timed out)"
-            except _BodyTooLarge as exc:
+            except BodyTooLarge as exc:
                 return self._result(session_id, "failed", started, attempt, status=exc.status, error=str(exc))
+            except BadEncoding as exc:
+                reason = str(exc)
+                status = exc.status
             except httpx.ConnectError as exc:
                 reason = _describe_transport_error(exc)
                 connect_failures += 1
@@ -254,17 +263,10 @@ class PiperClient:
     async def _get(self, url: str) -> tuple[int, str, bytes, str | None]:
         assert self._http is not None
         async with self._http.stream("GET", url) as response:
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > self.max_body_bytes:
-                    raise _BodyTooLarge(response.status_code, self.max_body_bytes)
-                chunks.append(chunk)
             return (
                 response.status_code,
                 response.headers.get("content-type", ""),
-                b"".join(chunks),
+                await read_body(response, self.max_body_bytes),
                 response.headers.get("retry-after"),
             )
 
@@ -292,12 +294,6 @@ class PiperClient:
         )
 
 
-class _BodyTooLarge(Exception):
-    def __init__(self, status: int, limit: int) -> None:
-        self.status = status
-        super().__init__(f"response body larger than {limit} bytes; not read")
-
-
 @dataclass(frozen=True, slots=True)
 class _NotJson:
     reason: str
@@ -318,8 +314,14 @@ def _excerpt(body: bytes, limit: int = 60) -> str:
 
 
 def _describe_transport_error(exc: httpx.TransportError) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
+    """The error's class and the first message found along its cause chain (httpx often has none)."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        text = str(cause).strip()
+        if text:
+            return f"{type(exc).__name__}: {text[:200]}"
+        cause = cause.__cause__ or cause.__context__
+    return type(exc).__name__
 
 
 def _describe_failure(status: int, body: bytes) -> str:
