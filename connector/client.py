@@ -21,6 +21,8 @@ from connector.urls import by_session_url, normalise_base_url, session_id_proble
 Outcome = Literal["ok", "not_found", "failed", "rejected"]
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 USER_AGENT = "piper-etl/0.1"
+UNREACHABLE_AFTER = 3
+"""Connection failures in a row, with no response from the API ever, after which the load stops."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,14 +249,15 @@ class PiperClient:
                 else:
                     reason = f"HTTP {status}"
                     retry_after = parse_retry_after(retry_after_header) if status == 429 else None
+            never_reached = connect_failures == attempt and self._responses == 0
+            if never_reached and attempt >= min(UNREACHABLE_AFTER, self.retry.max_retries + 1):
+                raise PiperUnreachable(self.base_url, reason)
             if attempt > self.retry.max_retries:
-                if connect_failures == attempt and self._responses == 0:
-                    raise PiperUnreachable(self.base_url, reason)
                 error = f"{reason}; gave up after {attempt} attempts"
                 return self._result(session_id, "failed", started, attempt, status=status, error=error)
             wait = self.retry.delay(attempt, retry_after, self._rng)
             if time.monotonic() + wait > deadline:
-                if connect_failures == attempt and self._responses == 0:
+                if never_reached:
                     raise PiperUnreachable(self.base_url, reason)
                 error = f"{reason}; gave up after {attempt} attempts ({self.retry.budget_seconds:g} s budget spent)"
                 return self._result(session_id, "failed", started, attempt, status=status, error=error)

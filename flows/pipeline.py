@@ -171,7 +171,8 @@ async def fetch_and_land_chunk(
                 flat_runs[run_id] = flat
         log_rows.append(_log_row(load_id, result, outcome, run_id, error))
         report.outcomes[outcome] += 1
-        if outcome in ("failed", "rejected") and len(report.failures) < 5:
+        never_sent = outcome == "failed" and result.attempts == 0
+        if outcome in ("failed", "rejected") and not never_sent and len(report.failures) < 5:
             report.failures.append((result.session_id, error or outcome))
         if on_session is not None:
             on_session(outcome)
