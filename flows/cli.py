@@ -10,9 +10,12 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TextIO
 
+import duckdb
+
 from connector.errors import TOKEN_ENV, PiperConfigError
 from flows.pipeline import LoadSummary
 from flows.settings import DEFAULT_BASE_URL, DEFAULT_OUT, FORMATS, LoadSettings, token_from_env
+from warehouse.store import WarehouseLocked
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH = 0, 1, 2, 3
 DEMO_TOKEN = "pat_fake_demo_token"
@@ -59,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--chunk-size", type=int, default=500, help="sessions per chunk/task (default 500)")
     load.add_argument("--format", choices=FORMATS, default="both", help="what to write (default both)")
     load.add_argument("--refetch", action="store_true", help="fetch sessions whose stored run is final again")
+    load.add_argument(
+        "--lock-timeout", type=float, default=30.0, metavar="SECONDS",
+        help="how long to wait for another process to release piper.duckdb (default 30)",
+    )
     load.add_argument(
         "--engine",
         choices=("auto", "local", "prefect"),
@@ -108,9 +115,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, PiperConfigError) as exc:
         print(f"piper-etl {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except WarehouseLocked as exc:
+        print(f"piper-etl {args.command}: error: {exc}", file=sys.stderr)
+        print("  the fetched data is kept in the Parquet landing files; the next load merges it", file=sys.stderr)
+        return EXIT_FAILED
+    except (OSError, duckdb.Error) as exc:
+        print(f"piper-etl {args.command}: error: {_describe_io_error(exc)}", file=sys.stderr)
+        print("  earlier loads are intact; fix the cause and rerun", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("piper-etl: interrupted; committed loads are intact, rerun to finish", file=sys.stderr)
         return 130
+
+
+def _describe_io_error(exc: OSError | duckdb.Error) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"cannot write the output ({exc.strerror}){where}"
+    return f"cannot write the output: {exc}"
 
 
 def _collect_ids(args: argparse.Namespace, stdin: TextIO) -> list[str]:
@@ -141,6 +163,7 @@ def _load(args: argparse.Namespace, stdin: TextIO) -> int:
         chunk_size=args.chunk_size,
         format=args.format,
         refetch=args.refetch,
+        lock_timeout=args.lock_timeout,
     )
     engine = args.engine
     if engine == "auto":

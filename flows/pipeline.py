@@ -25,6 +25,7 @@ from flows.settings import LoadSettings
 from schemas.flatten import FlatRun, PayloadRejected, build_tables, flatten_run
 from schemas.tables import FETCH_LOG, REJECTED_PAYLOADS
 from warehouse import landing, store, views
+from warehouse.crash import crash_point
 
 OnSession = Callable[[str], None]
 """Called with each session's outcome as soon as it is known (drives the progress bar)."""
@@ -106,6 +107,7 @@ def plan_load(session_ids: Iterable[str], settings: LoadSettings, *, now: dateti
     """Deduplicate the ids and, unless `refetch`, set aside sessions already stored with a final run."""
     started_at = now or datetime.now(UTC)
     requested = unique_session_ids(session_ids)
+    landing.remove_stale_temp_files(landing_root(settings))
     skipped = {} if settings.refetch else stored_final_runs(settings, requested)
     return LoadPlan(
         load_id=landing.new_load_id(started_at),
@@ -124,7 +126,7 @@ def stored_final_runs(settings: LoadSettings, session_ids: list[str]) -> dict[st
     if settings.writes_duckdb:
         if not database.exists():
             return {}
-        con = store.connect(database, read_only=True)
+        con = store.connect(database, read_only=True, lock_timeout=settings.lock_timeout)
     else:
         con = views.open_current_state(settings.out_dir / landing.PARQUET_DIR)
     try:
@@ -178,6 +180,7 @@ async def fetch_and_land_chunk(
             on_session(outcome)
 
     batch = await client.fetch_many(session_ids, on_result=record)
+    crash_point("fetched")
     recorded = {row["session_id"] for row in log_rows}
     for result in batch.results:  # sessions the batch never finished (the token was refused)
         if result.session_id not in recorded:
@@ -288,13 +291,16 @@ def finish_load(plan: LoadPlan, settings: LoadSettings, reports: Sequence[ChunkR
     if settings.writes_parquet:
         landing.write_load_row(root, load_row)
     if settings.writes_duckdb:
-        con = store.connect(settings.out_dir / store.DATABASE_FILE)
+        con = store.connect(settings.out_dir / store.DATABASE_FILE, lock_timeout=settings.lock_timeout)
         try:
             for earlier in sorted(set(landing.landed_load_ids(root)) - store.merged_load_ids(con) - {plan.load_id}):
-                store.merge_load(con, root, earlier, None)
+                recovered = store.merge_load(con, root, earlier, None)
+                if settings.writes_parquet and not (root / "loads" / f"{earlier}.parquet").exists():
+                    landing.write_load_row(root, recovered)
             store.merge_load(con, root, plan.load_id, load_row)
         finally:
             con.close()
+        crash_point("merged")
         if not settings.writes_parquet:
             for merged in landing.landed_load_ids(root):
                 landing.remove_load(root, merged)

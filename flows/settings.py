@@ -28,6 +28,7 @@ class LoadSettings:
     chunk_size: int = 500
     format: OutputFormat = "both"
     refetch: bool = False
+    lock_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         if not self.org_id:
@@ -38,6 +39,8 @@ class LoadSettings:
             raise PiperConfigError("concurrency must be between 1 and 1024")
         if self.max_retries < 0:
             raise PiperConfigError("max retries must be 0 or more")
+        if self.lock_timeout < 0:
+            raise PiperConfigError("lock timeout must be 0 or more seconds")
         if self.chunk_size < 1:
             raise PiperConfigError("chunk size must be at least 1")
         object.__setattr__(self, "out_dir", Path(self.out_dir))

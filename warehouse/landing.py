@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas.tables import LANDED_TABLES, LOADS
+from warehouse.crash import crash_point
 
 PARQUET_DIR = "parquet"
 STAGING_DIR = "_staging"
@@ -44,6 +45,7 @@ def write_part(table: pa.Table, path: Path) -> Path:
             pq.write_table(table, sink, compression="zstd")
             sink.flush()
             os.fsync(sink.fileno())
+        crash_point("parquet-written")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -95,3 +97,12 @@ def remove_load(root: Path, load_id: str) -> None:
         for part in load_parts(root, load_id, table):
             part.unlink(missing_ok=True)
         (root / table / f"{load_id}.parquet").unlink(missing_ok=True)
+
+
+def remove_stale_temp_files(root: Path) -> int:
+    """Delete temporary files that a killed writer left behind; returns how many. One writer at a time."""
+    removed = 0
+    for tmp in root.glob("*/.*.tmp"):
+        tmp.unlink(missing_ok=True)
+        removed += 1
+    return removed

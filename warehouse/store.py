@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,17 +13,38 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas.tables import FINAL_STATUSES, PRIMARY_KEYS
+from warehouse.crash import crash_point
 from warehouse.ddl import ALL_TABLES, create_table_sql, duckdb_type, quote_ident
 from warehouse.landing import load_parts
 
 DATABASE_FILE = "piper.duckdb"
 
 
-def connect(path: Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open the database, creating it and any missing table or column unless read-only."""
+class WarehouseLocked(Exception):
+    """Another process holds the DuckDB file; DuckDB's message names that process."""
+
+
+def connect(path: Path, *, read_only: bool = False, lock_timeout: float = 30.0) -> duckdb.DuckDBPyConnection:
+    """Open the database, creating it and any missing table or column unless read-only.
+
+    When another process holds the file, retry for up to `lock_timeout` seconds, then raise
+    `WarehouseLocked` with DuckDB's message, which names the holding process and its PID.
+    """
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(path), read_only=read_only)
+    deadline = time.monotonic() + lock_timeout
+    while True:
+        try:
+            con = duckdb.connect(str(path), read_only=read_only)
+            break
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise
+            if time.monotonic() >= deadline:
+                raise WarehouseLocked(
+                    f"{path} is locked by another process after waiting {lock_timeout:g} s: {exc}"
+                ) from None
+            time.sleep(0.25)
     if not read_only:
         ensure_tables(con)
     return con
@@ -64,13 +86,14 @@ def final_session_runs(con: duckdb.DuckDBPyConnection, session_ids: Iterable[str
 
 def merge_load(
     con: duckdb.DuckDBPyConnection, root: Path, load_id: str, load_row: dict[str, object] | None
-) -> dict[str, int]:
+) -> dict[str, object]:
     """Merge one load's landed parts into the database in a single transaction.
 
     Runs of this load replace their earlier rows in `runs`, `turns` and `criteria_results` (children
     included); `fetch_log` and `rejected_payloads` rows of this load are replaced too, so merging the
     same load twice changes nothing. `load_row` is the `loads` row; None for a load recovered from its
-    landed parts, whose row is rebuilt from its fetch log. Returns rows written per data table.
+    landed parts, whose row is then read from its landed `loads` part or rebuilt from its fetch log.
+    Returns the `loads` row written.
     """
     parts = {table: load_parts(root, load_id, table) for table in ALL_TABLES if table != "loads"}
     written: dict[str, int] = {}
@@ -107,11 +130,12 @@ def merge_load(
             f"VALUES ({', '.join('?' for _ in columns)})",
             [row[c] for c in columns],
         )
+        crash_point("merge-uncommitted")
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
-    return written
+    return row
 
 
 def _stage(con: duckdb.DuckDBPyConnection, table: str, parts: list[Path]) -> None:
