@@ -107,7 +107,8 @@ def plan_load(session_ids: Iterable[str], settings: LoadSettings, *, now: dateti
     """Deduplicate the ids and, unless `refetch`, set aside sessions already stored with a final run."""
     started_at = now or datetime.now(UTC)
     requested = unique_session_ids(session_ids)
-    landing.remove_stale_temp_files(landing_root(settings))
+    landing.remove_stale_temp_files(landing_root(settings))  # left by a killed writer; one writer at a time
+    landing.remove_incomplete_chunks(landing_root(settings))
     skipped = {} if settings.refetch else stored_final_runs(settings, requested)
     return LoadPlan(
         load_id=landing.new_load_id(started_at),
@@ -119,16 +120,28 @@ def plan_load(session_ids: Iterable[str], settings: LoadSettings, *, now: dateti
 
 
 def stored_final_runs(settings: LoadSettings, session_ids: list[str]) -> dict[str, str]:
-    """session_id -> run_id for the requested sessions whose stored run is final."""
+    """session_id -> run_id for the requested sessions whose stored run is final.
+
+    Reads DuckDB when the load writes it, else the Parquet current state. A DuckDB file locked by
+    another writer does not stop the load here: the Parquet state answers instead (or nothing is
+    skipped), so the sessions are fetched and landed, and only the merge waits for the lock.
+    """
     if not session_ids:
         return {}
     database = settings.out_dir / store.DATABASE_FILE
-    if settings.writes_duckdb:
-        if not database.exists():
+    parquet_root = settings.out_dir / landing.PARQUET_DIR
+    con = None
+    if settings.writes_duckdb and database.exists():
+        try:
+            con = store.connect(database, read_only=True, lock_timeout=0)
+        except store.WarehouseLocked:
+            con = None
+        if con is None and not settings.writes_parquet:
             return {}
-        con = store.connect(database, read_only=True, lock_timeout=settings.lock_timeout)
-    else:
-        con = views.open_current_state(settings.out_dir / landing.PARQUET_DIR)
+    elif settings.writes_duckdb:
+        return {}
+    if con is None:
+        con = views.open_current_state(parquet_root)
     try:
         return store.final_session_runs(con, session_ids)
     finally:

@@ -59,13 +59,18 @@ def write_chunk(root: Path, load_id: str, chunk_index: int, tables: dict[str, pa
     data parts only through the fetch-log part that follows them.
     """
     written: list[Path] = []
-    for name in sorted(tables, key=lambda n: n == "fetch_log"):
-        if name not in LANDED_TABLES:
-            raise ValueError(f"unknown landed table {name!r}")
-        table = tables[name]
-        if table.num_rows == 0:
-            continue
-        written.append(write_part(table.cast(LANDED_TABLES[name]), part_path(root, name, load_id, chunk_index)))
+    try:
+        for name in sorted(tables, key=lambda n: n == "fetch_log"):
+            if name not in LANDED_TABLES:
+                raise ValueError(f"unknown landed table {name!r}")
+            table = tables[name]
+            if table.num_rows == 0:
+                continue
+            written.append(write_part(table.cast(LANDED_TABLES[name]), part_path(root, name, load_id, chunk_index)))
+    except BaseException:
+        for part in written:  # a chunk lands whole or not at all
+            part.unlink(missing_ok=True)
+        raise
     return written
 
 
@@ -97,6 +102,20 @@ def remove_load(root: Path, load_id: str) -> None:
         for part in load_parts(root, load_id, table):
             part.unlink(missing_ok=True)
         (root / table / f"{load_id}.parquet").unlink(missing_ok=True)
+
+
+def remove_incomplete_chunks(root: Path) -> int:
+    """Delete data parts whose chunk never got its fetch-log part (the writer was killed in between)."""
+    complete = {part.stem for part in (root / "fetch_log").glob("*.parquet")}
+    removed = 0
+    for name in LANDED_TABLES:
+        if name == "fetch_log":
+            continue
+        for part in (root / name).glob("*.parquet"):
+            if part.stem not in complete:
+                part.unlink(missing_ok=True)
+                removed += 1
+    return removed
 
 
 def remove_stale_temp_files(root: Path) -> int:
