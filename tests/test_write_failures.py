@@ -119,7 +119,7 @@ def test_locked_database_waits_then_names_the_holder_and_keeps_the_fetched_data(
         result = cli(*load_args(piper, out_dir, "--lock-timeout", "1", *ids[3:10]))
     finally:
         holder.kill()
-        holder.wait(timeout=30)
+        holder.communicate(timeout=30)  # reaps the process and closes its pipe
     assert result.code == 1
     assert "is locked by another process after waiting 1 s" in result.stderr
     assert f"PID {holder.pid}" in result.stderr
