@@ -84,7 +84,7 @@ def test_flow_ends_failed_after_committing_when_a_session_failed(
     assert query(out_dir, "SELECT status FROM loads")[0][0] == "partial"
 
 
-def test_flow_parameters_never_hold_the_token(prefect_harness: None, token_env: None, piper: SimulatedPiper,
+def test_flow_parameters_and_logs_never_hold_the_token(prefect_harness: None, token_env: None, piper: SimulatedPiper,
                                               out_dir: Path) -> None:
     from prefect.client.orchestration import get_client
 
@@ -95,6 +95,7 @@ def test_flow_parameters_never_hold_the_token(prefect_harness: None, token_env: 
         async with get_client() as client:
             runs = await client.read_flow_runs()
             tasks = await client.read_task_runs()
-        return [repr(r.parameters) for r in runs] + [repr(t.task_inputs) for t in tasks]
+            logs = await client.read_logs()
+        return [repr(r.parameters) for r in runs] + [repr(t.task_inputs) for t in tasks] + [log.message for log in logs]
 
     assert_no_canary(*asyncio.run(parameters()))

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import CANARY_TOKEN, Cli, SimulatedPiper, load_args, query
+from tests.conftest import CANARY_TOKEN, Cli, SimulatedPiper, assert_no_canary, load_args, query
 from tests.test_crash_recovery import content
 from tests.test_parquet_invariant import assert_parquet_equals_duckdb
 from warehouse import landing
@@ -97,6 +97,7 @@ def test_disk_full_load_surfaces_the_error_and_keeps_earlier_outputs(
     assert done.returncode == 1, done.stderr
     assert "piper-etl load: error: cannot write the output (File too large)" in done.stderr
     assert "Traceback" not in done.stderr
+    assert_no_canary(done.stdout, done.stderr)
     assert snapshot_files(out_dir) == before_files, "earlier outputs intact, no temp file left"
     assert content(out_dir) == before_content
 
@@ -131,4 +132,5 @@ def test_locked_database_waits_then_names_the_holder_and_keeps_the_fetched_data(
     stored = {row[0] for row in query(out_dir, "SELECT session_id FROM runs")}
     assert stored == set(ids[:10])
     assert query(out_dir, "SELECT count(*) FROM loads")[0][0] == 3
+    assert_no_canary(result.stdout, result.stderr, folder=out_dir)
     assert_parquet_equals_duckdb(out_dir)
