@@ -6,7 +6,7 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -147,7 +147,11 @@ class PiperClient:
         session_ids: Iterable[str],
         on_result: Callable[[FetchResult], None] | None = None,
     ) -> FetchBatch:
-        """Fetch every session with at most `concurrency` requests in flight; one result per id, in order."""
+        """Fetch every session with at most `concurrency` requests in flight; one result per id, in order.
+
+        With `on_result`, each result is handed over as soon as it is known and the batch keeps it
+        without its payload and body.
+        """
         ids = list(session_ids)
         results: list[FetchResult | None] = [None] * len(ids)
         queue = iter(enumerate(ids))
@@ -162,9 +166,13 @@ class PiperClient:
                 except PiperStopLoad as exc:
                     stops.append(exc)
                     return
-                results[index] = result
-                if on_result is not None:
+                if on_result is None:
+                    results[index] = result
+                else:
                     on_result(result)
+                    # The callback has consumed the payload: keep only the outcome, so a batch's memory
+                    # does not grow with its bodies.
+                    results[index] = replace(result, payload=None, body=None)
 
         workers = [asyncio.create_task(worker()) for _ in range(min(self.concurrency, len(ids)))]
         try:
