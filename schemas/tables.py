@@ -134,3 +134,15 @@ PRIMARY_KEYS: dict[str, str] = {
     "turns": "turn_result_id",
     "criteria_results": "criteria_result_id",
 }
+
+TOKEN_PRICES = pa.schema(
+    [
+        pa.field("judge_model", pa.string(), nullable=False),
+        pa.field("input_usd_per_million", pa.float64()),
+        pa.field("output_usd_per_million", pa.float64()),
+        pa.field("selected", pa.bool_(), nullable=False),
+        pa.field("pricing_file", pa.string()),
+        pa.field("priced_at", UTC_TS, nullable=False),
+    ]
+)
+"""Judge token prices from the pricing file; costs use the one `selected` row (none selected: costs are NULL)."""

@@ -1,0 +1,132 @@
+"""A small golden dataset for the analytics views: hand-written payloads, flattened the way a load does.
+
+Two scenarios, eight runs. Every expectation in test_analytics_views.py is computed by hand from these
+lines, so read them together:
+
+    run  scenario  status     started (UTC)      s    criteria (verdict input/output tokens)
+    a1   Refund    passed     10-01 10:00        60   c1 PASS 100/10, c2 PASS 200/20
+    a2   Refund    failed     10-01 23:30       120   c1 PASS 100/10, c2 FAIL 300/30 | turn 1: c3 SKIPPED -/-
+    a3   Refund    running    10-02 08:00         -   c1 FAIL 50/5
+    a4   Refund    pending    -                   -   (no turns)
+    b1   Cancel    error      10-02 12:00        30   c4 ERROR -/-, c5 PASS 400/-
+    b2   Cancel    passed     10-02 13:00        90   c4 FAIL 100/10, c5 PASS 400/40, c6 (no verdict) -/-
+    b3   Cancel    failed     10-03 09:00        45   c4 FAIL 150/15, c5 FAIL 250/25
+    b4   Cancel    cancelled  10-03 10:00         -   (no turns: a status Piper may add one day)
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from schemas.flatten import build_tables, flatten_run
+from warehouse import analytics, pricing
+
+ORG_ID = "0f8fad5b-d9cb-469f-a165-70867728950e"
+LOAD_ID = "20261104T000000000000Z-golden"
+LOADED_AT = datetime(2026, 11, 4, tzinfo=UTC)
+QUESTIONS = {
+    "c1": "Does the agent ask for the order number?",
+    "c2": "Does the agent avoid promising a refund it cannot give?",
+    "c3": "Does the agent offer store credit?",
+    "c4": "Does the agent confirm the cancellation?",
+    "c5": "Does the agent stay polite?",
+    "c6": "Does the agent mention the cooling-off period?",
+}
+CRITIQUES = {
+    ("a2", "c2"): "Promised a refund without the order number.",
+    ("a3", "c1"): "Never asked for the order number.",
+    ("b2", "c4"): "Older failure: no confirmation.",
+    ("b3", "c4"): "Did not confirm cancellation.",
+    ("b3", "c5"): "Tone was curt.",
+}
+SCENARIOS = {"a": ("sc-a", "Refund"), "b": ("sc-b", "Cancel")}
+
+
+Tokens = tuple[int | None, int | None]
+
+
+def _criterion(run: str, index: int, crit: str, verdict: str | None, tokens: Tokens) -> dict[str, Any]:
+    return {
+        "id": f"{run}-t{index}-{crit}",
+        "criteria_id": crit,
+        "criteria_question": QUESTIONS[crit],
+        "criteria_type": "llm_evaluated",
+        "verdict": verdict,
+        "critique": CRITIQUES.get((run, crit), f"{verdict} on {crit}."),
+        "evidence": f"evidence for {run} {crit}",
+        "input_tokens": tokens[0],
+        "output_tokens": tokens[1],
+    }
+
+
+def _run(run: str, status: str, started: str | None, seconds: int | None,
+         turns: list[list[tuple[str, str | None, Tokens]]]) -> dict[str, Any]:
+    scenario_id, scenario_name = SCENARIOS[run[0]]
+    start = datetime.fromisoformat(started) if started else None
+    return {
+        "id": run,
+        "scenario_id": scenario_id,
+        "scenario_name": scenario_name,
+        "status": status,
+        "started_at": start.isoformat() if start else None,
+        "completed_at": (start + timedelta(seconds=seconds)).isoformat() if start and seconds is not None else None,
+        "turn_results": [
+            {
+                "id": f"{run}-t{index}",
+                "turn_index": index,
+                "passed": all(verdict != "FAIL" for _, verdict, _ in criteria),
+                "stopped_early": False,
+                "response_content": f"agent reply {run} turn {index}",
+                "criteria_results": [_criterion(run, index, *criterion) for criterion in criteria],
+            }
+            for index, criteria in enumerate(turns)
+        ],
+    }
+
+
+PAYLOADS = [
+    _run("a1", "passed", "2026-10-01T10:00:00+00:00", 60, [[("c1", "PASS", (100, 10)), ("c2", "PASS", (200, 20))]]),
+    _run("a2", "failed", "2026-10-01T23:30:00+00:00", 120,
+         [[("c1", "PASS", (100, 10)), ("c2", "FAIL", (300, 30))], [("c3", "SKIPPED", (None, None))]]),
+    _run("a3", "running", "2026-10-02T08:00:00+00:00", None, [[("c1", "FAIL", (50, 5))]]),
+    _run("a4", "pending", None, None, []),
+    _run("b1", "error", "2026-10-02T12:00:00+00:00", 30,
+         [[("c4", "ERROR", (None, None)), ("c5", "PASS", (400, None))]]),
+    _run("b2", "passed", "2026-10-02T13:00:00+00:00", 90,
+         [[("c4", "FAIL", (100, 10)), ("c5", "PASS", (400, 40)), ("c6", None, (None, None))]]),
+    _run("b3", "failed", "2026-10-03T09:00:00+00:00", 45, [[("c4", "FAIL", (150, 15)), ("c5", "FAIL", (250, 25))]]),
+    _run("b4", "cancelled", "2026-10-03T10:00:00+00:00", None, []),
+]
+
+PRICES = pricing.PriceList((pricing.ModelPrice("judge-golden", 2.0, 10.0),), "judge-golden", "golden.toml")
+"""Test prices, not real ones: $2 per million input tokens, $10 per million output tokens."""
+
+
+def golden_tables() -> dict[str, pa.Table]:
+    flat = [flatten_run(payload, session_id=f"session-{payload['id']}", org_id=ORG_ID) for payload in PAYLOADS]
+    return build_tables(flat, load_id=LOAD_ID, loaded_at=LOADED_AT)
+
+
+def golden_connection(prices: pricing.PriceList | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory database with the golden tables, `token_prices` and the analytics views."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    for name, table in golden_tables().items():
+        con.register(f"golden_{name}", table)
+        con.execute(f"CREATE TABLE {name} AS SELECT * FROM golden_{name}")
+        con.unregister(f"golden_{name}")
+    con.execute(pricing.CREATE_TABLE_SQL)
+    if prices is not None:
+        pricing.replace_prices(con, prices, LOADED_AT)
+    con.execute(analytics.analytics_sql())
+    return con
+
+
+def fetch(con: duckdb.DuckDBPyConnection, sql: str) -> list[dict[str, Any]]:
+    cursor = con.execute(sql)
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]

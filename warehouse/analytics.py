@@ -1,0 +1,86 @@
+"""The analytics views (`analytics.sql`): installed in `OUT/piper.duckdb` and appended to `current_state.sql`.
+
+The views are defined once, as SQL over the tables `runs`, `turns`, `criteria_results` and
+`token_prices`, so the same text works wherever those four names resolve: inside the DuckDB file,
+over the Parquet current-state views, or in the in-memory database of `piper-etl sql` and `report`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from importlib.resources import files
+from pathlib import Path
+
+import duckdb
+
+from warehouse import pricing
+from warehouse.views import CURRENT_STATE_FILE
+
+VIEWS = {
+    "scenario_summary": "per scenario: runs by status, run and criteria pass rates, durations, tokens, cost",
+    "criteria_summary": "per criterion: evaluations, passes, fails, other verdicts, tokens, latest failing critique",
+    "daily_summary": "per UTC day and scenario: runs, pass rates, tokens, cost",
+    "run_costs": "per run: judge tokens by kind and estimated cost",
+    "failures": "one row per FAIL verdict with scenario, turn, question, critique and evidence, newest first",
+}
+"""The analytics views and what each holds, in the order docs/analytics.md describes them."""
+
+MARKER = "-- piper-etl analytics section"
+EMPTY_TOKEN_PRICES = (
+    "SELECT NULL::VARCHAR AS judge_model, NULL::DOUBLE AS input_usd_per_million, "
+    "NULL::DOUBLE AS output_usd_per_million, NULL::BOOLEAN AS selected, NULL::VARCHAR AS pricing_file, "
+    "NULL::TIMESTAMPTZ AS priced_at WHERE false"
+)
+
+
+def analytics_sql() -> str:
+    """The CREATE OR REPLACE VIEW statements of every analytics view."""
+    return files("warehouse").joinpath("analytics.sql").read_text(encoding="utf-8")
+
+
+def token_prices_view_sql(parquet_root: str, present: bool) -> str:
+    """A `token_prices` view over the prices file next to the landing files (empty and typed if none)."""
+    if not present:
+        return f"CREATE OR REPLACE VIEW token_prices AS {EMPTY_TOKEN_PRICES};\n"
+    pattern = f"{parquet_root}/{pricing.TABLE}/*.parquet".replace("'", "''")
+    return f"CREATE OR REPLACE VIEW token_prices AS SELECT * FROM read_parquet('{pattern}');\n"
+
+
+def install(con: duckdb.DuckDBPyConnection, prices: pricing.PriceList | None, priced_at: datetime) -> None:
+    """Create `token_prices` and the analytics views in an open database, in one transaction.
+
+    `prices` replaces the stored prices; None keeps them (a load without a pricing setting does not
+    forget the prices an earlier load stored). Ends with a CHECKPOINT, so that while the caller keeps
+    the connection (and with it the file lock) open, the file on disk is whole and can be copied.
+    """
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(pricing.CREATE_TABLE_SQL)
+        if prices is not None:
+            pricing.replace_prices(con, prices, priced_at)
+        con.execute(analytics_sql())
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("CHECKPOINT")
+
+
+def append_to_current_state_sql(out_dir: Path, parquet_root: Path) -> Path:
+    """Add `token_prices` and the analytics views to `OUT/current_state.sql` (replacing an earlier copy)."""
+    target = out_dir / CURRENT_STATE_FILE
+    text = target.read_text(encoding="utf-8") if target.exists() else ""
+    text = text.split(MARKER, 1)[0].rstrip("\n")
+    inside = parquet_root.is_relative_to(out_dir)
+    relative = parquet_root.relative_to(out_dir).as_posix() if inside else parquet_root.as_posix()
+    present = pricing.prices_part(parquet_root).exists()
+    section = (
+        f"{MARKER} (docs/analytics.md): token prices, then the views over the tables above.\n"
+        + token_prices_view_sql(relative, present)
+        + "\n"
+        + analytics_sql()
+    )
+    tmp = target.with_name(f".{CURRENT_STATE_FILE}.analytics.tmp")
+    tmp.write_text((text + "\n\n" if text else "") + section, encoding="utf-8")
+    tmp.replace(target)
+    return target

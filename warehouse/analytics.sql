@@ -1,0 +1,185 @@
+-- piper-etl analytics views, defined once over the tables runs, turns, criteria_results and token_prices.
+-- The same statements run inside OUT/piper.duckdb and over the Parquet files (OUT/current_state.sql).
+-- Every column is described in docs/analytics.md.
+--
+-- Rules shared by every view:
+-- * A run is final when its status is passed, failed or error. Pass rates count final runs only.
+-- * Criteria pass rates count the verdicts PASS and FAIL only; any other verdict (SKIPPED, ERROR, a new
+--   one, or none) is counted apart in *_other_verdicts, never as a pass and never as a fail.
+-- * Tokens count every run, final or not: the judge was paid for them either way.
+-- * Cost is tokens times the USD-per-million price of the token_prices row marked selected. With no
+--   such row, or no price on it, every cost is NULL (unknown), never 0.
+-- * A day is the UTC calendar day of the run's start, whatever the session's TimeZone setting.
+
+CREATE OR REPLACE VIEW run_costs AS
+WITH price AS (
+    SELECT max(judge_model) AS judge_model,
+           max(input_usd_per_million) AS input_usd,
+           max(output_usd_per_million) AS output_usd
+    FROM token_prices
+    WHERE selected
+)
+SELECT
+    r.run_id,
+    r.session_id,
+    r.scenario_id,
+    r.scenario_name,
+    r.status,
+    coalesce(r.status IN ('passed', 'failed', 'error'), false) AS run_is_final,
+    r.started_at,
+    r.duration_seconds,
+    r.criteria_count,
+    r.passed_criteria_count,
+    r.failed_criteria_count,
+    r.input_tokens,
+    r.output_tokens,
+    CASE WHEN r.input_tokens IS NULL AND r.output_tokens IS NULL THEN NULL
+         ELSE coalesce(r.input_tokens, 0) + coalesce(r.output_tokens, 0) END AS total_tokens,
+    price.judge_model,
+    r.input_tokens * price.input_usd / 1e6 AS input_cost_usd,
+    r.output_tokens * price.output_usd / 1e6 AS output_cost_usd,
+    CASE WHEN price.input_usd IS NULL OR price.output_usd IS NULL
+              OR (r.input_tokens IS NULL AND r.output_tokens IS NULL) THEN NULL
+         ELSE (coalesce(r.input_tokens * price.input_usd, 0) + coalesce(r.output_tokens * price.output_usd, 0)) / 1e6
+    END AS estimated_cost_usd
+FROM runs AS r
+CROSS JOIN price;
+
+CREATE OR REPLACE VIEW scenario_summary AS
+SELECT
+    scenario_id,
+    scenario_name,
+    count(*) AS runs,
+    count(*) FILTER (WHERE status = 'passed') AS runs_passed,
+    count(*) FILTER (WHERE status = 'failed') AS runs_failed,
+    count(*) FILTER (WHERE status = 'error') AS runs_error,
+    count(*) FILTER (WHERE NOT run_is_final) AS runs_not_final,
+    (count(*) FILTER (WHERE status = 'passed'))::DOUBLE / nullif(count(*) FILTER (WHERE run_is_final), 0)
+        AS run_pass_rate,
+    coalesce(sum(criteria_count) FILTER (WHERE run_is_final), 0)::BIGINT AS criteria_evaluated,
+    coalesce(sum(passed_criteria_count) FILTER (WHERE run_is_final), 0)::BIGINT AS criteria_passed,
+    coalesce(sum(failed_criteria_count) FILTER (WHERE run_is_final), 0)::BIGINT AS criteria_failed,
+    coalesce(sum(criteria_count - passed_criteria_count - failed_criteria_count) FILTER (WHERE run_is_final), 0)::BIGINT
+        AS criteria_other_verdicts,
+    (sum(passed_criteria_count) FILTER (WHERE run_is_final))::DOUBLE
+        / nullif(sum(passed_criteria_count + failed_criteria_count) FILTER (WHERE run_is_final), 0)
+        AS criteria_pass_rate,
+    avg(duration_seconds) FILTER (WHERE run_is_final) AS mean_duration_seconds,
+    quantile_cont(duration_seconds, 0.95) FILTER (WHERE run_is_final) AS p95_duration_seconds,
+    sum(input_tokens)::BIGINT AS input_tokens,
+    sum(output_tokens)::BIGINT AS output_tokens,
+    sum(estimated_cost_usd) AS estimated_cost_usd,
+    min(started_at) AS first_run_at,
+    max(started_at) AS last_run_at
+FROM run_costs
+GROUP BY scenario_id, scenario_name;
+
+CREATE OR REPLACE VIEW daily_summary AS
+SELECT
+    -- epoch() is an instant, so this is the UTC day under any TimeZone setting and needs no ICU.
+    DATE '1970-01-01' + CAST(floor(epoch(started_at) / 86400) AS INTEGER) AS day,
+    scenario_id,
+    scenario_name,
+    count(*) AS runs,
+    count(*) FILTER (WHERE status = 'passed') AS runs_passed,
+    count(*) FILTER (WHERE status = 'failed') AS runs_failed,
+    count(*) FILTER (WHERE status = 'error') AS runs_error,
+    count(*) FILTER (WHERE NOT run_is_final) AS runs_not_final,
+    (count(*) FILTER (WHERE status = 'passed'))::DOUBLE / nullif(count(*) FILTER (WHERE run_is_final), 0)
+        AS run_pass_rate,
+    coalesce(sum(criteria_count) FILTER (WHERE run_is_final), 0)::BIGINT AS criteria_evaluated,
+    coalesce(sum(passed_criteria_count) FILTER (WHERE run_is_final), 0)::BIGINT AS criteria_passed,
+    coalesce(sum(failed_criteria_count) FILTER (WHERE run_is_final), 0)::BIGINT AS criteria_failed,
+    coalesce(sum(criteria_count - passed_criteria_count - failed_criteria_count) FILTER (WHERE run_is_final), 0)::BIGINT
+        AS criteria_other_verdicts,
+    (sum(passed_criteria_count) FILTER (WHERE run_is_final))::DOUBLE
+        / nullif(sum(passed_criteria_count + failed_criteria_count) FILTER (WHERE run_is_final), 0)
+        AS criteria_pass_rate,
+    sum(input_tokens)::BIGINT AS input_tokens,
+    sum(output_tokens)::BIGINT AS output_tokens,
+    sum(estimated_cost_usd) AS estimated_cost_usd
+FROM run_costs
+GROUP BY day, scenario_id, scenario_name;
+
+CREATE OR REPLACE VIEW criteria_summary AS
+WITH price AS (
+    SELECT max(input_usd_per_million) AS input_usd, max(output_usd_per_million) AS output_usd
+    FROM token_prices
+    WHERE selected
+),
+judged AS (
+    SELECT
+        c.criteria_result_id, c.run_id, c.criteria_id, c.criteria_question, c.criteria_type, c.verdict,
+        c.critique, c.input_tokens, c.output_tokens,
+        r.scenario_id, r.scenario_name, r.started_at AS run_started_at,
+        coalesce(r.status IN ('passed', 'failed', 'error'), false) AS run_is_final
+    FROM criteria_results AS c
+    JOIN runs AS r ON c.run_id = r.run_id
+),
+counted AS (
+    SELECT
+        scenario_id,
+        scenario_name,
+        criteria_id,
+        criteria_question,
+        criteria_type,
+        count(*) FILTER (WHERE run_is_final) AS evaluations,
+        count(*) FILTER (WHERE run_is_final AND verdict = 'PASS') AS passes,
+        count(*) FILTER (WHERE run_is_final AND verdict = 'FAIL') AS fails,
+        count(*) FILTER (WHERE run_is_final AND verdict IS DISTINCT FROM 'PASS' AND verdict IS DISTINCT FROM 'FAIL')
+            AS other_verdicts,
+        sum(input_tokens)::BIGINT AS input_tokens,
+        sum(output_tokens)::BIGINT AS output_tokens,
+        max(run_started_at) FILTER (WHERE run_is_final AND verdict = 'FAIL') AS last_failed_at,
+        arg_max(critique, (run_started_at, criteria_result_id))
+            FILTER (WHERE run_is_final AND verdict = 'FAIL' AND run_started_at IS NOT NULL) AS latest_failing_critique,
+        arg_max(run_id, (run_started_at, criteria_result_id))
+            FILTER (WHERE run_is_final AND verdict = 'FAIL' AND run_started_at IS NOT NULL) AS latest_failing_run_id
+    FROM judged
+    GROUP BY scenario_id, scenario_name, criteria_id, criteria_question, criteria_type
+)
+SELECT
+    scenario_id,
+    scenario_name,
+    criteria_id,
+    criteria_question,
+    criteria_type,
+    evaluations,
+    passes,
+    fails,
+    other_verdicts,
+    passes::DOUBLE / nullif(passes + fails, 0) AS pass_rate,
+    input_tokens,
+    output_tokens,
+    CASE WHEN price.input_usd IS NULL OR price.output_usd IS NULL
+              OR (input_tokens IS NULL AND output_tokens IS NULL) THEN NULL
+         ELSE (coalesce(input_tokens * price.input_usd, 0) + coalesce(output_tokens * price.output_usd, 0)) / 1e6
+    END AS estimated_cost_usd,
+    last_failed_at,
+    latest_failing_critique,
+    latest_failing_run_id
+FROM counted
+CROSS JOIN price;
+
+CREATE OR REPLACE VIEW failures AS
+SELECT
+    r.started_at AS run_started_at,
+    r.scenario_id,
+    r.scenario_name,
+    r.status AS run_status,
+    c.run_id,
+    c.session_id,
+    c.turn_index,
+    c.criteria_id,
+    c.criteria_type,
+    c.criteria_question,
+    c.critique,
+    c.evidence,
+    t.response_content,
+    c.turn_result_id,
+    c.criteria_result_id
+FROM criteria_results AS c
+JOIN runs AS r ON c.run_id = r.run_id
+LEFT JOIN turns AS t ON c.turn_result_id = t.turn_result_id
+WHERE c.verdict = 'FAIL'
+ORDER BY r.started_at DESC NULLS LAST, c.run_id, c.turn_index, c.criteria_result_id;
