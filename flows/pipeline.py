@@ -21,6 +21,7 @@ import pyarrow as pa
 from connector.client import FetchResult, PiperClient
 from connector.errors import PiperAuthError
 from connector.retry import RetryPolicy
+from flows.publish import publish_after_merge
 from flows.settings import LoadSettings
 from schemas.flatten import FlatRun, PayloadRejected, build_tables, flatten_run
 from schemas.tables import FETCH_LOG, REJECTED_PAYLOADS
@@ -320,6 +321,7 @@ def finish_load(plan: LoadPlan, settings: LoadSettings, reports: Sequence[ChunkR
             shutil.rmtree(root, ignore_errors=True)
     if settings.writes_parquet:
         views.write_current_state_sql(settings.out_dir, root)
+    publish_after_merge(settings)
     return LoadSummary(
         load_id=plan.load_id,
         status=status,

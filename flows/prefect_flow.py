@@ -83,6 +83,8 @@ async def load_sessions(
     chunk_size: int = 500,
     format: OutputFormat = "both",
     refetch: bool = False,
+    pricing_file: str | None = None,
+    judge_model: str | None = None,
 ) -> pipeline.LoadSummary:
     """Load Piper scenario runs for these session ids into Parquet and DuckDB.
 
@@ -96,6 +98,10 @@ async def load_sessions(
         chunk_size: sessions per task.
         format: duckdb, parquet or both.
         refetch: fetch sessions whose stored run is already final again.
+        pricing_file: TOML file of judge token prices (USD per million tokens) on the worker; defaults to
+            PIPER_PRICING_FILE. Unset with no judge model: the prices stored by an earlier load stay.
+        judge_model: the judge model whose price costs the runs; defaults to PIPER_JUDGE_MODEL, then to
+            the only model of the pricing file.
     """
     settings = LoadSettings(
         org_id=org_id or os.environ.get("PIPER_ORG_ID", ""),
@@ -106,6 +112,8 @@ async def load_sessions(
         chunk_size=chunk_size,
         format=format,
         refetch=refetch,
+        pricing_file=pricing_file or os.environ.get("PIPER_PRICING_FILE") or None,
+        judge_model=judge_model or os.environ.get("PIPER_JUDGE_MODEL") or None,
     )
     await resolve_token()  # fail before any work when no token can be found
     logger = get_run_logger()

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 from connector.errors import TOKEN_ENV, PiperConfigError
+from warehouse.pricing import PriceList, PricingError, read_pricing
 
 DEFAULT_BASE_URL = "https://api.letpiper.com"
 DEFAULT_OUT = "warehouse"
@@ -29,6 +30,8 @@ class LoadSettings:
     format: OutputFormat = "both"
     refetch: bool = False
     lock_timeout: float = 30.0
+    pricing_file: str | None = None  # TOML of judge token prices; None keeps the prices stored earlier
+    judge_model: str | None = None  # the judge model whose price costs the runs
 
     def __post_init__(self) -> None:
         if not self.org_id:
@@ -44,6 +47,7 @@ class LoadSettings:
         if self.chunk_size < 1:
             raise PiperConfigError("chunk size must be at least 1")
         object.__setattr__(self, "out_dir", Path(self.out_dir))
+        self.price_list()  # a bad pricing file is a usage error before any request, not after the fetch
 
     @property
     def writes_parquet(self) -> bool:
@@ -53,11 +57,23 @@ class LoadSettings:
     def writes_duckdb(self) -> bool:
         return self.format in ("duckdb", "both")
 
+    def price_list(self) -> PriceList | None:
+        """The judge prices this load stores, or None to keep those stored by an earlier load."""
+        return price_list(self.pricing_file, self.judge_model)
+
     def as_parameters(self) -> dict[str, object]:
         """The settings as JSON-safe values, for the `loads` table and artifacts."""
         values = asdict(self)
         values["out_dir"] = str(self.out_dir)
         return values
+
+
+def price_list(pricing_file: str | None, judge_model: str | None) -> PriceList | None:
+    """The judge prices a pricing setting asks for; a config error (exit status 2) when it is unusable."""
+    try:
+        return read_pricing(pricing_file, judge_model)
+    except PricingError as exc:
+        raise PiperConfigError(str(exc)) from None
 
 
 def token_from_env() -> str:

@@ -1,0 +1,121 @@
+"""The same analytics views, with the same rows, in piper.duckdb, over the Parquet files and in current_state.sql."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from tests.analytics_golden import LOAD_ID, LOADED_AT, PRICES, golden_tables
+from tests.conftest import Cli, SimulatedPiper, load_args
+from warehouse import analytics, landing, pricing, store, views
+from warehouse.reader import open_analytics
+
+ORDER = {
+    "scenario_summary": "scenario_id",
+    "criteria_summary": "scenario_id, criteria_id",
+    "daily_summary": "day, scenario_id",
+    "run_costs": "run_id",
+    "failures": "criteria_result_id",
+}
+
+
+def write_golden_output(out_dir: Path) -> None:
+    """The golden rows as a load would leave them: Parquet parts, and the same rows in piper.duckdb."""
+    parquet_root = out_dir / landing.PARQUET_DIR
+    tables = golden_tables()
+    for name, table in tables.items():
+        landing.write_part(table, landing.part_path(parquet_root, name, LOAD_ID, 1))
+    pricing.write_prices_parquet(parquet_root, PRICES, LOADED_AT)
+    con = store.connect(out_dir / store.DATABASE_FILE)
+    try:
+        for name, table in tables.items():
+            con.register("golden", table)
+            con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM golden")
+            con.unregister("golden")
+        analytics.install(con, PRICES, LOADED_AT)
+    finally:
+        con.close()
+
+
+def view_rows(con: duckdb.DuckDBPyConnection, view: str) -> list[tuple[object, ...]]:
+    """The view's rows in a fixed order; floats rounded, as a sum's last bit depends on the order it adds in."""
+    rows = con.execute(f"SELECT * FROM {view} ORDER BY {ORDER[view]}").fetchall()
+    return [tuple(round(v, 12) if isinstance(v, float) else v for v in row) for row in rows]
+
+
+def test_views_agree_between_the_database_and_the_parquet_files(tmp_path: Path) -> None:
+    write_golden_output(tmp_path)
+    database = duckdb.connect(str(tmp_path / store.DATABASE_FILE), read_only=True)
+    database.execute("SET TimeZone = 'UTC'")
+    parquet = open_analytics(tmp_path)
+    try:
+        assert parquet.source == tmp_path / "parquet"
+        for view in analytics.VIEWS:
+            expected = view_rows(database, view)
+            assert expected, view
+            assert view_rows(parquet.con, view) == expected, view
+    finally:
+        database.close()
+        parquet.close()
+
+
+def test_current_state_sql_defines_the_views_for_parquet_only_users(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_golden_output(tmp_path)
+    parquet_root = tmp_path / landing.PARQUET_DIR
+    views.write_current_state_sql(tmp_path, parquet_root)
+    analytics.append_to_current_state_sql(tmp_path, parquet_root)
+    analytics.append_to_current_state_sql(tmp_path, parquet_root)  # again: replaces, never duplicates
+    script = (tmp_path / "current_state.sql").read_text(encoding="utf-8")
+    assert script.count(analytics.MARKER) == 1 and script.count("CREATE OR REPLACE VIEW scenario_summary") == 1
+    monkeypatch.chdir(tmp_path)  # the file's paths are relative to the output folder, like `.read` from there
+    con = duckdb.connect()
+    con.execute(script)
+    reference = open_analytics(tmp_path)
+    try:
+        for view in analytics.VIEWS:
+            assert view_rows(con, view) == view_rows(reference.con, view), view
+        assert con.execute("SELECT judge_model FROM token_prices WHERE selected").fetchall() == [("judge-golden",)]
+    finally:
+        reference.close()
+
+
+def test_a_load_creates_the_views_in_the_database_and_the_sql_file(
+    piper: SimulatedPiper, out_dir: Path, cli: Cli
+) -> None:
+    assert cli(*load_args(piper, out_dir, *piper.dataset.session_ids[:6])).code == 0
+    con = duckdb.connect(str(out_dir / "piper.duckdb"), read_only=True)
+    try:
+        listed = {row[0] for row in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+        assert set(analytics.VIEWS) <= listed
+        assert con.execute("SELECT sum(runs) FROM scenario_summary").fetchone() == (6,)
+        assert con.execute("SELECT count(*) FROM token_prices").fetchone() == (0,)
+    finally:
+        con.close()
+    assert "CREATE OR REPLACE VIEW failures" in (out_dir / "current_state.sql").read_text(encoding="utf-8")
+
+
+def test_views_survive_a_new_column_in_a_table(tmp_path: Path) -> None:
+    """A newer piper-etl adds columns (never renames): the views, which name their columns, keep working."""
+    write_golden_output(tmp_path)
+    con = store.connect(tmp_path / store.DATABASE_FILE)
+    try:
+        con.execute("ALTER TABLE runs ADD COLUMN added_later VARCHAR")
+        assert con.execute("SELECT count(*) FROM run_costs").fetchone() == (8,)
+    finally:
+        con.close()
+
+
+def test_current_state_sql_runs_from_anywhere_with_a_file_search_path(tmp_path: Path) -> None:
+    """What docs/bi.md tells BI tools that run DuckDB SQL from another folder."""
+    write_golden_output(tmp_path)
+    parquet_root = tmp_path / landing.PARQUET_DIR
+    views.write_current_state_sql(tmp_path, parquet_root)
+    analytics.append_to_current_state_sql(tmp_path, parquet_root)
+    con = duckdb.connect()
+    con.execute("SET file_search_path = ?", [str(tmp_path)])
+    con.execute((tmp_path / "current_state.sql").read_text(encoding="utf-8"))
+    assert con.execute("SELECT sum(runs) FROM scenario_summary").fetchone() == (8,)
