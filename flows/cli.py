@@ -13,6 +13,8 @@ from typing import TextIO
 import duckdb
 
 from connector.errors import TOKEN_ENV, PiperConfigError
+from flows.analytics_cli import add_analytics_commands, add_pricing_arguments
+from flows.analytics_cli import run as run_analytics_command
 from flows.pipeline import LoadSummary
 from flows.settings import DEFAULT_BASE_URL, DEFAULT_OUT, FORMATS, LoadSettings, token_from_env
 from warehouse.store import WarehouseLocked
@@ -73,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="'prefect' runs the load_sessions flow (run history in your Prefect server); 'local' runs the same "
         "steps in this process with no Prefect; 'auto' (default) picks prefect when PREFECT_API_URL is set",
     )
+    add_pricing_arguments(load)
+    add_analytics_commands(commands)
 
     demo = commands.add_parser(
         "demo", help="run a load against a simulated Piper API", description="Start the simulated Piper API "
@@ -107,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "load":
             return _load(args, sys.stdin)
+        if args.command in ("report", "sql"):
+            return run_analytics_command(args, sys.stdin)
         if args.command == "demo":
             from flows.demo import run_demo
 
@@ -164,6 +170,8 @@ def _load(args: argparse.Namespace, stdin: TextIO) -> int:
         format=args.format,
         refetch=args.refetch,
         lock_timeout=args.lock_timeout,
+        pricing_file=args.pricing,
+        judge_model=args.judge_model,
     )
     engine = args.engine
     if engine == "auto":
@@ -224,6 +232,8 @@ def _load_with_prefect(ids: list[str], settings: LoadSettings) -> LoadSummary:
                 chunk_size=settings.chunk_size,
                 format=settings.format,
                 refetch=settings.refetch,
+                pricing_file=settings.pricing_file,
+                judge_model=settings.judge_model,
             )
         )
     except LoadFailed as exc:

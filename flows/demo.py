@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from connector.fake_api import FakeDataset, FakePiper, serve
+from flows.analytics_cli import write_report
 from flows.pipeline import LoadSummary, run_load
 from flows.report import run_status_summary, verdict_summary
 from flows.settings import LoadSettings
@@ -48,6 +49,11 @@ def run_demo(*, sessions: int = 200, out_dir: Path = Path("piper-demo"), seed: i
         "'SELECT scenario_name, count(*) runs, avg((status = ''passed'')::int) pass_rate "
         "FROM runs GROUP BY 1 ORDER BY 2 DESC'))\""
     )
+    report = write_report(out_dir, out_dir / "report.html")
+    console.print(f"\n[bold]Report[/]: {report}   charts of pass rates, failing criteria, judge cost and loads; "
+                  "open it in a browser (it works offline)")
+    console.print(f"  piper-etl report --out {out_dir}   the same in this terminal (and the HTML again)")
+    console.print(f"  piper-etl sql --out {out_dir} \"SELECT * FROM scenario_summary\"   the analytics views in SQL")
     console.print(f"\ndemo finished in {time.monotonic() - started:.1f} s")
     return 0 if first.status != "aborted" and second.status != "aborted" else 1
 

@@ -18,6 +18,7 @@ from prefect.cache_policies import NO_CACHE
 
 from connector.errors import TOKEN_ENV, PiperConfigError
 from flows import pipeline
+from flows.publish import analytics_markdown
 from flows.report import summary_markdown
 from flows.settings import DEFAULT_BASE_URL, DEFAULT_OUT, TOKEN_BLOCK, LoadSettings, OutputFormat
 
@@ -132,7 +133,9 @@ async def load_sessions(
             break
     summary = merge_load(plan, settings, reports)
     await acreate_markdown_artifact(
-        key="piper-load-summary", markdown=summary_markdown(summary), description=summary.line()
+        key="piper-load-summary",
+        markdown=summary_markdown(summary) + "\n" + analytics_markdown(settings.out_dir),
+        description=summary.line(),
     )
     logger.info(summary.line())
     for warning in summary.warnings:

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
 
 from connector.errors import PiperConfigError
 from flows.settings import LoadSettings
-from warehouse import analytics, landing, pricing, snapshot, store
+from warehouse import analytics, landing, pricing, reader, snapshot, store
+from warehouse.report_data import collect
+from warehouse.report_markdown import summary_markdown
 
 logger = logging.getLogger(__name__)
 
@@ -38,3 +43,19 @@ def publish_after_merge(settings: LoadSettings) -> None:
             snapshot.publish_snapshot(database, snapshot.snapshot_path(settings.out_dir))
         finally:
             con.close()
+
+
+def analytics_markdown(out_dir: Path) -> str:
+    """The verdict and cost summary of an output folder as markdown ('' when there is nothing to read yet)."""
+    try:
+        opened = reader.open_analytics(out_dir)
+    except reader.NoOutputError:
+        return ""
+    except duckdb.Error as exc:  # a summary must never fail the load it describes
+        return f"\n(verdict summary unavailable: {exc})\n"
+    try:
+        return summary_markdown(collect(opened))
+    except duckdb.Error as exc:
+        return f"\n(verdict summary unavailable: {exc})\n"
+    finally:
+        opened.close()

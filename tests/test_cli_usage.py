@@ -71,7 +71,7 @@ def test_summary_line_is_printed(piper: SimulatedPiper, out_dir: Path, cli: Cli)
     assert "succeeded: 1 sessions: 1 loaded, 0 skipped, 0 not found, 0 failed, 0 rejected" in result.stdout
 
 
-@pytest.mark.parametrize("command", ["load", "demo", "fake-api"])
+@pytest.mark.parametrize("command", ["load", "report", "sql", "demo", "fake-api"])
 def test_every_command_has_help_and_is_in_the_readme(command: str) -> None:
     parser = build_parser()
     subparsers = next(a for a in parser._actions if a.dest == "command")

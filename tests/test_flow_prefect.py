@@ -69,6 +69,7 @@ def test_flow_loads_in_chunks_and_publishes_a_summary(
     assert query(out_dir, "SELECT count(DISTINCT _load_id) FROM runs")[0][0] == 1
     markdown = asyncio.run(read_artifact_markdown("piper-load-summary"))
     assert markdown and "| not_found | 1 |" in markdown[0]
+    assert "Verdicts and judge cost" in markdown[0] and "| scenario | runs | run pass |" in markdown[0]
     assert_no_canary(*markdown, repr(state.state_details), folder=out_dir)
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from tests.analytics_golden import fetch, golden_connection
+from tests.conftest import Cli, SimulatedPiper, load_args, query
 from warehouse import pricing
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,3 +108,47 @@ def test_two_models_and_none_chosen_gives_no_cost(tmp_path: Path) -> None:
     prices = pricing.read_pricing(write(tmp_path, TWO_MODELS), None)
     rows = fetch(golden_connection(prices), "SELECT judge_model, estimated_cost_usd FROM run_costs")
     assert {(r["judge_model"], r["estimated_cost_usd"]) for r in rows} == {(None, None)}
+
+
+def test_a_load_stores_the_prices_and_a_later_load_without_a_setting_keeps_them(
+    piper: SimulatedPiper, out_dir: Path, cli: Cli, tmp_path: Path
+) -> None:
+    path = write(tmp_path, TWO_MODELS)
+    first, second = piper.dataset.session_ids[:2]
+    assert cli(*load_args(piper, out_dir, first, "--pricing", path, "--judge-model", "judge-b")).code == 0
+    stored = "SELECT judge_model, input_usd_per_million, output_usd_per_million, selected FROM token_prices ORDER BY 1"
+    expected = [("judge-a", 1.5, 6.0, False), ("judge-b", 0.25, 1.0, True)]
+    assert query(out_dir, stored) == expected
+    assert cli(*load_args(piper, out_dir, second)).code == 0
+    assert query(out_dir, stored) == expected
+    cost = query(out_dir, "SELECT sum(input_tokens) * 0.25e-6 + sum(output_tokens) * 1e-6, "
+                          "sum(estimated_cost_usd) FROM run_costs")[0]
+    assert cost[1] == pytest.approx(cost[0])
+    parquet = duckdb.connect()
+    prices_file = str(out_dir / "parquet" / "token_prices" / "token_prices.parquet")
+    assert parquet.execute("SELECT count(*) FROM read_parquet(?)", [prices_file]).fetchone() == (2,)
+
+
+def test_the_environment_gives_the_default_setting(
+    piper: SimulatedPiper, out_dir: Path, cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PIPER_PRICING_FILE", write(tmp_path, TWO_MODELS))
+    monkeypatch.setenv("PIPER_JUDGE_MODEL", "judge-a")
+    assert cli(*load_args(piper, out_dir, piper.dataset.session_ids[0])).code == 0
+    assert query(out_dir, "SELECT judge_model FROM token_prices WHERE selected") == [("judge-a",)]
+
+
+def test_a_bad_pricing_file_stops_the_load_before_any_request(
+    piper: SimulatedPiper, out_dir: Path, cli: Cli, tmp_path: Path
+) -> None:
+    path = write(tmp_path, TWO_MODELS)
+    result = cli(*load_args(piper, out_dir, piper.dataset.session_ids[0], "--pricing", path))
+    assert result.code == 0  # two models and none chosen is allowed: costs stay NULL
+    result = cli(*load_args(piper, out_dir, piper.dataset.session_ids[0], "--pricing", path, "--judge-model", "nope"))
+    assert result.code == 2
+    assert result.stderr == (
+        f"piper-etl load: error: judge model 'nope' is not in pricing file {path} (it lists 'judge-a', 'judge-b')\n"
+    )
+    requests = len(piper.state.requests)
+    assert cli(*load_args(piper, out_dir, "another", "--pricing", str(tmp_path / "none.toml"))).code == 2
+    assert len(piper.state.requests) == requests

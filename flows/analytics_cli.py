@@ -1,0 +1,185 @@
+"""`piper-etl report` and `piper-etl sql`: read an output folder without ever blocking a load."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import time
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from flows.settings import DEFAULT_OUT
+
+if TYPE_CHECKING:
+    from warehouse.reader import Analytics
+
+EXIT_OK, EXIT_QUERY_FAILED, EXIT_USAGE = 0, 1, 2
+SQL_ROWS_SHOWN = 1000
+BASE_TABLES = ("runs", "turns", "criteria_results", "fetch_log", "loads", "rejected_payloads", "token_prices")
+
+
+def add_pricing_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--pricing FILE` and `--judge-model NAME`, defaulting to PIPER_PRICING_FILE and PIPER_JUDGE_MODEL."""
+    parser.add_argument(
+        "--pricing",
+        metavar="FILE",
+        default=os.environ.get("PIPER_PRICING_FILE") or None,
+        help="TOML file of judge token prices in USD per million tokens (env PIPER_PRICING_FILE); "
+        "see docs/pricing.example.toml",
+    )
+    parser.add_argument(
+        "--judge-model",
+        metavar="NAME",
+        default=os.environ.get("PIPER_JUDGE_MODEL") or None,
+        help="the judge model whose price costs the runs (env PIPER_JUDGE_MODEL; "
+        "default: the only model in the pricing file)",
+    )
+
+
+def utc_date(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {value!r}") from None
+
+
+def add_analytics_commands(commands: Any) -> None:
+    """Add `report` and `sql` to the `piper-etl` subcommands."""
+    report = commands.add_parser(
+        "report",
+        help="print pass rates, failing criteria and judge cost; write an offline HTML report",
+        description="Print the key tables of an output folder (scenarios, the criteria that fail most, days, "
+        "loads) and write a self-contained HTML report with interactive charts that opens without network. "
+        "Reads OUT/parquet, or the snapshot OUT/piper-bi.duckdb; never the file a load writes.",
+    )
+    report.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default ./{DEFAULT_OUT})")
+    report.add_argument("--html", metavar="FILE", help="where to write the HTML report (default OUT/report.html)")
+    report.add_argument("--since", type=utc_date, metavar="DATE", help="only runs started on or after DATE (UTC)")
+    report.add_argument("--scenario", metavar="NAME", help="only runs of the scenario with this exact name")
+    add_pricing_arguments(report)
+
+    sql = commands.add_parser(
+        "sql",
+        help="query the tables and analytics views of an output folder",
+        description="Open an in-memory DuckDB with the current state of OUT/parquet (or, for a DuckDB-only "
+        "output, the snapshot OUT/piper-bi.duckdb) and the analytics views, and run QUERY. Without QUERY, list "
+        "the tables and views. Exit status 1 when the query fails.",
+    )
+    sql.add_argument("query", nargs="?", metavar="QUERY", help="SQL to run ('-' reads it from stdin)")
+    sql.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default ./{DEFAULT_OUT})")
+    sql.add_argument("--csv", action="store_true", help="print the result as CSV (every row) instead of a table")
+    add_pricing_arguments(sql)
+
+
+def run(args: argparse.Namespace, stdin: TextIO) -> int:
+    """Run `report` or `sql`; usage problems print one error line and return 2."""
+    from flows.settings import price_list
+    from warehouse.reader import NoOutputError, open_analytics
+
+    prices = price_list(args.pricing, args.judge_model)  # PiperConfigError: main() prints it, exit 2
+    since = getattr(args, "since", None)
+    try:
+        opened = open_analytics(
+            Path(args.out),
+            prices=prices,
+            since=datetime(since.year, since.month, since.day, tzinfo=UTC) if since else None,
+            scenario=getattr(args, "scenario", None),
+        )
+    except NoOutputError as exc:
+        print(f"piper-etl {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        if args.command == "report":
+            return _report(args, opened)
+        return _sql(args, opened, stdin)
+    finally:
+        opened.close()
+
+
+def write_report(out_dir: Path, html: Path) -> Path:
+    """Write the HTML report of everything in `out_dir` (what the demo ends with)."""
+    from warehouse.reader import open_analytics
+    from warehouse.report_data import collect
+    from warehouse.report_html import write_html
+
+    opened = open_analytics(out_dir)
+    try:
+        data = collect(opened)
+    finally:
+        opened.close()
+    return write_html(data, html)
+
+
+def _report(args: argparse.Namespace, opened: Analytics) -> int:
+    from rich.console import Console
+
+    from warehouse.report_data import collect
+    from warehouse.report_html import write_html
+    from warehouse.report_terminal import print_report
+
+    data = collect(opened, since=args.since, scenario=args.scenario)
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 100)
+    print_report(data, console)
+    started = time.perf_counter()
+    path = write_html(data, Path(args.html) if args.html else Path(args.out) / "report.html")
+    console.print(
+        f"\nHTML report ({path.stat().st_size / 1e6:.1f} MB, written in {time.perf_counter() - started:.1f} s; "
+        "it opens offline in any browser):"
+    )
+    console.print(f"  {path}", soft_wrap=True, markup=False)  # one line, whatever its length: easy to copy
+    return EXIT_OK
+
+
+def _sql(args: argparse.Namespace, opened: Analytics, stdin: TextIO) -> int:
+    import duckdb
+
+    query = stdin.read() if args.query == "-" else args.query
+    if not (query or "").strip():
+        _list_views(opened)
+        return EXIT_OK
+    try:
+        cursor = opened.con.execute(query)
+        names = [d[0] for d in cursor.description] if cursor.description else []
+        rows = cursor.fetchall() if names and args.csv else cursor.fetchmany(SQL_ROWS_SHOWN + 1) if names else []
+    except duckdb.Error as exc:
+        print(f"piper-etl sql: error: {exc}", file=sys.stderr)
+        return EXIT_QUERY_FAILED
+    if not names:
+        return EXIT_OK
+    if args.csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(names)
+        writer.writerows(rows)
+        return EXIT_OK
+    _print_table(names, rows)
+    return EXIT_OK
+
+
+def _print_table(names: list[str], rows: list[tuple[Any, ...]]) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(*names, highlight=False)
+    for row in rows[:SQL_ROWS_SHOWN]:
+        table.add_row(*(escape("NULL" if value is None else str(value)) for value in row))
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 100)
+    console.print(table)
+    shown = min(len(rows), SQL_ROWS_SHOWN)
+    more = " (more not shown: use --csv for every row)" if len(rows) > SQL_ROWS_SHOWN else ""
+    console.print(f"{shown} row{'' if shown == 1 else 's'}{more}")
+
+
+def _list_views(opened: Analytics) -> None:
+    from warehouse.analytics import VIEWS
+
+    print(f"Reading {opened.source}.")
+    print("Tables (current state): " + ", ".join(BASE_TABLES))
+    print("Analytics views (columns in docs/analytics.md):")
+    width = max(len(name) for name in VIEWS)
+    for name, about in VIEWS.items():
+        print(f"  {name:<{width}}  {about}")
+    print('Example: piper-etl sql "SELECT scenario_name, run_pass_rate FROM scenario_summary ORDER BY 2"')

@@ -1,0 +1,155 @@
+"""What the report shows, read once from the analytics views; rendered by the terminal, HTML and markdown views."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from warehouse.reader import Analytics
+
+Row = dict[str, Any]
+NO_PRICE = (
+    "No judge token price is set, so every cost is empty (NULL), not 0. Set one with --pricing FILE "
+    "and --judge-model NAME (or PIPER_PRICING_FILE and PIPER_JUDGE_MODEL); see docs/pricing.example.toml."
+)
+
+
+@dataclass(frozen=True)
+class PriceNote:
+    """The judge price the costs use, if any."""
+
+    judge_model: str | None
+    input_usd_per_million: float | None
+    output_usd_per_million: float | None
+    from_setting: bool
+
+    @property
+    def is_set(self) -> bool:
+        return self.input_usd_per_million is not None and self.output_usd_per_million is not None
+
+    def line(self) -> str:
+        if not self.is_set:
+            if self.judge_model:
+                return f"Judge model {self.judge_model!r} has no price in the pricing file. " + NO_PRICE
+            return NO_PRICE
+        where = "from the pricing setting" if self.from_setting else "as stored by the last load"
+        return (
+            f"Costs use judge model {self.judge_model!r} at ${self.input_usd_per_million:g} per million input "
+            f"tokens and ${self.output_usd_per_million:g} per million output tokens ({where}); they are estimates."
+        )
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """Every table the report draws, as plain rows."""
+
+    generated_at: datetime
+    source: Path
+    since: date | None
+    scenario: str | None
+    price: PriceNote
+    totals: Row
+    scenarios: list[Row]
+    daily: list[Row]
+    criteria: list[Row]
+    loads: list[Row]
+
+    @property
+    def filters(self) -> str:
+        parts = []
+        if self.since is not None:
+            parts.append(f"runs started on or after {self.since.isoformat()} (UTC)")
+        if self.scenario is not None:
+            parts.append(f"scenario {self.scenario!r}")
+        return "; ".join(parts) or "all runs"
+
+
+def rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None = None) -> list[Row]:
+    cursor = con.execute(sql, params or [])
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, values, strict=True)) for values in cursor.fetchall()]
+
+
+def collect(
+    analytics: Analytics, *, since: date | None = None, scenario: str | None = None, top_criteria: int = 15
+) -> ReportData:
+    """Read the report's tables from an open analytics connection (already filtered by since/scenario)."""
+    con = analytics.con
+    price = rows(
+        con,
+        "SELECT judge_model, input_usd_per_million, output_usd_per_million FROM token_prices WHERE selected LIMIT 1",
+    )
+    first = price[0] if price else {}
+    totals = rows(
+        con,
+        "SELECT count(*) AS runs, count(*) FILTER (WHERE run_is_final) AS runs_final, "
+        "count(*) FILTER (WHERE status = 'passed')::DOUBLE / nullif(count(*) FILTER (WHERE run_is_final), 0) "
+        "AS run_pass_rate, sum(passed_criteria_count) FILTER (WHERE run_is_final)::DOUBLE / "
+        "nullif(sum(passed_criteria_count + failed_criteria_count) FILTER (WHERE run_is_final), 0) "
+        "AS criteria_pass_rate, sum(input_tokens)::BIGINT AS input_tokens, "
+        "sum(output_tokens)::BIGINT AS output_tokens, sum(estimated_cost_usd) AS estimated_cost_usd FROM run_costs",
+    )[0]
+    return ReportData(
+        generated_at=datetime.now(UTC),
+        source=analytics.source,
+        since=since,
+        scenario=scenario,
+        price=PriceNote(
+            first.get("judge_model"),
+            first.get("input_usd_per_million"),
+            first.get("output_usd_per_million"),
+            analytics.prices_from_setting,
+        ),
+        totals=totals,
+        scenarios=rows(con, "SELECT * FROM scenario_summary ORDER BY runs DESC, scenario_name NULLS LAST"),
+        daily=rows(con, "SELECT * FROM daily_summary WHERE day IS NOT NULL ORDER BY day, scenario_name NULLS LAST"),
+        criteria=rows(
+            con,
+            "SELECT * FROM criteria_summary WHERE fails > 0 "
+            "ORDER BY fails DESC, pass_rate NULLS LAST, scenario_name, criteria_question LIMIT ?",
+            [top_criteria],
+        ),
+        loads=rows(con, "SELECT * FROM loads ORDER BY started_at, load_id"),
+    )
+
+
+def pct(value: float | None) -> str:
+    return "–" if value is None else f"{value * 100:.1f}%"
+
+
+def tokens(value: int | None) -> str:
+    if value is None:
+        return "–"
+    for size, suffix in ((1_000_000_000, "G"), (1_000_000, "M"), (1_000, "k")):
+        if abs(value) >= size:
+            return f"{value / size:.1f}{suffix}"
+    return str(value)
+
+
+def usd(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"${value:,.2f}" if abs(value) >= 1 else f"${value:.4f}"
+
+
+def seconds(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0f}"
+
+
+def excerpt(text: str | None, limit: int) -> str:
+    """The start of a critique, on one line, cut at a word with an ellipsis."""
+    if not text:
+        return ""
+    flat = " ".join(text.split())
+    if len(flat) <= limit:
+        return flat
+    cut = flat[: limit - 1].rsplit(" ", 1)[0] if " " in flat[: limit - 1] else flat[: limit - 1]
+    return cut + "…"
+
+
+def scenario_label(row: Row) -> str:
+    return str(row.get("scenario_name") or row.get("scenario_id") or "(no scenario)")
