@@ -1,0 +1,445 @@
+"""Render the results of `bench.run` as docs/performance.md: targets first, then every table behind them.
+
+    python -m bench.report bench/results/full.json > docs/performance.md   # re-render without re-running
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+MET, MISSED, UNKNOWN = "**met**", "**not met**", "not measured"
+
+
+def _f(value: float | None, digits: int = 0, suffix: str = "") -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:,.{digits}f}{suffix}"
+
+
+def _table(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> list[str]:
+    header = list(header)
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def _status(ok: bool | None) -> str:
+    return UNKNOWN if ok is None else MET if ok else MISSED
+
+
+class Report:
+    def __init__(self, results: dict[str, Any]) -> None:
+        self.r = results
+        self.quick = results.get("mode") == "quick"
+        self.lines: list[str] = []
+
+    def add(self, *lines: str) -> None:
+        self.lines.extend(lines)
+
+    # -- targets -----------------------------------------------------------------------------------
+
+    def fetch_row(self, client: str, concurrency: int, latency: int) -> dict[str, Any] | None:
+        rows: dict[str, Any] = self.r.get("fetch", {}).get("rows", {})
+        return rows.get(f"{client}|C={concurrency}|L={latency}")
+
+    def fetch_share(self, client: str, concurrency: int, latency: int) -> float | None:
+        row = self.fetch_row(client, concurrency, latency)
+        if not row or row.get("per_second") is None:
+            return None
+        return float(row["per_second"]) / float(row["bound"])
+
+    def cpu_rate(self, leg: str) -> float | None:
+        rate = self.r.get("cpu", {}).get(leg, {}).get("sessions_per_cpu_second")
+        return float(rate) if rate is not None else None
+
+    def e2e_rate(self, label_start: str, latency: int = 50) -> float | None:
+        rows = self.r.get("e2e", {}).get(f"L={latency}", {})
+        for label, row in rows.items():
+            if label.startswith(label_start):
+                rate = row.get("sessions_per_second")
+                return float(rate) if rate is not None else None
+        return None
+
+    def targets(self) -> list[tuple[str, str, str]]:
+        out: list[tuple[str, str, str]] = []
+        for concurrency, latency, need in ((64, 200, 0.90), (256, 200, 0.85), (64, 50, 0.85)):
+            share = self.fetch_share("piper", concurrency, latency)
+            row = self.fetch_row("piper", concurrency, latency)
+            cpu_ms = row.get("cpu_ms_per_request") if row else None
+            out.append((
+                f"Fetch: piper-etl sessions/s ≥ {need:.0%} of C/L at C = {concurrency}, L = {latency} ms",
+                f"{_f(None if share is None else share * 100, 0, ' %')} of {_f(row['bound'] if row else None)}/s "
+                f"({_f(row.get('per_second') if row else None)}/s; {_f(cpu_ms, 2)} CPU ms/request)",
+                _status(None if share is None else share >= need),
+            ))
+        piper, duck, pandas = self.cpu_rate("cpu-piper"), self.cpu_rate("cpu-duckdb"), self.cpu_rate("cpu-pandas")
+        for other, name, need in ((duck, "DuckDB-native", 1.5), (pandas, "pandas json_normalize", 4.0)):
+            ratio = _ratio(piper, other)
+            out.append((
+                f"Flatten + write: ≥ {need:g} × the sessions per CPU-second of {name}",
+                f"{_f(ratio, 2)} × ({_f(piper)} vs {_f(other)} sessions/CPU-s)",
+                _status(None if ratio is None else ratio >= need),
+            ))
+        for piper_label, dlt_label, need in (("piper-etl run_load, format duckdb", "dlt -> duckdb", 5.0),
+                                             ("piper-etl run_load, format parquet", "dlt -> parquet", 2.0)):
+            mine, theirs = self.e2e_rate(piper_label), self.e2e_rate(dlt_label)
+            ratio = _ratio(mine, theirs)
+            out.append((
+                f"End to end (L = 50 ms, C = 64): {piper_label.split(', ')[1]} ≥ {need:g} × {dlt_label}",
+                f"{_f(ratio, 2)} × ({_f(mine)} vs {_f(theirs)} sessions/s)",
+                _status(None if ratio is None else ratio >= need),
+            ))
+        memory = self.r.get("memory", {})
+        sizes = sorted(int(k) for k in memory if k.isdigit())
+        if len(sizes) == 2 and all(memory[str(s)].get("peak_rss_mb") for s in sizes):
+            small, large = (memory[str(s)]["peak_rss_mb"] for s in sizes)
+            growth = large / small - 1
+            stopped = " (stopped by the RSS guard: more still)" if memory[str(sizes[1])].get("error") else ""
+            done = memory[str(sizes[1])].get("status") or stopped
+            out.append((
+                f"Memory: peak RSS grows < 20 % from {sizes[0]:,} to {sizes[1]:,} sessions, and stays < 500 MB",
+                f"{_f(small)} MB → {_f(large)} MB ({growth:+.0%}){stopped}",
+                _status(None if not done else growth < 0.20 and large < 500),
+            ))
+        else:
+            out.append(("Memory: peak RSS grows < 20 % from 10 k to 200 k sessions, < 500 MB", "n/a", UNKNOWN))
+        overhead = self.r.get("overhead", {})
+        ratio = overhead.get("ratio")
+        out.append((
+            f"Overhead: the Prefect flow adds ≤ 5 % to the wall time of a {overhead.get('sessions', 10_000):,}-session "
+            "load",
+            f"{_f(None if ratio is None else (ratio - 1) * 100, 0, ' %')} "
+            f"({_f(overhead.get('flow', {}).get('seconds'), 1)} s vs "
+            f"{_f(overhead.get('run_load', {}).get('seconds'), 1)} s)",
+            _status(None if ratio is None else ratio <= 1.05),
+        ))
+        startup = self.r.get("startup", {}).get("piper-etl load, 1 session, --engine local", {})
+        seconds = startup.get("seconds")
+        out.append((
+            "Start-up: a one-session `piper-etl load` finishes in < 5 s",
+            f"{_f(seconds, 2)} s (local engine)",
+            _status(None if seconds is None or startup.get("error") else seconds < 5),
+        ))
+        return out
+
+    # -- sections ----------------------------------------------------------------------------------
+
+    def head(self) -> None:
+        env = self.r.get("environment", {})
+        mode = self.r.get("mode")
+        self.add(
+            "# Performance",
+            "",
+            "<!-- Generated by `python -m bench.run`; edit bench/report.py, not this file. -->",
+            "",
+            "piper-etl against what users would run instead, side by side in one run on the same simulated API "
+            "(issue 5). Reproduce with:",
+            "",
+            "```bash",
+            'pip install -e ".[test,bench]"',
+            "python -m bench.run --quick    # ~10 min: smaller N, one repetition of the network legs",
+            "python -m bench.run            # ~30-40 min: 10 k / 200 k sessions, medians of 3 repetitions",
+            "```",
+            "",
+            f"This file comes from a **{mode}** run on {env.get('date_utc')} (commit {env.get('git_commit')}), "
+            f"which took {_f(self.r.get('total_seconds', 0) / 60, 1)} min. "
+            f"1-minute load average {_f(self.r.get('loadavg_start', [0])[0], 2)} at the start and "
+            f"{_f(self.r.get('loadavg_end', [0])[0], 2)} at the end: the machine is shared, so other work ran "
+            "alongside. Compare ratios within this run, not absolute figures across runs.",
+            "",
+        )
+        if self.quick:
+            self.add("> Quick mode: memory and Prefect overhead use smaller N than the targets name; the trend is "
+                     "what counts. Run the full mode for the figures the targets ask for.", "")
+
+    def targets_section(self) -> None:
+        self.add("## Targets", "")
+        self.add(*_table(("target (issue 5)", "measured", "status"), self.targets()))
+
+    def machine(self) -> None:
+        env = self.r.get("environment", {})
+        client, server = env.get("client_cpu"), env.get("server_cpu")
+        split = (f"every leg pinned to CPU {client}; the simulated API (and the Prefect server) pinned to CPU "
+                 f"{server}" if client is not None else "single core: client and server share it")
+        self.add("## Machine, versions and method", "")
+        self.add(*_table(("", ""), [
+            ("CPU", f"{env.get('cpu_model')}, {env.get('cpus')} cores (KVM guest), {env.get('memory_gb')} GB RAM"),
+            ("core split", split),
+            ("Python", f"{env.get('python')}, Linux {env.get('kernel')}"),
+            ("payloads", f"the demo generator at payload_kb = 26: mean body {env.get('payload_mean_kb')} KB "
+                         f"(pending and running runs are short), {env.get('criteria_per_session')} criteria results "
+                         "per session"),
+        ]))
+        versions = env.get("versions", {})
+        self.add(*_table(("library", "version"), sorted(versions.items())))
+        self.add(
+            "How it is measured:",
+            "",
+            "* The simulated API is `bench/server.py`: the by-session endpoint of `piper-etl fake-api` (same "
+            "contract, same generator, 200 / 404 / 401, keep-alive, latency added before answering) on a lean "
+            "asyncio server, so that one core serves far more than the fastest client asks for (see *Ceiling*).",
+            "* Each leg runs in a fresh process (`python -m bench.worker`); wall and CPU seconds are measured in the "
+            "leg around the work (imports excluded), peak RSS is the process's `ru_maxrss` (imports included).",
+            "* Fetch legs keep C requests in flight for a warm-up and then a fixed window, and count what completes "
+            "in the window: sessions/s, and the client's CPU ms per request over that window (all threads). "
+            "The bound is C / L.",
+            "* Figures are medians when a leg is repeated (the count is given); the first repetition of a CPU-only "
+            "leg is a warm-up and is dropped.",
+            "",
+        )
+
+    def capacity(self) -> None:
+        data = self.r.get("capacity")
+        if not data:
+            return
+        self.add("## Ceiling: what the simulated API serves on its core", "")
+        rows = []
+        for name, record in data.items():
+            share = (record.get("server_cpu_seconds") or 0) / (record.get("process_wall_seconds") or 1)
+            rows.append((name, _f(record.get("per_second")), _f(share * 100, 0, " %"),
+                         ", ".join(f"{k}: {v}" for k, v in (record.get("statuses") or {}).items())
+                         or record.get("error", "")))
+        self.add(*_table(("server (L = 0, aiohttp client, C = 64)", "requests/s", "server CPU busy", "statuses"),
+                         rows))
+        self.add("The fastest leg below asks for at most 1,280 requests/s (C = 256 at L = 200 ms, or C = 64 at "
+                 "L = 50 ms).", "")
+
+    def fetch(self) -> None:
+        data = self.r.get("fetch")
+        if not data:
+            return
+        self.add("## Fetch: sessions/s as a share of the bound C / L, and client CPU per request", "")
+        labels = {
+            "httpx": "plain `httpx.AsyncClient` (pool = C)",
+            "httpx-aiohttp": "httpx over `httpx-aiohttp`'s transport (pool = C)",
+            "aiohttp": "aiohttp (`TCPConnector(limit=C)`)",
+            "piper": "**piper-etl** `PiperClient.fetch_many`, 500-session chunks (as `run_load`)",
+            "piper+aiohttp-transport": "what-if: `PiperClient` with httpx-aiohttp's transport injected",
+            "piper+aiohttp-transport+chunk5000": "what-if: the same, 5,000-session `fetch_many` calls",
+        }
+        rows = []
+        configs = ((64, 50), (64, 200), (256, 200))
+        for client, label in labels.items():
+            cells: list[str] = [label]
+            cpu = []
+            for concurrency, latency in configs:
+                row = self.fetch_row(client, concurrency, latency)
+                if not row or row.get("per_second") is None:
+                    cells.append("n/a")
+                    continue
+                cells.append(f"{_f(row['per_second'])}/s = **{row['per_second'] / row['bound']:.0%}**")
+                cpu.append(_f(row.get("cpu_ms_per_request"), 2))
+            cells.insert(1, " / ".join(cpu))
+            rows.append(cells)
+        header = ["client", "CPU ms / request (per column)"]
+        header += [f"L = {latency}, C = {concurrency} (bound {concurrency * 1000 // latency}/s)"
+                   for concurrency, latency in configs]
+        self.add(*_table(header, rows))
+        repeats = len(next(iter(data["rows"].values()))["runs"]) if data["rows"] else 0
+        busy = [row.get("server_cpu_share") or 0 for row in data["rows"].values()]
+        self.add(f"Medians of {repeats} run(s) per cell. The server core was at most {max(busy, default=0):.0%} busy "
+                 "in any cell, so the client is what limits every row. piper-etl's CPU per request includes "
+                 "orjson-parsing the body.", "")
+        for key, record in data.get("profiles", {}).items():
+            text = record.get("profile_tottime")
+            if text:
+                self.add(f"<details><summary>cProfile of the fetch leg {key} (top functions by own time; "
+                         f"{_f(record.get('per_second'))}/s under the profiler)</summary>", "", "```",
+                         *_trim_profile(text), "```", "</details>", "")
+
+    def cpu(self) -> None:
+        data = self.r.get("cpu")
+        if not data:
+            return
+        piper = self.cpu_rate("cpu-piper")
+        self.add("## Flatten + write, CPU only (same in-memory payloads)", "")
+        names = {
+            "cpu-piper": "**piper-etl**: orjson + `flatten_run` + `build_tables` + Parquet parts (zstd), 500 a chunk",
+            "cpu-duckdb": "DuckDB native: `read_json` + `UNNEST`, `COPY` to Parquet (zstd), 1 thread",
+            "cpu-pandas": "pandas: orjson + `json_normalize` per table + `to_parquet` (zstd)",
+        }
+        rows = []
+        for leg, label in names.items():
+            record = data.get(leg, {})
+            rate = self.cpu_rate(leg)
+            rows.append((label, _f(rate), _f(record.get("median_cpu_seconds"), 2), _f(record.get("median_seconds"), 2),
+                         _f(record.get("peak_rss_mb")), "1.00" if leg == "cpu-piper" else _f(_ratio(piper, rate), 2)))
+        sessions = data.get("cpu-piper", {}).get("sessions")
+        repeats = max(len(data.get("cpu-piper", {}).get("repeats", [])) - 1, 0)
+        self.add(*_table((f"engine ({_f(sessions)} sessions, median of {repeats})", "sessions / CPU-s",
+                          "CPU s", "wall s", "peak RSS MB", "piper-etl ÷ this"), rows))
+        measured = data.get("cpu-piper", {}).get("repeats", [])[1:]
+        if measured:
+            stages = measured[len(measured) // 2].get("stage_cpu_seconds", {})
+            total = sum(stages.values()) or 1
+            self.add("Where piper-etl's CPU goes (one median repetition): " + ", ".join(
+                f"{name} {value:.3f} s ({value / total:.0%})" for name, value in stages.items()) + ".", "")
+
+    def e2e(self) -> None:
+        data = self.r.get("e2e")
+        if not data:
+            return
+        self.add("## End to end: the same sessions fetched over loopback and landed", "")
+        for key, rows in data.items():
+            if not key.startswith("L="):
+                continue
+            base = None
+            for label, row in rows.items():
+                if label.startswith("piper-etl run_load, format both"):
+                    base = row.get("sessions_per_second")
+            first = next(iter(rows.values()), {})
+            repeats = len(first.get("runs", []))
+            self.add(f"### {key.replace('L=', 'L = ')} ms, C = 64, {_f(first.get('sessions'))} sessions, "
+                     f"median of {repeats}", "")
+            table = []
+            for label, row in rows.items():
+                rate = row.get("sessions_per_second")
+                table.append((
+                    label, _f(row.get("seconds"), 1), _f(rate, 0), _f(row.get("criteria_rows_per_second")),
+                    _f(row.get("cpu_seconds_per_1000"), 2), _f(row.get("peak_rss_mb")),
+                    _f(_ratio(base, rate), 2),
+                    "; ".join(row.get("errors") or []) or _dlt_steps(row),
+                ))
+            self.add(*_table(("loader", "wall s", "sessions/s", "criteria rows/s", "CPU s / 1,000 sessions",
+                              "peak RSS MB", "piper-etl (both) ÷ this", "notes"), table))
+        profile = data.get("profile", {})
+        if profile.get("profile_tottime"):
+            self.add(f"<details><summary>cProfile of \"{profile.get('label')}\" at L = 50 ms "
+                     f"({_f(profile.get('seconds'), 1)} s under the profiler): top functions by own time, then by "
+                     "cumulative time</summary>", "", "```", *_trim_profile(profile["profile_tottime"]), "",
+                     *_trim_profile(profile.get("profile_cumulative", "")), "```", "</details>", "")
+        self.add("dlt runs with its defaults (append; one normalize worker) and fetches with a pool of C threads "
+                 "sharing one `requests` session; its wall time is extract + normalize + load, split in the notes. "
+                 "The naive script is sequential, so it runs on the first sessions only; its rate is per session.",
+                 "")
+
+    def overhead(self) -> None:
+        data = self.r.get("overhead")
+        if not data:
+            return
+        self.add("## Prefect overhead", "")
+        rows = []
+        for label, key in (("`run_load` (no orchestration)", "run_load"), ("Prefect flow `load_sessions`", "flow"),
+                           ("what-if `run_load`, httpx-aiohttp transport", "what-if run_load"),
+                           ("what-if flow, httpx-aiohttp transport", "what-if flow")):
+            row = data.get(key, {})
+            if not row.get("runs"):
+                continue
+            prefect_cpu = _median([r.get("prefect_server_cpu_seconds") for r in row["runs"] if "seconds" in r])
+            rows.append((label, len(row["runs"]), _f(row.get("seconds"), 1), _f(row.get("sessions_per_second")),
+                         _f(row.get("cpu_seconds_per_1000"), 2), _f(row.get("peak_rss_mb")),
+                         _f(prefect_cpu, 1) if key.endswith("flow") else ""))
+        self.add(*_table(("", "runs", "median wall s", "sessions/s", "CPU s / 1,000 sessions", "peak RSS MB",
+                          "Prefect server CPU s"), rows))
+        flow_runs = [r for r in data.get("flow", {}).get("runs", []) if "seconds" in r]
+        imports = _median([r.get("prefect_import_seconds") for r in flow_runs])
+        sessions = int(data.get("sessions", 0))
+        self.add(
+            f"{_f(sessions)} sessions at L = {data.get('latency_ms')} ms, C = {data.get('concurrency')}, format both, "
+            f"chunks of 500 ({-(-sessions // 500)} fetch tasks + 1 merge task), the two engines run alternately. "
+            f"Flow ÷ run_load = **{_f(data.get('ratio'), 3)}** as shipped and **{_f(data.get('what-if ratio'), 3)}** "
+            "with the transport the fetch section recommends (a faster load leaves Prefect a larger share). "
+            f"Not in the flow's wall time: `import flows.prefect_flow` ({_f(imports, 2)} s), the Prefect server's own "
+            f"CPU (last column, on the other core), and starting the server "
+            f"({_f(self.r.get('prefect_server_start_seconds'), 1)} s for `prefect server start --no-ui`, once).",
+            "",
+        )
+        profile = data.get("profile", {})
+        if profile.get("profile_cumulative"):
+            self.add(f"<details><summary>cProfile of the what-if flow ({_f(profile.get('seconds'), 1)} s under the "
+                     "profiler): top functions by cumulative time, then by own time</summary>", "", "```",
+                     *_trim_profile(profile["profile_cumulative"]), "",
+                     *_trim_profile(profile.get("profile_tottime", "")), "```", "</details>", "")
+
+    def startup(self) -> None:
+        data = self.r.get("startup")
+        if not data:
+            return
+        self.add("## Start-up: a one-session load", "")
+        rows = [(label, _f(record.get("seconds"), 2), " ".join(_f(w, 2) for w in record.get("runs", [])),
+                 record.get("error", ""))
+                for label, record in data.items() if isinstance(record, dict) and "runs" in record]
+        self.add(*_table(("command (wall time from outside, L = 0)", "median s", "runs", "error"), rows))
+        steps = data.get("profile_steps", {})
+        if steps:
+            self.add("Where the local command's time goes (the steps of `run_load` timed one by one in a fresh "
+                     "process, medians):", "")
+            self.add(*_table(("step", "seconds"), [(name, _f(value, 3)) for name, value in steps.items()]))
+        imports = data.get("imports", {})
+        if imports:
+            self.add(*_table(("import in a fresh interpreter", "seconds"), [
+                (f"`import {name}`", _f(imports.get(name), 2)) for name in ("flows.cli", "flows.prefect_flow",
+                                                                             "prefect")]))
+            top = imports.get("top_imports_ms", [])
+            if top:
+                self.add("Heaviest imports under `flows.cli` (`python -X importtime`, cumulative ms): " + ", ".join(
+                    f"{name} {ms:g}" for name, ms in top) + ".", "")
+
+    def memory(self) -> None:
+        data = self.r.get("memory")
+        if not data:
+            return
+        self.add("## Memory: peak RSS of a load as it grows", "")
+        rows = []
+        for record in data.values():
+            if not isinstance(record, dict):
+                continue
+            count = record.get("sessions", 0)
+            rate = count / record["seconds"] if record.get("seconds") else None
+            label = _f(count) + (" (what-if: httpx-aiohttp transport + DuckDB `memory_limit` 256MB, "
+                                 "`temp_directory`, no insertion order)" if record.get("what_if") else "")
+            rows.append((label, _f(record.get("peak_rss_mb")), _f(record.get("rss_peak_while_fetching_mb")),
+                         _f(record.get("rss_peak_after_last_fetch_mb")), _f(record.get("seconds"), 1), _f(rate),
+                         _f(record.get("tail_seconds"), 1), record.get("error") or record.get("status", "")))
+        self.add(*_table(("sessions", "peak RSS MB", "peak while fetching", "peak after the last response "
+                          "(last chunk + merge)", "wall s", "sessions/s", "seconds after the last response",
+                          "status"), rows))
+        self.add(f"`run_load`, format both, L = {data.get('latency_ms')} ms, C = {data.get('concurrency')} (the CLI "
+                 f"default), chunks of {data.get('chunk_size')}. RSS is sampled every 50 ms inside the leg; the peak "
+                 f"is the process's `ru_maxrss`. A leg passing {_f(data.get('guard_mb'))} MB is stopped (shared "
+                 "machine).", "")
+
+    def render(self) -> str:
+        self.head()
+        self.targets_section()
+        self.machine()
+        for section in (self.capacity, self.fetch, self.cpu, self.e2e, self.overhead, self.startup, self.memory):
+            section()
+        return "\n".join(self.lines).rstrip() + "\n"
+
+
+def _median(values: list[Any]) -> float | None:
+    import statistics
+
+    clean = [v for v in values if v is not None]
+    return statistics.median(clean) if clean else None
+
+
+def _dlt_steps(row: dict[str, Any]) -> str:
+    runs = [r for r in row.get("runs", []) if r.get("steps")]
+    if not runs:
+        return ""
+    steps = runs[len(runs) // 2]["steps"]
+    return "dlt " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in steps.items() if name != "run")
+
+
+def _trim_profile(text: str, width: int = 150) -> list[str]:
+    lines = [line.rstrip() for line in text.splitlines()]
+    start = next((i for i, line in enumerate(lines) if line.lstrip().startswith("ncalls")), 0)
+    return [line[:width] for line in lines[start:] if line.strip()]
+
+
+def render(results: dict[str, Any]) -> str:
+    return Report(results).render()
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render(json.loads(Path(sys.argv[1]).read_text())))

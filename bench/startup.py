@@ -1,0 +1,57 @@
+"""Where the time of a one-session load goes: imports, plan, HTTP, flatten + Parquet write, DuckDB merge.
+
+Runs the steps of `flows.pipeline.run_load` one by one in a fresh process (the same calls, timed apart).
+HTTP is the time from the start of the chunk to the session's outcome (`on_session` fires once the
+response is parsed and flattened); write is from there to the chunk's Parquet parts being on disk.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+_T0 = time.perf_counter()
+
+
+def profile(params: dict[str, Any]) -> dict[str, Any]:
+    from pathlib import Path
+
+    started = time.perf_counter()
+    import flows.cli  # noqa: F401  (the import the command pays before doing anything)
+    from flows import pipeline
+    from flows.settings import LoadSettings
+
+    imported = time.perf_counter()
+    import asyncio
+
+    from bench.payloads import TOKEN
+
+    settings = LoadSettings(
+        org_id=params["org_id"], base_url=params["base_url"], out_dir=Path(params["out_dir"]), concurrency=16
+    )
+    times: dict[str, float] = {"import flows.cli": imported - started}
+    t = time.perf_counter()
+    plan = pipeline.plan_load(params["session_ids"], settings)
+    times["plan"] = time.perf_counter() - t
+    marks: dict[str, float] = {}
+
+    def on_session(_outcome: str) -> None:
+        marks.setdefault("fetched", time.perf_counter())
+
+    async def chunk() -> pipeline.ChunkReport:
+        async with pipeline.make_client(settings, TOKEN) as client:
+            marks["start"] = time.perf_counter()
+            report = await pipeline.fetch_and_land_chunk(
+                client, plan.to_fetch, load_id=plan.load_id, loaded_at=plan.started_at, chunk_index=1,
+                root=pipeline.landing_root(settings), on_session=on_session,
+            )
+            marks["landed"] = time.perf_counter()
+            return report
+
+    report = asyncio.run(chunk())
+    times["HTTP (connect, request, parse, flatten)"] = marks["fetched"] - marks["start"]
+    times["Arrow build + Parquet write"] = marks["landed"] - marks["fetched"]
+    t = time.perf_counter()
+    summary = pipeline.finish_load(plan, settings, [pipeline.land_skipped(plan, settings), report])
+    times["DuckDB merge + views"] = time.perf_counter() - t
+    return {"steps": times, "status": summary.status, "module_import_to_end": time.perf_counter() - _T0}
