@@ -8,9 +8,6 @@ exceeds the cap, whatever the compression ratio.
 from __future__ import annotations
 
 import zlib
-from collections.abc import AsyncIterator
-
-import httpx
 
 ACCEPT_ENCODING = "gzip"
 """The only encoding we ask for; JSON compresses well and gzip is decoded with a bound."""
@@ -32,52 +29,50 @@ class BadEncoding(Exception):
         super().__init__(reason)
 
 
-class _Collector:
-    def __init__(self, status: int, limit: int) -> None:
+class BoundedBody:
+    """Collects raw body chunks, inflating gzip/deflate step by step, and never holds more than `limit` bytes.
+
+    Library-neutral: each sender feeds it the raw (still encoded) chunks it receives.
+    """
+
+    def __init__(self, status: int, limit: int, encoding: str, declared_length: str | None) -> None:
         self.status, self.limit = status, limit
         self.parts: list[bytes] = []
         self.size = 0
+        encoding = (encoding or "identity").strip().lower()
+        if encoding in ("", "identity"):
+            self._inflater = None
+            if declared_length and declared_length.isdigit() and int(declared_length) > limit:
+                raise BodyTooLarge(status, limit)
+        elif encoding in ("gzip", "x-gzip", "deflate"):
+            self._inflater = zlib.decompressobj(zlib.MAX_WBITS | 16 if encoding != "deflate" else zlib.MAX_WBITS)
+        else:
+            raise BadEncoding(status, f"response uses content encoding {encoding!r}, which was not asked for")
 
-    def add(self, data: bytes) -> None:
+    def _add(self, data: bytes) -> None:
         self.size += len(data)
         if self.size > self.limit:
             raise BodyTooLarge(self.status, self.limit)
         self.parts.append(data)
 
-
-async def _raw_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
-    """The undecoded body chunks; an in-memory response (as a MockTransport makes) gives its bytes."""
-    if response.is_stream_consumed:
-        yield response.content
-        return
-    async for raw in response.aiter_raw():
-        yield raw
-
-
-async def read_body(response: httpx.Response, limit: int) -> bytes:
-    """The decoded body of a streamed response, refusing to hold more than `limit` bytes."""
-    status = response.status_code
-    declared = response.headers.get("content-length", "")
-    encoding = response.headers.get("content-encoding", "identity").strip().lower()
-    collector = _Collector(status, limit)
-    if encoding in ("", "identity"):
-        if declared.isdigit() and int(declared) > limit:
-            raise BodyTooLarge(status, limit)
-        async for raw in _raw_chunks(response):
-            collector.add(raw)
-        return b"".join(collector.parts)
-    if encoding not in ("gzip", "x-gzip", "deflate"):
-        raise BadEncoding(status, f"response uses content encoding {encoding!r}, which was not asked for")
-    inflater = zlib.decompressobj(zlib.MAX_WBITS | 16 if encoding != "deflate" else zlib.MAX_WBITS)
-    try:
-        async for raw in _raw_chunks(response):
+    def feed(self, raw: bytes) -> None:
+        if self._inflater is None:
+            self._add(raw)
+            return
+        try:
             data = raw
             while data:
-                collector.add(inflater.decompress(data, limit - collector.size + 1))
-                data = inflater.unconsumed_tail
-        collector.add(inflater.flush())
-    except zlib.error as exc:
-        raise BadEncoding(status, f"compressed body is corrupt ({exc})") from None
-    if not inflater.eof:
-        raise BadEncoding(status, "compressed body is truncated")
-    return b"".join(collector.parts)
+                self._add(self._inflater.decompress(data, self.limit - self.size + 1))
+                data = self._inflater.unconsumed_tail
+        except zlib.error as exc:
+            raise BadEncoding(self.status, f"compressed body is corrupt ({exc})") from None
+
+    def finish(self) -> bytes:
+        if self._inflater is not None:
+            try:
+                self._add(self._inflater.flush())
+            except zlib.error as exc:
+                raise BadEncoding(self.status, f"compressed body is corrupt ({exc})") from None
+            if not self._inflater.eof:
+                raise BadEncoding(self.status, "compressed body is truncated")
+        return b"".join(self.parts)

@@ -13,12 +13,22 @@ from typing import Literal
 import httpx
 import orjson
 
-from connector.body import ACCEPT_ENCODING, BadEncoding, BodyTooLarge, read_body
+from connector.body import ACCEPT_ENCODING, BadEncoding, BodyTooLarge
 from connector.errors import PiperAuthError, PiperConfigError, PiperStopLoad, PiperUnreachable
 from connector.retry import Action, RetryPolicy, classify_status, parse_retry_after
+from connector.transport import (
+    AiohttpSender,
+    ConnectFailed,
+    ConnectTimedOut,
+    HttpxSender,
+    Sender,
+    SendError,
+)
 from connector.urls import by_session_url, normalise_base_url, session_id_problem
 
 Outcome = Literal["ok", "not_found", "failed", "rejected"]
+HttpClient = Literal["aiohttp", "httpx"]
+HTTP_CLIENTS: tuple[HttpClient, ...] = ("aiohttp", "httpx")
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 USER_AGENT = "piper-etl/0.1"
 UNREACHABLE_AFTER = 3
@@ -83,7 +93,8 @@ class PiperClient:
     """Async client for `GET /v1/orgs/{org_id}/scenarios/runs/by-session/{session_id}`.
 
     One connection pool sized to `concurrency` is shared by all requests. Use as an async context
-    manager. `transport` lets tests inject `httpx.MockTransport`; `sleep` and `rng` make backoff testable.
+    manager. Requests go through aiohttp by default (`http_client="httpx"` for httpx); `transport` injects an
+    httpx transport (tests use `httpx.MockTransport`); `sleep` and `rng` make backoff testable.
     """
 
     def __init__(
@@ -97,6 +108,7 @@ class PiperClient:
         timeouts: Timeouts | None = None,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         transport: httpx.AsyncBaseTransport | None = None,
+        http_client: HttpClient = "aiohttp",
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
     ) -> None:
@@ -106,6 +118,9 @@ class PiperClient:
             raise PiperConfigError("no API token; set the PIPER_API_TOKEN environment variable")
         if concurrency < 1:
             raise PiperConfigError("concurrency must be at least 1")
+        if http_client not in HTTP_CLIENTS:
+            raise PiperConfigError(f"http client must be one of {', '.join(HTTP_CLIENTS)}, not {http_client!r}")
+        self.http_client = http_client
         self.base_url = normalise_base_url(base_url)
         self.org_id = org_id
         self.concurrency = concurrency
@@ -116,31 +131,32 @@ class PiperClient:
         self._transport = transport
         self._sleep = sleep
         self._rng = rng or random.Random()
-        self._http: httpx.AsyncClient | None = None
+        self._sender: Sender | None = None
         self._responses = 0  # HTTP responses received, of any status: proof that the API is reachable
 
     def __repr__(self) -> str:
         return f"PiperClient(base_url={self.base_url!r}, org_id={self.org_id!r})"
 
     async def __aenter__(self) -> PiperClient:
-        self._http = httpx.AsyncClient(
-            headers={
-                "Authorization": f"Bearer {self._token.reveal()}",
-                "User-Agent": USER_AGENT,
-                "Accept": "application/json",
-                "Accept-Encoding": ACCEPT_ENCODING,
-            },
-            timeout=httpx.Timeout(self.timeouts.read, connect=self.timeouts.connect),
-            limits=httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency),
-            follow_redirects=False,  # a redirect is reported, never followed: the token stays on this host
-            transport=self._transport,
-        )
+        headers = {
+            "Authorization": f"Bearer {self._token.reveal()}",
+            "User-Agent": USER_AGENT,
+            "Accept": "application/json",
+            "Accept-Encoding": ACCEPT_ENCODING,
+        }
+        connect, read, pool, cap = self.timeouts.connect, self.timeouts.read, self.concurrency, self.max_body_bytes
+        if self._transport is not None or self.http_client == "httpx":
+            self._sender = HttpxSender(
+                headers, connect=connect, read=read, pool_size=pool, max_body=cap, transport=self._transport
+            )
+        else:
+            self._sender = AiohttpSender(headers, connect=connect, read=read, pool_size=pool, max_body=cap)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        if self._sender is not None:
+            await self._sender.aclose()
+            self._sender = None
 
     async def fetch_many(
         self,
@@ -204,7 +220,7 @@ class PiperClient:
         problem = session_id_problem(session_id)
         if problem is not None:
             return FetchResult(session_id=session_id, outcome="rejected", error=problem)
-        if self._http is None:
+        if self._sender is None:
             raise RuntimeError("PiperClient must be used as 'async with PiperClient(...)'")
         url = by_session_url(self.base_url, self.org_id, session_id)
         started = time.monotonic()
@@ -216,27 +232,22 @@ class PiperClient:
             status: int | None = None
             retry_after: float | None = None
             try:
-                response = await asyncio.wait_for(self._get(url), timeout=self.timeouts.request)
+                response = await asyncio.wait_for(self._sender.get(url), timeout=self.timeouts.request)
             except TimeoutError:
                 reason = f"no complete response within {self.timeouts.request:g} s"
-            except httpx.ConnectTimeout:
-                reason = "ConnectTimeout (timed out)"
-                connect_failures += 1
-            except httpx.TimeoutException as exc:
-                reason = f"{type(exc).__name__} (timed out)"
             except BodyTooLarge as exc:
                 return self._result(session_id, "failed", started, attempt, status=exc.status, error=str(exc))
             except BadEncoding as exc:
+                reason, status = str(exc), exc.status
+            except (ConnectFailed, ConnectTimedOut) as exc:
                 reason = str(exc)
-                status = exc.status
-            except httpx.ConnectError as exc:
-                reason = _describe_transport_error(exc)
                 connect_failures += 1
-            except httpx.TransportError as exc:
-                reason = _describe_transport_error(exc)
+            except SendError as exc:
+                reason = str(exc)
             else:
                 self._responses += 1
-                status, content_type, body, retry_after_header = response
+                status, content_type, body = response.status, response.content_type, response.body
+                retry_after_header = response.retry_after
                 action = classify_status(status)
                 if action is Action.OK:
                     parsed = _parse_json(content_type, body)
@@ -270,16 +281,6 @@ class PiperClient:
                 error = f"{reason}; gave up after {attempt} attempts ({self.retry.budget_seconds:g} s budget spent)"
                 return self._result(session_id, "failed", started, attempt, status=status, error=error)
             await self._sleep(wait)
-
-    async def _get(self, url: str) -> tuple[int, str, bytes, str | None]:
-        assert self._http is not None
-        async with self._http.stream("GET", url) as response:
-            return (
-                response.status_code,
-                response.headers.get("content-type", ""),
-                await read_body(response, self.max_body_bytes),
-                response.headers.get("retry-after"),
-            )
 
     @staticmethod
     def _result(
@@ -322,17 +323,6 @@ def _parse_json(content_type: str, body: bytes) -> object:
 
 def _excerpt(body: bytes, limit: int = 60) -> str:
     return repr(body[:limit]) + ("..." if len(body) > limit else "")
-
-
-def _describe_transport_error(exc: httpx.TransportError) -> str:
-    """The error's class and the first message found along its cause chain (httpx often has none)."""
-    cause: BaseException | None = exc
-    while cause is not None:
-        text = str(cause).strip()
-        if text:
-            return f"{type(exc).__name__}: {text[:200]}"
-        cause = cause.__cause__ or cause.__context__
-    return type(exc).__name__
 
 
 def _describe_failure(status: int, body: bytes) -> str:

@@ -18,18 +18,25 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("connector", "schemas", "warehouse", "flows")
 
 
-def test_tls_verification_is_on() -> None:
-    async def context() -> ssl.SSLContext:
-        async with PiperClient(base_url="https://api.letpiper.com", org_id=ORG_ID, token=CANARY_TOKEN) as client:
-            assert client._http is not None
-            return client._http._transport._pool._ssl_context  # type: ignore[attr-defined,no-any-return]
+def test_tls_verification_is_on_in_both_http_clients() -> None:
+    async def contexts() -> tuple[object, ssl.SSLContext]:
+        async with PiperClient(base_url="https://api.letpiper.com", org_id=ORG_ID, token=CANARY_TOKEN) as default:
+            aiohttp_ssl = default._sender._session.connector._ssl  # type: ignore[union-attr]
+        async with PiperClient(
+            base_url="https://api.letpiper.com", org_id=ORG_ID, token=CANARY_TOKEN, http_client="httpx"
+        ) as fallback:
+            httpx_ssl = fallback._sender._client._transport._pool._ssl_context  # type: ignore[union-attr]
+        return aiohttp_ssl, httpx_ssl
 
-    ctx = asyncio.run(context())
-    assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
+    aiohttp_ssl, httpx_ssl = asyncio.run(contexts())
+    assert aiohttp_ssl is True, "aiohttp verifies certificates with ssl=True (its default)"
+    assert httpx_ssl.verify_mode == ssl.CERT_REQUIRED and httpx_ssl.check_hostname
 
 
 def test_no_code_turns_verification_off() -> None:
-    pattern = re.compile(r"verify\s*=\s*False|CERT_NONE|check_hostname\s*=\s*False|_create_unverified_context")
+    pattern = re.compile(
+        r"verify\s*=\s*False|ssl\s*=\s*False|verify_ssl|CERT_NONE|check_hostname\s*=\s*False|_create_unverified_context"
+    )
     offenders = [
         str(path.relative_to(ROOT))
         for package in PACKAGES
