@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Cli, SimulatedPiper, load_args, query
+from tests.test_parquet_invariant import assert_parquet_equals_duckdb
 
 KEYS = {"runs": "run_id", "turns": "turn_result_id", "criteria_results": "criteria_result_id"}
 
@@ -63,3 +64,15 @@ def test_duplicate_ids_in_one_request_are_loaded_once(piper: SimulatedPiper, out
     assert result.code == 0
     assert piper.state.session_hits[sid] == 1
     assert query(out_dir, "SELECT count(*) FROM fetch_log")[0][0] == 1
+
+
+def test_two_sessions_returning_the_same_run_keep_one_copy(piper: SimulatedPiper, out_dir: Path, cli: Cli) -> None:
+    shared = piper.dataset.run_for(piper.dataset.session_ids[0])
+    for sid in ("twin-a", "twin-b"):
+        piper.dataset.add_session(sid)
+        piper.dataset.set_payload(sid, shared)
+    result = cli(*load_args(piper, out_dir, "--chunk-size", "1", "twin-a", "twin-b", piper.dataset.session_ids[1]))
+    assert result.code == 0, result.stderr
+    assert_unique_keys(out_dir)
+    assert query(out_dir, "SELECT count(*) FROM runs")[0][0] == 2
+    assert_parquet_equals_duckdb(out_dir)

@@ -18,6 +18,12 @@ from warehouse.ddl import ALL_TABLES, create_table_sql, duckdb_type, quote_ident
 from warehouse.landing import load_parts
 
 DATABASE_FILE = "piper.duckdb"
+DUCKDB_CONFIG: dict[str, str | bool | int | float | list[str]] = {
+    # A merge reads every Parquet part of its load; bounded memory makes DuckDB spill to disk instead of
+    # growing with the size of the load (see docs/performance.md, memory).
+    "memory_limit": "192MB",
+    "preserve_insertion_order": False,
+}
 
 
 class WarehouseLocked(Exception):
@@ -35,7 +41,7 @@ def connect(path: Path, *, read_only: bool = False, lock_timeout: float = 30.0) 
     deadline = time.monotonic() + lock_timeout
     while True:
         try:
-            con = duckdb.connect(str(path), read_only=read_only)
+            con = duckdb.connect(str(path), read_only=read_only, config=DUCKDB_CONFIG)
             break
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower():
@@ -100,7 +106,7 @@ def merge_load(
     con.execute("BEGIN TRANSACTION")
     try:
         for table in ("runs", "turns", "criteria_results"):
-            _stage(con, table, parts[table])
+            _stage_keys(con, table, parts[table])
         con.execute(
             "DELETE FROM criteria_results WHERE run_id IN (SELECT run_id FROM new_runs) "
             "OR criteria_result_id IN (SELECT criteria_result_id FROM new_criteria_results)"
@@ -111,8 +117,7 @@ def merge_load(
         )
         con.execute("DELETE FROM runs WHERE run_id IN (SELECT run_id FROM new_runs)")
         for table in ("runs", "turns", "criteria_results"):
-            con.execute(f"INSERT INTO {quote_ident(table)} BY NAME SELECT * FROM new_{table}")
-            written[table] = _count(con, f"new_{table}")
+            written[table] = _insert_rows(con, table, parts[table])
             con.execute(f"DROP TABLE new_{table}")
         for table in ("fetch_log", "rejected_payloads"):
             con.execute(f"DELETE FROM {quote_ident(table)} WHERE load_id = ?", [load_id])
@@ -138,17 +143,35 @@ def merge_load(
     return row
 
 
-def _stage(con: duckdb.DuckDBPyConnection, table: str, parts: list[Path]) -> None:
-    """Create temp table new_<table> with this load's rows, one row per key."""
+def _stage_keys(con: duckdb.DuckDBPyConnection, table: str, parts: list[Path]) -> None:
+    """Temp table new_<table>: the distinct keys (and run ids) of this load's rows, not the rows themselves."""
     key = quote_ident(PRIMARY_KEYS[table])
-    if parts:
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE new_{table} AS SELECT * FROM read_parquet(?, union_by_name = true) "
-            f"QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY _loaded_at DESC) = 1",
-            [[str(p) for p in parts]],
-        )
-    else:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE new_{table} AS SELECT * FROM {quote_ident(table)} WHERE false")
+    columns = "run_id" if table == "runs" else f"run_id, {key}"
+    source = "read_parquet(?, union_by_name = true)" if parts else f"{quote_ident(table)} WHERE false"
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE new_{table} AS SELECT DISTINCT {columns} FROM {source}",
+        [[str(p) for p in parts]] if parts else [],
+    )
+
+
+def _insert_rows(con: duckdb.DuckDBPyConnection, table: str, parts: list[Path]) -> int:
+    """Insert this load's rows straight from Parquet, one per key; returns how many.
+
+    Rows stream from the files into the table; only when a key repeats within the load (two sessions
+    returning the same run) does a window pick the newest copy, which needs the rows in memory.
+    """
+    if not parts:
+        return 0
+    files = [str(p) for p in parts]
+    keys = _count(con, f"new_{table}")
+    landed = con.execute("SELECT count(*) FROM read_parquet(?, union_by_name = true)", [files]).fetchone()
+    source = "SELECT * FROM read_parquet(?, union_by_name = true)"
+    if landed is not None and landed[0] != keys:
+        key = quote_ident(PRIMARY_KEYS[table])
+        # The same tie-break as the Parquet current-state views (warehouse/views.py).
+        source += f" QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY _loaded_at DESC, session_id DESC) = 1"
+    con.execute(f"INSERT INTO {quote_ident(table)} BY NAME {source}", [files])
+    return keys
 
 
 def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:

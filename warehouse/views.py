@@ -16,7 +16,8 @@ import duckdb
 from warehouse.ddl import ALL_TABLES, empty_select_sql, quote_ident
 
 CURRENT_STATE_FILE = "current_state.sql"
-_NEWEST = "ORDER BY _loaded_at DESC, _load_id DESC"
+_NEWEST = "ORDER BY _loaded_at DESC, _load_id DESC, session_id DESC"
+"""Newest load first; within a load (two sessions returning the same run) the greatest session id wins."""
 
 
 def _source(root: str, table: str, present: bool) -> str:
@@ -37,8 +38,9 @@ def current_state_sql(root: str, present: set[str]) -> str:
         statements.append(
             f"CREATE OR REPLACE VIEW {table} AS SELECT child.* FROM {src[table]} AS child\n"
             "JOIN runs AS current_run ON child.run_id = current_run.run_id AND child._load_id = current_run._load_id\n"
+            "    AND child.session_id = current_run.session_id\n"
             f"QUALIFY row_number() OVER (PARTITION BY child.{key}\n"
-            "    ORDER BY child._loaded_at DESC, child._load_id DESC) = 1"
+            "    ORDER BY child._loaded_at DESC, child._load_id DESC, child.session_id DESC) = 1"
         )
     statements.append(
         f"CREATE OR REPLACE VIEW fetch_log AS SELECT * FROM {src['fetch_log']}\n"
