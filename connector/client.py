@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -28,6 +28,7 @@ from connector.urls import by_session_url, normalise_base_url, session_id_proble
 
 Outcome = Literal["ok", "not_found", "failed", "rejected"]
 HttpClient = Literal["aiohttp", "httpx"]
+OnResult = Callable[["FetchResult"], Awaitable[None] | None]
 HTTP_CLIENTS: tuple[HttpClient, ...] = ("aiohttp", "httpx")
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 USER_AGENT = "piper-etl/0.1"
@@ -61,7 +62,7 @@ class FetchResult:
 
 @dataclass(slots=True)
 class FetchBatch:
-    """Results of `fetch_many`, one per requested session, in request order.
+    """Results of `fetch_many`: one per requested session, in request order (none when a callback took them).
 
     `stopped` is set when no further request could succeed (the token was refused, or the API was
     unreachable): the batch stopped sending requests, and the sessions it never finished are `failed`
@@ -158,20 +159,28 @@ class PiperClient:
             await self._sender.aclose()
             self._sender = None
 
-    async def fetch_many(
-        self,
-        session_ids: Iterable[str],
-        on_result: Callable[[FetchResult], None] | None = None,
-    ) -> FetchBatch:
-        """Fetch every session with at most `concurrency` requests in flight; one result per id, in order.
+    async def fetch_many(self, session_ids: Sequence[str], on_result: OnResult | None = None) -> FetchBatch:
+        """Fetch every session with at most `concurrency` requests in flight; one result per id.
 
-        With `on_result`, each result is handed over as soon as it is known and the batch keeps it
-        without its payload and body.
+        Without `on_result`, the batch holds the results in request order. With it, every result is
+        handed over as soon as it is known, including the `failed` results of sessions never sent after
+        the load stopped; an awaitable it returns is awaited (a consumer's back-pressure), and the
+        batch keeps no results, so memory does not grow with the number of sessions.
         """
-        ids = list(session_ids)
-        results: list[FetchResult | None] = [None] * len(ids)
-        queue = iter(enumerate(ids))
+        keep = on_result is None
+        results: list[FetchResult | None] = [None] * len(session_ids) if keep else []
+        finished = bytearray(len(session_ids))  # a byte a session: which ones ended, to name the rest after a stop
+        queue = iter(enumerate(session_ids))
         stops: list[PiperStopLoad] = []
+
+        async def deliver(index: int, result: FetchResult) -> None:
+            finished[index] = 1
+            if on_result is None:
+                results[index] = result
+                return
+            pending = on_result(result)
+            if pending is not None:
+                await pending
 
         async def worker() -> None:
             for index, session_id in queue:
@@ -182,33 +191,24 @@ class PiperClient:
                 except PiperStopLoad as exc:
                     stops.append(exc)
                     return
-                if on_result is None:
-                    results[index] = result
-                else:
-                    on_result(result)
-                    # The callback has consumed the payload: keep only the outcome, so a batch's memory
-                    # does not grow with its bodies.
-                    results[index] = replace(result, payload=None, body=None)
+                await deliver(index, result)
 
-        workers = [asyncio.create_task(worker()) for _ in range(min(self.concurrency, len(ids)))]
+        workers = [asyncio.create_task(worker()) for _ in range(min(self.concurrency, len(session_ids)))]
         try:
             await asyncio.gather(*workers)
         finally:
             for task in workers:
                 task.cancel()
         stopped = stops[0] if stops else None
-        filled = [
-            result
-            if result is not None
-            else FetchResult(
-                session_id=ids[index],
-                outcome="failed",
-                http_status=stopped.status if stopped else None,
-                error=stopped.unfetched_reason if stopped else "not fetched",
-            )
-            for index, result in enumerate(results)
-        ]
-        return FetchBatch(filled, stopped)
+        for index, session_id in enumerate(session_ids):
+            if not finished[index]:
+                await deliver(index, FetchResult(
+                    session_id=session_id,
+                    outcome="failed",
+                    http_status=stopped.status if stopped else None,
+                    error=stopped.unfetched_reason if stopped else "not fetched",
+                ))
+        return FetchBatch([r for r in results if r is not None], stopped)
 
     async def fetch_run_by_session(self, session_id: str) -> FetchResult:
         """Fetch one session's scenario run, retrying what is worth retrying.

@@ -10,7 +10,7 @@ import asyncio
 import json
 import shutil
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,17 +19,14 @@ import httpx
 import pyarrow as pa
 
 from connector.client import FetchResult, PiperClient
-from connector.errors import PiperAuthError
+from connector.errors import PiperStopLoad
 from connector.retry import RetryPolicy
+from flows.chunks import ChunkBuilder, ChunkReport, OnSession, log_row
 from flows.publish import publish_after_merge
 from flows.settings import LoadSettings
-from schemas.flatten import FlatRun, PayloadRejected, build_tables, flatten_run
-from schemas.tables import FETCH_LOG, REJECTED_PAYLOADS
+from schemas.tables import FETCH_LOG
 from warehouse import landing, store, views
 from warehouse.crash import crash_point
-
-OnSession = Callable[[str], None]
-"""Called with each session's outcome as soon as it is known (drives the progress bar)."""
 
 
 @dataclass
@@ -44,19 +41,6 @@ class LoadPlan:
 
     def chunks(self, size: int) -> list[list[str]]:
         return [self.to_fetch[i : i + size] for i in range(0, len(self.to_fetch), size)]
-
-
-@dataclass
-class ChunkReport:
-    """What one chunk did; small enough to pass between Prefect tasks."""
-
-    chunk_index: int
-    outcomes: Counter[str] = field(default_factory=Counter)
-    rows: Counter[str] = field(default_factory=Counter)
-    stop_message: str | None = None  # set when the load must stop: no further request can succeed
-    stop_reason: str | None = None  # what the sessions never sent are recorded with
-    token_refused: bool = False
-    failures: list[tuple[str, str]] = field(default_factory=list)  # (session_id, reason), first few
 
 
 @dataclass
@@ -159,79 +143,22 @@ async def fetch_and_land_chunk(
     root: Path,
     on_session: OnSession | None = None,
 ) -> ChunkReport:
-    """Fetch one chunk of sessions, flatten what came back and land it as Parquet parts."""
-    report = ChunkReport(chunk_index)
-    flat_runs: dict[str, FlatRun] = {}
-    log_rows: list[dict[str, object]] = []
-    rejected_rows: list[dict[str, object]] = []
-
-    def record(result: FetchResult) -> None:
-        outcome: str = result.outcome
-        run_id, error = None, result.error
-        if outcome == "ok":
-            try:
-                flat = flatten_run(result.payload, session_id=result.session_id, org_id=client.org_id)
-            except PayloadRejected as exc:
-                outcome, error = "rejected", f"payload rejected: {exc.reason}"
-                rejected_rows.append(
-                    {
-                        "session_id": result.session_id,
-                        "load_id": load_id,
-                        "reason": exc.reason,
-                        "body": (result.body or b"").decode("utf-8", errors="replace"),
-                        "rejected_at": result.fetched_at,
-                    }
-                )
-            else:
-                outcome, run_id = "loaded", str(flat.run["run_id"])
-                flat_runs[run_id] = flat
-        log_rows.append(_log_row(load_id, result, outcome, run_id, error))
-        report.outcomes[outcome] += 1
-        never_sent = outcome == "failed" and result.attempts == 0
-        if outcome in ("failed", "rejected") and not never_sent and len(report.failures) < 5:
-            report.failures.append((result.session_id, error or outcome))
-        if on_session is not None:
-            on_session(outcome)
-
-    batch = await client.fetch_many(session_ids, on_result=record)
+    """Fetch one chunk of sessions, flatten what came back and land it as Parquet parts (a Prefect task's work)."""
+    builder = ChunkBuilder(
+        load_id=load_id, loaded_at=loaded_at, chunk_index=chunk_index, org_id=client.org_id, on_session=on_session
+    )
+    batch = await client.fetch_many(session_ids, on_result=builder.record)
     crash_point("fetched")
-    recorded = {row["session_id"] for row in log_rows}
-    for result in batch.results:  # sessions the batch never finished (the token was refused)
-        if result.session_id not in recorded:
-            record(result)
     if batch.stopped is not None:
-        report.stop_message, report.stop_reason = str(batch.stopped), batch.stopped.unfetched_reason
-        report.token_refused = isinstance(batch.stopped, PiperAuthError)
-    tables: dict[str, pa.Table] = dict(build_tables(list(flat_runs.values()), load_id=load_id, loaded_at=loaded_at))
-    tables["fetch_log"] = pa.Table.from_pylist(log_rows, schema=FETCH_LOG)
-    tables["rejected_payloads"] = pa.Table.from_pylist(rejected_rows, schema=REJECTED_PAYLOADS)
-    for name in ("runs", "turns", "criteria_results"):
-        report.rows[name] = tables[name].num_rows
-    landing.write_chunk(root, load_id, chunk_index, tables)
-    return report
-
-
-def _log_row(
-    load_id: str, result: FetchResult, outcome: str, run_id: str | None, error: str | None
-) -> dict[str, object]:
-    return {
-        "load_id": load_id,
-        "session_id": result.session_id,
-        "outcome": outcome,
-        "http_status": result.http_status,
-        "attempts": result.attempts,
-        "error": error,
-        "run_id": run_id,
-        "fetched_at": result.fetched_at,
-        "elapsed_ms": result.elapsed_ms,
-    }
+        builder.stopped(batch.stopped)
+    return builder.land(root)
 
 
 def land_unfetched(plan: LoadPlan, settings: LoadSettings, later_chunks: list[list[str]], reason: str) -> ChunkReport:
     """Record the sessions never sent because the load stopped as `failed`, so none goes missing."""
     now = datetime.now(UTC)
     rows = [
-        _log_row(plan.load_id, FetchResult(session_id=s, outcome="failed", error=reason, fetched_at=now), "failed",
+        log_row(plan.load_id, FetchResult(session_id=s, outcome="failed", error=reason, fetched_at=now), "failed",
                  None, reason)
         for chunk in later_chunks
         for s in chunk
@@ -368,25 +295,66 @@ async def run_load_async(
     on_session: OnSession | None = None,
     on_plan: Callable[[LoadPlan], None] | None = None,
 ) -> LoadSummary:
-    """The whole load without Prefect: one client, chunks one after another, then the merge."""
+    """The whole load without Prefect: one stream of requests over all sessions, landed chunk by chunk.
+
+    Requests never wait for a chunk boundary: when a chunk is full it is landed in a worker thread
+    while fetching goes on into the next one. At most one chunk lands at a time, so at most two are in
+    memory whatever the number of sessions.
+    """
     client = make_client(settings, token, transport)  # validates the settings before any work
     plan = plan_load(session_ids, settings)
     if on_plan is not None:
         on_plan(plan)
-    root = landing_root(settings)
-    reports = [land_skipped(plan, settings)]
-    chunks = plan.chunks(settings.chunk_size)
+    lander = _StreamLander(plan, settings, client.org_id, on_session)
     async with client:
-        for index, chunk in enumerate(chunks, start=1):
-            report = await fetch_and_land_chunk(
-                client, chunk, load_id=plan.load_id, loaded_at=plan.started_at, chunk_index=index, root=root,
-                on_session=on_session,
-            )
-            reports.append(report)
-            if report.stop_reason is not None:
-                reports.append(land_unfetched(plan, settings, chunks[index:], report.stop_reason))
-                break
+        batch = await client.fetch_many(plan.to_fetch, on_result=lander.record)
+    crash_point("fetched")
+    reports = [land_skipped(plan, settings), *await lander.finish(batch.stopped)]
     return finish_load(plan, settings, reports)
+
+
+class _StreamLander:
+    """Receives results one by one and lands a chunk whenever `chunk_size` results have arrived."""
+
+    def __init__(self, plan: LoadPlan, settings: LoadSettings, org_id: str, on_session: OnSession | None) -> None:
+        self.plan, self.settings, self.org_id, self.on_session = plan, settings, org_id, on_session
+        self.root = landing_root(settings)
+        self.reports: list[ChunkReport] = []
+        self.landing: asyncio.Future[ChunkReport] | None = None
+        self.hand_over_lock = asyncio.Lock()
+        self.chunk_index = 0
+        self.builder = self._new_builder()
+
+    def _new_builder(self) -> ChunkBuilder:
+        self.chunk_index += 1
+        return ChunkBuilder(load_id=self.plan.load_id, loaded_at=self.plan.started_at, chunk_index=self.chunk_index,
+                            org_id=self.org_id, on_session=self.on_session)
+
+    def record(self, result: FetchResult) -> Awaitable[None] | None:
+        self.builder.record(result)
+        if self.builder.size < self.settings.chunk_size:
+            return None
+        full, self.builder = self.builder, self._new_builder()
+        return self._hand_over(full)
+
+    async def _hand_over(self, full: ChunkBuilder) -> None:
+        # Back-pressure: one chunk lands at a time, and hand-overs queue up behind the lock, so a
+        # landing's report is collected exactly once.
+        async with self.hand_over_lock:
+            if self.landing is not None:
+                self.reports.append(await self.landing)
+            self.landing = asyncio.ensure_future(asyncio.to_thread(full.land, self.root))
+
+    async def finish(self, stopped: PiperStopLoad | None) -> list[ChunkReport]:
+        if stopped is not None:
+            self.builder.stopped(stopped)
+        if self.builder.size or stopped is not None:
+            await self._hand_over(self.builder)
+        async with self.hand_over_lock:
+            if self.landing is not None:
+                self.reports.append(await self.landing)
+                self.landing = None
+        return sorted(self.reports, key=lambda report: report.chunk_index)
 
 
 def run_load(

@@ -18,6 +18,7 @@ from prefect.cache_policies import NO_CACHE
 
 from connector.errors import TOKEN_ENV, PiperConfigError
 from flows import pipeline
+from flows.chunks import ChunkReport
 from flows.publish import analytics_markdown
 from flows.report import summary_markdown
 from flows.settings import DEFAULT_BASE_URL, DEFAULT_OUT, TOKEN_BLOCK, LoadSettings, OutputFormat
@@ -50,7 +51,7 @@ async def resolve_token() -> str:
 @task(name="fetch-chunk", cache_policy=NO_CACHE, persist_result=False)
 async def fetch_chunk(
     session_ids: list[str], settings: LoadSettings, load_id: str, loaded_at: datetime, chunk_index: int
-) -> pipeline.ChunkReport:
+) -> ChunkReport:
     """Fetch, flatten and land one chunk of sessions as Parquet parts."""
     async with pipeline.make_client(settings, await resolve_token()) as client:
         report = await pipeline.fetch_and_land_chunk(
@@ -67,7 +68,7 @@ async def fetch_chunk(
 
 @task(name="merge-load", cache_policy=NO_CACHE, persist_result=False)
 def merge_load(
-    plan: pipeline.LoadPlan, settings: LoadSettings, reports: list[pipeline.ChunkReport]
+    plan: pipeline.LoadPlan, settings: LoadSettings, reports: list[ChunkReport]
 ) -> pipeline.LoadSummary:
     """Merge the load into DuckDB and write the `loads` row: the only writer of the database file."""
     return pipeline.finish_load(plan, settings, reports)

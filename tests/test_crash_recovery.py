@@ -41,7 +41,7 @@ def database_state(out_dir: Path) -> tuple[int, int]:
     return query(out_dir, "SELECT (SELECT count(*) FROM loads), (SELECT count(*) FROM runs)")[0]
 
 
-@pytest.mark.parametrize("crash_at", ["fetched:2", "parquet-written:4", "merge-uncommitted", "merged"])
+@pytest.mark.parametrize("crash_at", ["fetching:20", "fetched", "parquet-written:4", "merge-uncommitted", "merged"])
 def test_killed_load_converges_on_the_next_run(
     piper: SimulatedPiper, tmp_path: Path, cli: Cli, crash_at: str
 ) -> None:
