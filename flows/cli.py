@@ -12,6 +12,7 @@ from typing import TextIO
 
 import duckdb
 
+from connector.client import HTTP_CLIENTS
 from connector.errors import TOKEN_ENV, PiperConfigError
 from flows.analytics_cli import add_analytics_commands, add_pricing_arguments
 from flows.analytics_cli import run as run_analytics_command
@@ -64,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--chunk-size", type=int, default=500, help="sessions per chunk/task (default 500)")
     load.add_argument("--format", choices=FORMATS, default="both", help="what to write (default both)")
     load.add_argument("--refetch", action="store_true", help="fetch sessions whose stored run is final again")
+    load.add_argument(
+        "--http-client", choices=HTTP_CLIENTS, default="aiohttp",
+        help="HTTP library for the requests (default aiohttp; httpx is slower at high concurrency)",
+    )
     load.add_argument(
         "--lock-timeout", type=float, default=30.0, metavar="SECONDS",
         help="how long to wait for another process to release piper.duckdb (default 30)",
@@ -170,6 +175,7 @@ def _load(args: argparse.Namespace, stdin: TextIO) -> int:
         format=args.format,
         refetch=args.refetch,
         lock_timeout=args.lock_timeout,
+        http_client=args.http_client,
         pricing_file=args.pricing,
         judge_model=args.judge_model,
     )

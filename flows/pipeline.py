@@ -283,6 +283,7 @@ def make_client(settings: LoadSettings, token: str, transport: httpx.AsyncBaseTr
         concurrency=settings.concurrency,
         retry=RetryPolicy(max_retries=settings.max_retries),
         transport=transport,
+        http_client=settings.http_client,
     )
 
 

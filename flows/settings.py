@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from connector.client import HTTP_CLIENTS, HttpClient
 from connector.errors import TOKEN_ENV, PiperConfigError
 from warehouse.pricing import PriceList, PricingError, read_pricing
 
@@ -30,6 +31,7 @@ class LoadSettings:
     format: OutputFormat = "both"
     refetch: bool = False
     lock_timeout: float = 30.0
+    http_client: HttpClient = "aiohttp"
     pricing_file: str | None = None  # TOML of judge token prices; None keeps the prices stored earlier
     judge_model: str | None = None  # the judge model whose price costs the runs
 
@@ -42,6 +44,8 @@ class LoadSettings:
             raise PiperConfigError("concurrency must be between 1 and 1024")
         if self.max_retries < 0:
             raise PiperConfigError("max retries must be 0 or more")
+        if self.http_client not in HTTP_CLIENTS:
+            raise PiperConfigError(f"http client must be one of {', '.join(HTTP_CLIENTS)}, not {self.http_client!r}")
         if self.lock_timeout < 0:
             raise PiperConfigError("lock timeout must be 0 or more seconds")
         if self.chunk_size < 1:
