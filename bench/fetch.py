@@ -17,7 +17,7 @@ from typing import Any
 from bench.payloads import TOKEN
 from connector.urls import by_session_url
 
-CLIENTS = ("httpx", "httpx-aiohttp", "aiohttp", "piper", "piper+aiohttp-transport")
+CLIENTS = ("httpx", "httpx-aiohttp", "aiohttp", "piper", "piper-httpx", "piper+aiohttp-transport")
 CHUNK = 500  # PiperClient is driven the way run_load drives it: fetch_many over 500-session chunks
 
 
@@ -114,20 +114,26 @@ async def _run(client: str, base_url: str, org_id: str, ids: list[str], concurre
                     return response.status
 
             await _timed(window, _workers(get, urls, concurrency, window), warmup, duration)
-    elif client in ("piper", "piper+aiohttp-transport"):
+    elif client in ("piper", "piper-httpx", "piper+aiohttp-transport"):
+        import inspect
+
         from connector.client import FetchResult, PiperClient
 
-        transport = None
+        options: dict[str, Any] = {}
         if client == "piper+aiohttp-transport":
             from httpx_aiohttp import AiohttpTransport
 
-            transport = AiohttpTransport(limits=limits)
+            options["transport"] = AiohttpTransport(limits=limits)
+        elif client == "piper-httpx":  # the httpx path of a PiperClient that offers a choice
+            if "http_client" not in inspect.signature(PiperClient).parameters:
+                return {"error": "this PiperClient has no http_client option"}
+            options["http_client"] = "httpx"
 
         def on_result(result: FetchResult) -> None:
             window.completed(result.http_status or result.outcome)
 
         async with PiperClient(base_url=base_url, org_id=org_id, token=TOKEN, concurrency=concurrency,
-                               transport=transport) as piper:
+                               **options) as piper:
 
             async def chunks() -> None:
                 cycle = itertools.cycle(ids)

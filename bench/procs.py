@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,6 +20,23 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+SOURCE = REPO  # where children import piper-etl from: a snapshot of a git revision, or the working tree
+
+
+def export_snapshot(ref: str, target: Path) -> str:
+    """Export `ref` of this repository to `target`, with the running bench/ copied over it; returns the commit.
+
+    Other engineers commit to the same working tree while the bench runs: measuring a snapshot means an
+    edit made mid-run cannot leak into half of the legs. The bench itself (the instrument) comes from here.
+    """
+    commit = subprocess.run(["git", "rev-parse", "--short", f"{ref}^{{commit}}"], cwd=REPO, capture_output=True,
+                            text=True, check=True).stdout.strip()
+    target.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", "--format=tar", commit], cwd=REPO, capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    shutil.rmtree(target / "bench", ignore_errors=True)
+    shutil.copytree(REPO / "bench", target / "bench", ignore=shutil.ignore_patterns("results", "__pycache__"))
+    return commit
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -103,7 +121,7 @@ def start_child(name: str, argv: list[str], health_url: str, *, env: dict[str, s
     log.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with open(log, "wb") as sink:
-        proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(argv, cwd=SOURCE, env=env, stdout=sink, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
     parts = urllib.parse.urlsplit(health_url)
     child = Child(name, proc, f"{parts.scheme}://{parts.netloc}", 0.0)
@@ -142,7 +160,7 @@ def run_leg(leg: str, params: dict[str, Any], *, work: Path, log: Path, timeout:
         sink.flush()
         proc = subprocess.Popen(
             [sys.executable, "-m", "bench.worker", leg, str(params_path), str(result_path)],
-            cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=SOURCE, env=env, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
         waited: list[tuple[int, int, Any]] = []
@@ -201,7 +219,7 @@ def run_command(argv: list[str], *, env: dict[str, str] | None, timeout: float, 
     with open(log, "ab") as sink:
         sink.write(f"\n=== {' '.join(argv[:4])} {time.strftime('%H:%M:%S')}\n".encode())
         sink.flush()
-        proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(argv, cwd=SOURCE, env=env, stdout=sink, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
         try:
             code = proc.wait(timeout=timeout)

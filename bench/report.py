@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -149,7 +150,7 @@ class Report:
             "python -m bench.run            # ~30-40 min: 10 k / 200 k sessions, medians of 3 repetitions",
             "```",
             "",
-            f"This file comes from a **{mode}** run on {env.get('date_utc')} (commit {env.get('git_commit')}), "
+            f"This file comes from a **{mode}** run on {env.get('date_utc')} measuring {env.get('git_commit')}; it "
             f"which took {_f(self.r.get('total_seconds', 0) / 60, 1)} min. "
             f"1-minute load average {_f(self.r.get('loadavg_start', [0])[0], 2)} at the start and "
             f"{_f(self.r.get('loadavg_end', [0])[0], 2)} at the end: the machine is shared, so other work ran "
@@ -221,9 +222,10 @@ class Report:
             "httpx": "plain `httpx.AsyncClient` (pool = C)",
             "httpx-aiohttp": "httpx over `httpx-aiohttp`'s transport (pool = C)",
             "aiohttp": "aiohttp (`TCPConnector(limit=C)`)",
-            "piper": "**piper-etl** `PiperClient.fetch_many`, 500-session chunks (as `run_load`)",
-            "piper+aiohttp-transport": "what-if: `PiperClient` with httpx-aiohttp's transport injected",
-            "piper+aiohttp-transport+chunk5000": "what-if: the same, 5,000-session `fetch_many` calls",
+            "piper": "**piper-etl** `PiperClient.fetch_many` as shipped, 500-session chunks (as `run_load`)",
+            "piper-httpx": "`PiperClient(http_client=\"httpx\")`, 500-session chunks",
+            "piper+aiohttp-transport": "`PiperClient` with httpx-aiohttp's transport injected, 500-session chunks",
+            "piper+chunk5000": "`PiperClient` as shipped, 5,000-session `fetch_many` calls (no chunk drain)",
         }
         rows = []
         configs = ((64, 50), (64, 200), (256, 200))
@@ -327,9 +329,7 @@ class Report:
             return
         self.add("## Prefect overhead", "")
         rows = []
-        for label, key in (("`run_load` (no orchestration)", "run_load"), ("Prefect flow `load_sessions`", "flow"),
-                           ("what-if `run_load`, httpx-aiohttp transport", "what-if run_load"),
-                           ("what-if flow, httpx-aiohttp transport", "what-if flow")):
+        for label, key in (("`run_load` (no orchestration)", "run_load"), ("Prefect flow `load_sessions`", "flow")):
             row = data.get(key, {})
             if not row.get("runs"):
                 continue
@@ -345,16 +345,15 @@ class Report:
         self.add(
             f"{_f(sessions)} sessions at L = {data.get('latency_ms')} ms, C = {data.get('concurrency')}, format both, "
             f"chunks of 500 ({-(-sessions // 500)} fetch tasks + 1 merge task), the two engines run alternately. "
-            f"Flow ÷ run_load = **{_f(data.get('ratio'), 3)}** as shipped and **{_f(data.get('what-if ratio'), 3)}** "
-            "with the transport the fetch section recommends (a faster load leaves Prefect a larger share). "
-            f"Not in the flow's wall time: `import flows.prefect_flow` ({_f(imports, 2)} s), the Prefect server's own "
-            f"CPU (last column, on the other core), and starting the server "
+            f"Flow ÷ run_load = **{_f(data.get('ratio'), 3)}**. Not in the flow's wall time: "
+            f"`import flows.prefect_flow` ({_f(imports, 2)} s), the Prefect server's own CPU (last column, on the "
+            "other core), and starting the server "
             f"({_f(self.r.get('prefect_server_start_seconds'), 1)} s for `prefect server start --no-ui`, once).",
             "",
         )
         profile = data.get("profile", {})
         if profile.get("profile_cumulative"):
-            self.add(f"<details><summary>cProfile of the what-if flow ({_f(profile.get('seconds'), 1)} s under the "
+            self.add(f"<details><summary>cProfile of the flow ({_f(profile.get('seconds'), 1)} s under the "
                      "profiler): top functions by cumulative time, then by own time</summary>", "", "```",
                      *_trim_profile(profile["profile_cumulative"]), "",
                      *_trim_profile(profile.get("profile_tottime", "")), "```", "</details>", "")
@@ -394,8 +393,8 @@ class Report:
                 continue
             count = record.get("sessions", 0)
             rate = count / record["seconds"] if record.get("seconds") else None
-            label = _f(count) + (" (what-if: httpx-aiohttp transport + DuckDB `memory_limit` 256MB, "
-                                 "`temp_directory`, no insertion order)" if record.get("what_if") else "")
+            label = _f(count) + (" (what-if: DuckDB `memory_limit` 256MB, `temp_directory`, no insertion order, "
+                                 "set on every connection the warehouse opens)" if record.get("what_if") else "")
             rows.append((label, _f(record.get("peak_rss_mb")), _f(record.get("rss_peak_while_fetching_mb")),
                          _f(record.get("rss_peak_after_last_fetch_mb")), _f(record.get("seconds"), 1), _f(rate),
                          _f(record.get("tail_seconds"), 1), record.get("error") or record.get("status", "")))
@@ -407,9 +406,96 @@ class Report:
                  f"is the process's `ru_maxrss`. A leg passing {_f(data.get('guard_mb'))} MB is stopped (shared "
                  "machine).", "")
 
+    def findings(self) -> None:
+        """For each missed target, what the measurements say limits it (only figures from this run)."""
+        missed = {target.split(":")[0] for target, _, status in self.targets() if status == MISSED}
+        if not missed:
+            return
+        self.add("## What limits the missed targets (in the measured revision)", "")
+        fetch = self.r.get("fetch", {})
+        if "Fetch" in missed and fetch:
+            profile = fetch.get("profiles", {}).get("piper|C=256|L=200", {})
+            cumulative = profile.get("profile_cumulative", "")
+            total = _profile_total(cumulative)
+            pool = _profile_cumtime(cumulative, "_assign_requests_to_connections")
+            configs = ((64, 50), (64, 200), (256, 200))
+            shares = {client: "/".join(_f(100 * (self.fetch_share(client, c, lat) or 0), 0) for c, lat in configs)
+                      for client in ("piper", "piper+chunk5000", "httpx", "aiohttp")}
+            text = (f"* **Fetch.** As shipped, `PiperClient` reaches {shares['piper']} % of C / L at (C, L) = "
+                    f"(64, 50) / (64, 200) / (256, 200); with 5,000-session `fetch_many` calls instead of 500 it "
+                    f"reaches {shares['piper+chunk5000']} %, so the chunk boundaries cost the difference: every "
+                    "request of a chunk must finish before the next chunk's first request starts, and the pool "
+                    "idles meanwhile. ")
+            if pool and total and pool > 0.3 * total:
+                text += (f"Profiled at C = 256, L = 200 ms, httpcore's `_assign_requests_to_connections` takes "
+                         f"{_f(pool, 1)} s of {_f(total, 1)} s: httpx's pool walks every connection for every queued "
+                         "request (encode/httpx#3215), so CPU per request grows with C. ")
+            text += (f"For reference, bare httpx reaches {shares['httpx']} % and bare aiohttp {shares['aiohttp']} % "
+                     "on the same server.")
+            self.add(text)
+        cpu = self.r.get("cpu", {})
+        if "Flatten + write" in missed and cpu:
+            measured = cpu.get("cpu-piper", {}).get("repeats", [])[1:]
+            stages = measured[len(measured) // 2].get("stage_cpu_seconds", {}) if measured else {}
+            total = sum(stages.values()) or 1
+            self.add(
+                "* **Flatten + write.** piper-etl's CPU per session splits "
+                + ", ".join(f"{name} {value / total:.0%}" for name, value in stages.items())
+                + f". The per-field validation in `flatten_run` plus the dict-per-row to column transposition in "
+                f"`build_tables` ({(stages.get('flatten', 0) + stages.get('build_tables', 0)) / total:.0%}) is Python "
+                f"work that DuckDB does in C++ ({_f(self.cpu_rate('cpu-duckdb'))} sessions per CPU-second with one "
+                "thread). pandas' `json_normalize` walks the records in Python too, so the two Python approaches are "
+                f"only {_f(_ratio(self.cpu_rate('cpu-piper'), self.cpu_rate('cpu-pandas')), 1)} × apart.",
+            )
+        e2e = self.r.get("e2e", {}).get("L=50", {})
+        if "End to end (L = 50 ms, C = 64)" in missed and e2e:
+            shipped = next((row for label, row in e2e.items() if label.startswith("piper-etl run_load, format both")),
+                           {})
+            rate, cpu_k = shipped.get("sessions_per_second"), shipped.get("cpu_seconds_per_1000")
+            tails = [r.get("tail_seconds") for r in shipped.get("runs", []) if r.get("tail_seconds") is not None]
+            fetch = self.fetch_row("piper", 64, 50)
+            self.add(
+                f"* **End to end.** The load (format both) runs at {_f(rate)} sessions/s while its fetch alone "
+                f"reaches {_f(fetch.get('per_second') if fetch else None)}/s at the same C and L. It spends "
+                f"{_f(cpu_k, 2)} CPU s per 1,000 sessions on its one core, so about "
+                f"{_f(1000 / cpu_k if cpu_k else None)} sessions/s at best, and it does not fetch while it lands: each "
+                "chunk is fetched, then flattened and written on the event loop, then the next chunk starts; the "
+                f"DuckDB merge and what follows it run after the last response ({_f(_median(tails), 1)} s here; see "
+                "the profile above).",
+            )
+        memory = self.r.get("memory", {})
+        sizes = sorted(int(k) for k in memory if k.isdigit())
+        if "Memory" in missed and len(sizes) == 2:
+            small, large = memory[str(sizes[0])], memory[str(sizes[1])]
+            what_if = memory.get(f"what-if {sizes[1]}", {})
+            self.add(
+                f"* **Memory.** RSS while fetching stays flat ({_f(small.get('rss_peak_while_fetching_mb'))} → "
+                f"{_f(large.get('rss_peak_while_fetching_mb'))} MB from {sizes[0]:,} to {sizes[1]:,} sessions): the "
+                "chunks stream. The growth comes after the last response, in the DuckDB merge (`finish_load` → "
+                "`warehouse.store.merge_load`), which stages the whole load into TEMP tables (`read_parquet` of every "
+                "part, `QUALIFY row_number()`) before one DELETE + INSERT, with DuckDB's default memory limit (80 % "
+                f"of RAM): {_f(small.get('peak_rss_mb'))} MB at {sizes[0]:,} sessions, {_f(large.get('peak_rss_mb'))} "
+                f"MB at {sizes[1]:,} ({large.get('error') or 'completed'}). With DuckDB limited to 256 MB and a spill "
+                f"folder (what-if row) the {sizes[1]:,}-session load peaks at {_f(what_if.get('peak_rss_mb'))} MB.",
+            )
+        overhead = self.r.get("overhead", {})
+        if "Overhead" in missed and overhead:
+            local, flow = overhead.get("run_load", {}), overhead.get("flow", {})
+            extra = (flow.get("seconds") or 0) - (local.get("seconds") or 0)
+            chunks = -(-int(overhead.get("sessions", 0)) // 500)
+            self.add(
+                f"* **Prefect overhead.** The flow takes {_f(extra, 1)} s longer than `run_load` for the same "
+                f"{_f(overhead.get('sessions'))} sessions ({chunks} fetch tasks + 1 merge task): flow and task runs "
+                "reported to the server, one new `PiperClient` (connection pool, TLS context) per chunk task, modules "
+                "imported at first use and the summary artifact (see the flow's profile). This cost does not shrink "
+                "with the load, so it weighs more the faster the load gets.",
+            )
+        self.add("")
+
     def render(self) -> str:
         self.head()
         self.targets_section()
+        self.findings()
         self.machine()
         for section in (self.capacity, self.fetch, self.cpu, self.e2e, self.overhead, self.startup, self.memory):
             section()
@@ -421,6 +507,19 @@ def _median(values: list[Any]) -> float | None:
 
     clean = [v for v in values if v is not None]
     return statistics.median(clean) if clean else None
+
+
+def _profile_total(text: str) -> float | None:
+    match = re.search(r"in ([\d.]+) seconds", text)
+    return float(match.group(1)) if match else None
+
+
+def _profile_cumtime(text: str, function: str) -> float | None:
+    for line in text.splitlines():
+        if function in line:
+            fields = line.split()
+            return float(fields[3])
+    return None
 
 
 def _dlt_steps(row: dict[str, Any]) -> str:

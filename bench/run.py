@@ -1,7 +1,7 @@
 """Benchmark piper-etl against its peers in one run and write docs/performance.md.
 
-    python -m bench.run --quick      # about 10 minutes: smaller N, one repetition of the network legs
-    python -m bench.run              # about 30-40 minutes: 10 k / 200 k sessions, medians of repetitions
+    python -m bench.run --quick      # under 10 minutes: smaller N, one repetition of the network legs
+    python -m bench.run              # under 40 minutes: 10 k / 200 k sessions, medians of repetitions
 
 Needs the bench extra (`pip install -e ".[test,bench]"`). Everything runs on 127.0.0.1: the simulated
 Piper API (`bench.server`, one process per latency, pinned to the second core), an optional Prefect
@@ -41,8 +41,9 @@ FETCH_CLIENTS = {
     "httpx-aiohttp": ("httpx-aiohttp", 0),
     "aiohttp": ("aiohttp", 0),
     "piper": ("piper", 500),
+    "piper-httpx": ("piper-httpx", 500),
     "piper+aiohttp-transport": ("piper+aiohttp-transport", 500),
-    "piper+aiohttp-transport+chunk5000": ("piper+aiohttp-transport", 5000),
+    "piper+chunk5000": ("piper", 5000),
 }
 MEMORY_CONCURRENCY = 16  # the CLI default: memory is about chunks, and plain httpx is fastest at L = 0 with it
 RSS_GUARD_MB = 3000  # a leg past this is stopped: the machine is shared
@@ -76,8 +77,9 @@ FULL = Mode("full", 1.5, 6.0, 3, 5_000, 5, 2_000, (0, 50, 200), 3, 20.0, 10_000,
 
 
 class Bench:
-    def __init__(self, mode: Mode, work: Path, sections: tuple[str, ...]) -> None:
+    def __init__(self, mode: Mode, work: Path, sections: tuple[str, ...], source: str) -> None:
         self.mode = mode
+        self.source_description = source
         self.work = work
         self.sections = sections
         self.client_cpu, self.server_cpu = procs.cpu_split()
@@ -90,6 +92,7 @@ class Bench:
         self.results: dict[str, Any] = {"mode": mode.name}
         self.env = dict(os.environ)
         self.env.update({
+            "PYTHONPATH": str(procs.SOURCE),  # children import piper-etl from the measured source
             "PIPER_API_TOKEN": TOKEN,
             "RUNTIME__DLTHUB_TELEMETRY": "false",
             "DLT_DATA_DIR": str(work / "dlt-data"),
@@ -183,17 +186,7 @@ class Bench:
                 versions[name] = metadata.version(name)
             except metadata.PackageNotFoundError:
                 versions[name] = "not installed"
-        commit = ""
-        head = procs.REPO / ".git" / "HEAD"
-        if head.exists():
-            import subprocess
-
-            commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=procs.REPO, capture_output=True,
-                                    text=True, check=False).stdout.strip()
-            dirty = subprocess.run(["git", "status", "--porcelain", "--", "connector", "schemas", "warehouse",
-                                    "flows"], cwd=procs.REPO, capture_output=True, text=True, check=False).stdout
-            if dirty.strip():
-                commit += f" + uncommitted changes to {len(dirty.strip().splitlines())} product file(s)"
+        commit = self.source_description
         return {
             "cpu_model": model,
             "cpus": os.cpu_count(),
@@ -293,8 +286,6 @@ class Bench:
             ("piper-etl run_load, format both (CLI default)", "piper-local", {**base, "format": "both"}),
             ("piper-etl run_load, format duckdb", "piper-local", {**base, "format": "duckdb"}),
             ("piper-etl run_load, format parquet", "piper-local", {**base, "format": "parquet"}),
-            ("what-if: run_load + httpx-aiohttp transport, both", "piper-local",
-             {**base, "format": "both", "transport": "aiohttp"}),
         ]
         if self.prefect is not None:
             legs.append(("piper-etl Prefect flow, format both", "piper-flow", {**base, "format": "both"}))
@@ -323,8 +314,8 @@ class Bench:
                 rate = rows[label].get("sessions_per_second") or 0
                 self.log(f"  e2e L={latency}: {label}: {rate:.0f} sessions/s")
             out[f"L={latency}"] = rows
-        label, leg, params = next(item for item in self.e2e_legs(50) if item[2].get("transport") == "aiohttp")
-        self.log("  profiling the what-if load (cProfile)")
+        label, leg, params = self.e2e_legs(50)[0]
+        self.log("  profiling run_load (cProfile)")
         out["profile"] = {"label": label, **self.leg(leg, {**params, "profile": True}, timeout=600, latency=50)}
         return out
 
@@ -334,26 +325,19 @@ class Bench:
         ids = self.ids(count)
         base = {"base_url": self.base_url(latency), "org_id": self.source.org_id, "session_ids": ids,
                 "concurrency": E2E_CONCURRENCY, "format": "both"}
-        what_if = {**base, "transport": "aiohttp"}
-        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in ("run_load", "flow", "what-if run_load",
-                                                                        "what-if flow")}
-        for repeat in range(self.mode.overhead_repeats):
+        runs: dict[str, list[dict[str, Any]]] = {"run_load": [], "flow": []}
+        for _ in range(self.mode.overhead_repeats):
             runs["run_load"].append(self.leg("piper-local", base, timeout=1200, latency=latency))
             runs["flow"].append(self.leg("piper-flow", base, timeout=1200, latency=latency, env=self.prefect_env()))
-            if repeat == 0:  # with the proposed transport the load is shorter, so Prefect's share is larger
-                runs["what-if run_load"].append(self.leg("piper-local", what_if, timeout=600, latency=latency))
-                runs["what-if flow"].append(self.leg("piper-flow", what_if, timeout=600, latency=latency,
-                                                     env=self.prefect_env()))
         out: dict[str, Any] = {"sessions": count, "latency_ms": latency, "concurrency": E2E_CONCURRENCY}
         for name, records in runs.items():
             out[name] = _summarise_load(records, count, self.source.criteria_rows(count))
-        self.log("  profiling the what-if flow (cProfile)")
-        out["profile"] = self.leg("piper-flow", {**what_if, "profile": True}, timeout=600, latency=latency,
+        self.log("  profiling the flow (cProfile)")
+        out["profile"] = self.leg("piper-flow", {**base, "profile": True}, timeout=1200, latency=latency,
                                   env=self.prefect_env())
-        for prefix in ("", "what-if "):
-            local, flow = out[prefix + "run_load"].get("seconds"), out[prefix + "flow"].get("seconds")
-            out[prefix + "ratio"] = flow / local if local and flow else None
-            self.log(f"  overhead {prefix}: flow {flow or 0:.1f} s vs run_load {local or 0:.1f} s")
+        local, flow = out["run_load"].get("seconds"), out["flow"].get("seconds")
+        out["ratio"] = flow / local if local and flow else None
+        self.log(f"  overhead: flow {flow or 0:.1f} s vs run_load {local or 0:.1f} s")
         return out
 
     def startup(self) -> dict[str, Any]:
@@ -406,7 +390,7 @@ class Bench:
                                "guard_mb": RSS_GUARD_MB}
         small, large = self.mode.memory_sessions
         runs = [(str(small), small, {}), (str(large), large, {}),
-                (f"what-if {large}", large, {"transport": "aiohttp", "duckdb_memory_limit": "256MB"})]
+                (f"what-if {large}", large, {"duckdb_memory_limit": "256MB"})]
         for key, count, extra in runs:
             params = {"base_url": self.base_url(0), "org_id": self.source.org_id, "session_ids": self.ids(count),
                       "concurrency": MEMORY_CONCURRENCY, "format": "both", "sample_rss": True,
@@ -466,12 +450,12 @@ def _import_times(python: list[str], env: dict[str, str]) -> dict[str, Any]:
         code = f"import time; t = time.perf_counter(); {statement}; print(time.perf_counter() - t)"
         walls = []
         for _ in range(3):
-            done = subprocess.run([*python, "-c", code], cwd=procs.REPO, env=env, capture_output=True, text=True,
+            done = subprocess.run([*python, "-c", code], cwd=procs.SOURCE, env=env, capture_output=True, text=True,
                                   timeout=120, check=False)
             if done.returncode == 0:
                 walls.append(float(done.stdout.strip().splitlines()[-1]))
         out[label] = _median(walls)
-    done = subprocess.run([*python, "-X", "importtime", "-c", "import flows.cli"], cwd=procs.REPO, env=env,
+    done = subprocess.run([*python, "-X", "importtime", "-c", "import flows.cli"], cwd=procs.SOURCE, env=env,
                           capture_output=True, text=True, timeout=120, check=False)
     top = []
     for line in done.stderr.splitlines():
@@ -479,10 +463,17 @@ def _import_times(python: list[str], env: dict[str, str]) -> dict[str, Any]:
             continue
         _, cumulative, name = line.split("|")
         depth = (len(name) - len(name.lstrip()) - 1) // 2
-        if depth <= 1:
+        if depth == 1:  # what flows.cli pulls in directly
             top.append((int(cumulative), depth, name.strip()))
     out["top_imports_ms"] = [(name, round(us / 1000, 1)) for us, depth, name in sorted(top, reverse=True)[:10]]
     return out
+
+
+def _git(*args: str) -> str:
+    import subprocess
+
+    done = subprocess.run(["git", *args], cwd=procs.REPO, capture_output=True, text=True, check=False)
+    return done.stdout.strip()
 
 
 def _median(values: list[float]) -> float | None:
@@ -522,6 +513,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})")
     parser.add_argument("--out", type=Path, default=procs.REPO / "docs" / "performance.md",
                         help="where to write the report (default docs/performance.md)")
+    parser.add_argument("--ref", default="HEAD",
+                        help="git revision whose product code is measured (exported to a temporary folder, so that "
+                        "commits made while the bench runs cannot leak in); 'worktree' measures the working tree")
     parser.add_argument("--keep", action="store_true", help="keep the temporary work folder")
     args = parser.parse_args(argv)
     sections = tuple(s for s in args.only.split(",") if s)
@@ -533,7 +527,14 @@ def main(argv: list[str] | None = None) -> int:
         os.sched_setaffinity(0, {client_cpu})  # children inherit it; servers pin themselves to the other core
     work = Path(tempfile.mkdtemp(prefix="piper-bench-"))
     mode = QUICK if args.quick else FULL
-    bench = Bench(mode, work, sections)
+    if args.ref == "worktree":
+        source = f"the working tree (commit {_git('rev-parse', '--short', 'HEAD')} + uncommitted changes)"
+    else:
+        procs.SOURCE = work / "src"
+        source = f"commit {procs.export_snapshot(args.ref, procs.SOURCE)}"
+        if _git("status", "--porcelain", "--", "bench"):
+            source += " (bench/ with uncommitted changes)"
+    bench = Bench(mode, work, sections, source)
     bench.log(f"mode {mode.name}; work folder {work}; logs in {LOGS}")
     try:
         results = bench.run()
