@@ -111,7 +111,14 @@ def piper_local(params: dict[str, Any]) -> dict[str, Any]:
         profiler = cProfile.Profile()
         profiler.enable()
     started, cpu = time.perf_counter(), time.process_time()
-    summary = run_load(ids, settings, TOKEN, transport=transport, on_session=on_session)
+    try:
+        summary = run_load(ids, settings, TOKEN, transport=transport, on_session=on_session)
+    except Exception as exc:
+        if sampler is None:
+            raise
+        # a memory leg reports how far the load got and how much memory it held when it failed
+        return {"error": f"failed: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}",
+                "failed_after_seconds": time.perf_counter() - started, **sampler.stop()}
     ended, cpu = time.perf_counter(), time.process_time() - cpu
     if profiler is not None:
         profiler.disable()

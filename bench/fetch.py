@@ -18,7 +18,7 @@ from bench.payloads import TOKEN
 from connector.urls import by_session_url
 
 CLIENTS = ("httpx", "httpx-aiohttp", "aiohttp", "piper", "piper-httpx", "piper+aiohttp-transport")
-CHUNK = 500  # PiperClient is driven the way run_load drives it: fetch_many over 500-session chunks
+CHUNK = 0  # sessions per PiperClient.fetch_many call; 0 = one call for the whole window, as run_load makes
 
 
 class _Window:
@@ -137,8 +137,9 @@ async def _run(client: str, base_url: str, org_id: str, ids: list[str], concurre
 
             async def chunks() -> None:
                 cycle = itertools.cycle(ids)
+                size = chunk or 200_000  # 0: one call over more sessions than the window can finish, as run_load
                 while True:
-                    await piper.fetch_many(list(itertools.islice(cycle, chunk)), on_result=on_result)
+                    await piper.fetch_many(list(itertools.islice(cycle, size)), on_result=on_result)
 
             await _timed(window, chunks(), warmup, duration)
     else:

@@ -184,6 +184,10 @@ def run_leg(leg: str, params: dict[str, Any], *, work: Path, log: Path, timeout:
     params_path.unlink(missing_ok=True)
     if timed_out:
         return LegRun(None, wall, cpu, rss, code, f"timed out after {timeout:g} s")
+    if code != 0 and result_path.exists():
+        failure = json.loads(result_path.read_text()).get("exception", "")
+        result_path.unlink()
+        return LegRun(None, wall, cpu, rss, code, f"failed: {failure} (traceback in {log.name})")
     if code != 0 or not result_path.exists():
         return LegRun(None, wall, cpu, rss, code, f"exit status {code}; see {log.name}: {_tail(log)}")
     result = json.loads(result_path.read_text())

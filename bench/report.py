@@ -103,12 +103,14 @@ class Report:
         if len(sizes) == 2 and all(memory[str(s)].get("peak_rss_mb") for s in sizes):
             small, large = (memory[str(s)]["peak_rss_mb"] for s in sizes)
             growth = large / small - 1
-            stopped = " (stopped by the RSS guard: more still)" if memory[str(sizes[1])].get("error") else ""
-            done = memory[str(sizes[1])].get("status") or stopped
+            error = memory[str(sizes[1])].get("error") or ""
+            stopped = (" (stopped by the RSS guard: it needed more)" if "RSS guard" in error
+                       else f" and the load **failed** ({error.removeprefix('failed: ')[:80]})" if error else "")
+            done = memory[str(sizes[1])].get("status") or error
             out.append((
                 f"Memory: peak RSS grows < 20 % from {sizes[0]:,} to {sizes[1]:,} sessions, and stays < 500 MB",
                 f"{_f(small)} MB → {_f(large)} MB ({growth:+.0%}){stopped}",
-                _status(None if not done else growth < 0.20 and large < 500),
+                _status(None if not done else growth < 0.20 and large < 500 and not error),
             ))
         else:
             out.append(("Memory: peak RSS grows < 20 % from 10 k to 200 k sessions, < 500 MB", "n/a", UNKNOWN))
@@ -222,10 +224,10 @@ class Report:
             "httpx": "plain `httpx.AsyncClient` (pool = C)",
             "httpx-aiohttp": "httpx over `httpx-aiohttp`'s transport (pool = C)",
             "aiohttp": "aiohttp (`TCPConnector(limit=C)`)",
-            "piper": "**piper-etl** `PiperClient.fetch_many` as shipped, 500-session chunks (as `run_load`)",
-            "piper-httpx": "`PiperClient(http_client=\"httpx\")`, 500-session chunks",
-            "piper+aiohttp-transport": "`PiperClient` with httpx-aiohttp's transport injected, 500-session chunks",
-            "piper+chunk5000": "`PiperClient` as shipped, 5,000-session `fetch_many` calls (no chunk drain)",
+            "piper": "**piper-etl** `PiperClient` as shipped, one `fetch_many` stream (as `run_load`)",
+            "piper-chunk500": "`PiperClient` as shipped, one `fetch_many` per 500 sessions (as each flow task)",
+            "piper-httpx": "`PiperClient(http_client=\"httpx\")` (`--http-client httpx`)",
+            "piper+aiohttp-transport": "`PiperClient` with httpx-aiohttp's transport injected (httpx interface)",
         }
         rows = []
         configs = ((64, 50), (64, 200), (256, 200))
@@ -393,15 +395,14 @@ class Report:
                 continue
             count = record.get("sessions", 0)
             rate = count / record["seconds"] if record.get("seconds") else None
-            label = _f(count) + (" (what-if: DuckDB `memory_limit` 256MB, `temp_directory`, no insertion order, "
-                                 "set on every connection the warehouse opens)" if record.get("what_if") else "")
+            label = f"{_f(count)}, format {record.get('format', 'both')}"
             rows.append((label, _f(record.get("peak_rss_mb")), _f(record.get("rss_peak_while_fetching_mb")),
                          _f(record.get("rss_peak_after_last_fetch_mb")), _f(record.get("seconds"), 1), _f(rate),
                          _f(record.get("tail_seconds"), 1), record.get("error") or record.get("status", "")))
         self.add(*_table(("sessions", "peak RSS MB", "peak while fetching", "peak after the last response "
                           "(last chunk + merge)", "wall s", "sessions/s", "seconds after the last response",
                           "status"), rows))
-        self.add(f"`run_load`, format both, L = {data.get('latency_ms')} ms, C = {data.get('concurrency')} (the CLI "
+        self.add(f"`run_load`, L = {data.get('latency_ms')} ms, C = {data.get('concurrency')} (the CLI "
                  f"default), chunks of {data.get('chunk_size')}. RSS is sampled every 50 ms inside the leg; the peak "
                  f"is the process's `ru_maxrss`. A leg passing {_f(data.get('guard_mb'))} MB is stopped (shared "
                  "machine).", "")
@@ -420,12 +421,11 @@ class Report:
             pool = _profile_cumtime(cumulative, "_assign_requests_to_connections")
             configs = ((64, 50), (64, 200), (256, 200))
             shares = {client: "/".join(_f(100 * (self.fetch_share(client, c, lat) or 0), 0) for c, lat in configs)
-                      for client in ("piper", "piper+chunk5000", "httpx", "aiohttp")}
+                      for client in ("piper", "piper-chunk500", "httpx", "aiohttp")}
             text = (f"* **Fetch.** As shipped, `PiperClient` reaches {shares['piper']} % of C / L at (C, L) = "
-                    f"(64, 50) / (64, 200) / (256, 200); with 5,000-session `fetch_many` calls instead of 500 it "
-                    f"reaches {shares['piper+chunk5000']} %, so the chunk boundaries cost the difference: every "
-                    "request of a chunk must finish before the next chunk's first request starts, and the pool "
-                    "idles meanwhile. ")
+                    f"(64, 50) / (64, 200) / (256, 200) in one stream, and {shares['piper-chunk500']} % when called "
+                    "per 500 sessions as the flow's tasks call it (every request of a chunk must end before the next "
+                    "chunk starts). ")
             if pool and total and pool > 0.3 * total:
                 text += (f"Profiled at C = 256, L = 200 ms, httpcore's `_assign_requests_to_connections` takes "
                          f"{_f(pool, 1)} s of {_f(total, 1)} s: httpx's pool walks every connection for every queued "
@@ -449,34 +449,38 @@ class Report:
             )
         e2e = self.r.get("e2e", {}).get("L=50", {})
         if "End to end (L = 50 ms, C = 64)" in missed and e2e:
-            shipped = next((row for label, row in e2e.items() if label.startswith("piper-etl run_load, format both")),
-                           {})
-            rate, cpu_k = shipped.get("sessions_per_second"), shipped.get("cpu_seconds_per_1000")
-            tails = [r.get("tail_seconds") for r in shipped.get("runs", []) if r.get("tail_seconds") is not None]
+            rows = {label.split(", format ")[-1].split(" ")[0]: row for label, row in e2e.items()
+                    if label.startswith("piper-etl run_load")}
             fetch = self.fetch_row("piper", 64, 50)
+            parts = []
+            for fmt in ("duckdb", "parquet"):
+                row = rows.get(fmt, {})
+                cpu_k = row.get("cpu_seconds_per_1000")
+                tails = [r.get("tail_seconds") for r in row.get("runs", []) if r.get("tail_seconds") is not None]
+                parts.append(f"format {fmt} {_f(row.get('sessions_per_second'))}/s with {_f(cpu_k, 2)} CPU s per "
+                             f"1,000 sessions (a one-core ceiling of {_f(1000 / cpu_k if cpu_k else None)}/s) and "
+                             f"{_f(_median(tails), 1)} s after the last response")
             self.add(
-                f"* **End to end.** The load (format both) runs at {_f(rate)} sessions/s while its fetch alone "
-                f"reaches {_f(fetch.get('per_second') if fetch else None)}/s at the same C and L. It spends "
-                f"{_f(cpu_k, 2)} CPU s per 1,000 sessions on its one core, so about "
-                f"{_f(1000 / cpu_k if cpu_k else None)} sessions/s at best, and it does not fetch while it lands: each "
-                "chunk is fetched, then flattened and written on the event loop, then the next chunk starts; the "
-                f"DuckDB merge and what follows it run after the last response ({_f(_median(tails), 1)} s here; see "
-                "the profile above).",
+                f"* **End to end.** The fetch alone reaches {_f(fetch.get('per_second') if fetch else None)}/s at "
+                f"the same C and L; the load reaches {'; '.join(parts)}. CPU per session on the one client core "
+                "and the work after the last response (DuckDB merge, views, publishing) are what separate the load "
+                "from its fetch; the profile above shows where that CPU goes.",
             )
         memory = self.r.get("memory", {})
         sizes = sorted(int(k) for k in memory if k.isdigit())
         if "Memory" in missed and len(sizes) == 2:
             small, large = memory[str(sizes[0])], memory[str(sizes[1])]
-            what_if = memory.get(f"what-if {sizes[1]}", {})
+            parquet = memory.get(f"parquet {sizes[1]}", {})
+            outcome = (f"and the {sizes[1]:,}-session load **fails** there ({large['error'].removeprefix('failed: ')})"
+                       if large.get("error")
+                       else f"peaking at {_f(large.get('peak_rss_mb'))} MB")
             self.add(
                 f"* **Memory.** RSS while fetching stays flat ({_f(small.get('rss_peak_while_fetching_mb'))} → "
                 f"{_f(large.get('rss_peak_while_fetching_mb'))} MB from {sizes[0]:,} to {sizes[1]:,} sessions): the "
-                "chunks stream. The growth comes after the last response, in the DuckDB merge (`finish_load` → "
-                "`warehouse.store.merge_load`), which stages the whole load into TEMP tables (`read_parquet` of every "
-                "part, `QUALIFY row_number()`) before one DELETE + INSERT, with DuckDB's default memory limit (80 % "
-                f"of RAM): {_f(small.get('peak_rss_mb'))} MB at {sizes[0]:,} sessions, {_f(large.get('peak_rss_mb'))} "
-                f"MB at {sizes[1]:,} ({large.get('error') or 'completed'}). With DuckDB limited to 256 MB and a spill "
-                f"folder (what-if row) the {sizes[1]:,}-session load peaks at {_f(what_if.get('peak_rss_mb'))} MB.",
+                "chunks stream. What follows the last response is the DuckDB merge of the whole load "
+                f"({_f(small.get('rss_peak_after_last_fetch_mb'))} MB at {sizes[0]:,} sessions), {outcome}. "
+                f"Without DuckDB (format parquet) the {sizes[1]:,}-session load peaks at "
+                f"{_f(parquet.get('peak_rss_mb'))} MB ({parquet.get('error') or parquet.get('status', 'n/a')}).",
             )
         overhead = self.r.get("overhead", {})
         if "Overhead" in missed and overhead:

@@ -37,12 +37,20 @@ def main(argv: list[str]) -> int:
     started = time.perf_counter()
     function = getattr(importlib.import_module(module_name), function_name)
     import_seconds = time.perf_counter() - started
-    result = function(params)
+    try:
+        result = function(params)
+    except Exception as exc:  # the parent reports the first line; the traceback goes to the leg's log
+        _write(result_path, {"exception": f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"})
+        raise
     result.setdefault("leg_import_seconds", import_seconds)
-    tmp = Path(result_path).with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, default=str))
-    os.replace(tmp, result_path)
+    _write(result_path, result)
     return 0
+
+
+def _write(path: str, result: dict[str, object]) -> None:
+    tmp = Path(path).with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, default=str))
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":
