@@ -104,8 +104,9 @@ class Report:
             small, large = (memory[str(s)]["peak_rss_mb"] for s in sizes)
             growth = large / small - 1
             error = memory[str(sizes[1])].get("error") or ""
+            failure = error.removeprefix("failed: ").split(":")[0]
             stopped = (" (stopped by the RSS guard: it needed more)" if "RSS guard" in error
-                       else f" and the load **failed** ({error.removeprefix('failed: ')[:80]})" if error else "")
+                       else f", and the load **failed**: {failure}" if error else "")
             done = memory[str(sizes[1])].get("status") or error
             out.append((
                 f"Memory: peak RSS grows < 20 % from {sizes[0]:,} to {sizes[1]:,} sessions, and stays < 500 MB",
@@ -148,12 +149,14 @@ class Report:
             "",
             "```bash",
             'pip install -e ".[test,bench]"',
-            "python -m bench.run --quick    # ~10 min: smaller N, one repetition of the network legs",
-            "python -m bench.run            # ~30-40 min: 10 k / 200 k sessions, medians of 3 repetitions",
+            "python -m bench.run --quick    # under 10 min: smaller N, one repetition of the network legs",
+            "python -m bench.run            # under 40 min: 10 k / 200 k sessions, medians of repetitions",
+            "python -m bench.run --ref worktree --only fetch,cpu   # uncommitted code, some sections only",
             "```",
             "",
-            f"This file comes from a **{mode}** run on {env.get('date_utc')} measuring {env.get('git_commit')}; it "
-            f"which took {_f(self.r.get('total_seconds', 0) / 60, 1)} min. "
+            f"This file comes from a **{mode}** run on {env.get('date_utc')} measuring {env.get('git_commit')} "
+            f"(exported, so commits made during the run do not leak in); it took "
+            f"{_f(self.r.get('total_seconds', 0) / 60, 1)} min. "
             f"1-minute load average {_f(self.r.get('loadavg_start', [0])[0], 2)} at the start and "
             f"{_f(self.r.get('loadavg_end', [0])[0], 2)} at the end: the machine is shared, so other work ran "
             "alongside. Compare ratios within this run, not absolute figures across runs.",
@@ -395,9 +398,10 @@ class Report:
                 continue
             count = record.get("sessions", 0)
             rate = count / record["seconds"] if record.get("seconds") else None
+            seconds = record.get("seconds") or record.get("failed_after_seconds")
             label = f"{_f(count)}, format {record.get('format', 'both')}"
             rows.append((label, _f(record.get("peak_rss_mb")), _f(record.get("rss_peak_while_fetching_mb")),
-                         _f(record.get("rss_peak_after_last_fetch_mb")), _f(record.get("seconds"), 1), _f(rate),
+                         _f(record.get("rss_peak_after_last_fetch_mb")), _f(seconds, 1), _f(rate),
                          _f(record.get("tail_seconds"), 1), record.get("error") or record.get("status", "")))
         self.add(*_table(("sessions", "peak RSS MB", "peak while fetching", "peak after the last response "
                           "(last chunk + merge)", "wall s", "sessions/s", "seconds after the last response",
@@ -464,7 +468,7 @@ class Report:
                 f"* **End to end.** The fetch alone reaches {_f(fetch.get('per_second') if fetch else None)}/s at "
                 f"the same C and L; the load reaches {'; '.join(parts)}. CPU per session on the one client core "
                 "and the work after the last response (DuckDB merge, views, publishing) are what separate the load "
-                "from its fetch; the profile above shows where that CPU goes.",
+                "from its fetch; the cProfile under the end-to-end tables shows where that CPU goes.",
             )
         memory = self.r.get("memory", {})
         sizes = sorted(int(k) for k in memory if k.isdigit())
