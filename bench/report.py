@@ -451,6 +451,17 @@ class Report:
                 "thread). pandas' `json_normalize` walks the records in Python too, so the two Python approaches are "
                 f"only {_f(_ratio(self.cpu_rate('cpu-piper'), self.cpu_rate('cpu-pandas')), 1)} × apart.",
             )
+            duck = self.cpu_rate("cpu-duckdb")
+            sessions = cpu.get("cpu-piper", {}).get("sessions") or 0
+            if duck and sessions and stages.get("parse"):
+                parse_us = stages["parse"] / sessions * 1e6
+                write_us = stages.get("write_parquet", 0) / sessions * 1e6
+                self.add(
+                    f"  The floor: orjson alone spends {parse_us:.0f} µs per session and the Parquet write "
+                    f"{write_us:.0f} µs, while 1.5 × DuckDB-native leaves {1e6 / duck / 1.5:.0f} µs per session for "
+                    f"everything (DuckDB-native spends {1e6 / duck:.0f} µs in all). Any flatten that parses the JSON "
+                    "in Python-land and writes zstd Parquet is close to that budget before it flattens anything.",
+                )
         e2e = self.r.get("e2e", {}).get("L=50", {})
         if "End to end (L = 50 ms, C = 64)" in missed and e2e:
             rows = {label.split(", format ")[-1].split(" ")[0]: row for label, row in e2e.items()
@@ -464,6 +475,12 @@ class Report:
                 parts.append(f"format {fmt} {_f(row.get('sessions_per_second'))}/s with {_f(cpu_k, 2)} CPU s per "
                              f"1,000 sessions (a one-core ceiling of {_f(1000 / cpu_k if cpu_k else None)}/s) and "
                              f"{_f(_median(tails), 1)} s after the last response")
+            profile = self.r.get("e2e", {}).get("profile", {}).get("profile_cumulative", "")
+            finish, merge = _profile_cumtime(profile, "(finish_load)"), _profile_cumtime(profile, "(merge_load)")
+            total = _profile_total(profile)
+            if finish and total:
+                parts.append(f"under the profiler (format both), `finish_load` takes {_f(finish, 2)} s of "
+                             f"{_f(total, 2)} s" + (f", the DuckDB merge {_f(merge, 2)} s of it" if merge else ""))
             self.add(
                 f"* **End to end.** The fetch alone reaches {_f(fetch.get('per_second') if fetch else None)}/s at "
                 f"the same C and L; the load reaches {'; '.join(parts)}. CPU per session on the one client core "

@@ -49,6 +49,7 @@ MEMORY_CONCURRENCY = 16  # the CLI default: memory is about chunks, and plain ht
 RSS_GUARD_MB = 3000  # a leg past this is stopped: the machine is shared
 E2E_CONCURRENCY = 64
 SECTIONS = ("capacity", "fetch", "cpu", "e2e", "overhead", "startup", "memory")
+LOCK_FILE = Path(tempfile.gettempdir()) / "piper-bench.lock"
 VERSIONED = ("piper-etl", "httpx", "httpcore", "h11", "aiohttp", "httpx-aiohttp", "requests", "orjson", "pyarrow",
              "duckdb", "pandas", "numpy", "dlt", "prefect", "uvicorn", "starlette")
 
@@ -89,7 +90,7 @@ class Bench:
         self.source = PayloadSource(seed=SEED, sessions=largest, payload_kb=PAYLOAD_KB)
         self.servers: dict[int, procs.Child] = {}
         self.prefect: procs.Child | None = None
-        self.results: dict[str, Any] = {"mode": mode.name}
+        self.results: dict[str, Any] = {"mode": mode.name, "sections": list(sections)}
         self.env = dict(os.environ)
         self.env.update({
             "PYTHONPATH": str(procs.SOURCE),  # children import piper-etl from the measured source
@@ -501,9 +502,37 @@ def _summarise_load(runs: list[dict[str, Any]], count: int, criteria: int) -> di
 
 def _save(results: dict[str, Any], mode: Mode) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{mode.name}.json"
+    sections = results.get("sections") or list(SECTIONS)
+    name = mode.name if list(sections) == list(SECTIONS) else f"{mode.name}-{'-'.join(sections)}"
+    path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(results, indent=1, default=str))
     return path
+
+
+def _wait_for_machine(minutes: float, log: Callable[[str], None]) -> Any:
+    """Hold a machine-wide lock for the whole run: two benchmarks pinned to the same cores ruin each other."""
+    import fcntl
+
+    handle = open(LOCK_FILE, "a+")  # noqa: SIM115 (held open until the process exits)
+    deadline = time.monotonic() + minutes * 60
+    told = False
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"another benchmark holds {LOCK_FILE} after {minutes:g} min; giving up") from None
+            if not told:
+                handle.seek(0)
+                log(f"another benchmark is running ({handle.read().strip() or 'unknown'}); waiting for it to finish")
+                told = True
+            time.sleep(5)
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}: {' '.join(sys.argv)}")
+    handle.flush()
+    return handle
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -517,11 +546,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="git revision whose product code is measured (exported to a temporary folder, so that "
                         "commits made while the bench runs cannot leak in); 'worktree' measures the working tree")
     parser.add_argument("--keep", action="store_true", help="keep the temporary work folder")
+    parser.add_argument("--wait-minutes", type=float, default=60,
+                        help="how long to wait for another benchmark run on this machine to finish (default 60)")
     args = parser.parse_args(argv)
     sections = tuple(s for s in args.only.split(",") if s)
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         parser.error(f"unknown sections {sorted(unknown)}; choose from {','.join(SECTIONS)}")
+    lock = _wait_for_machine(args.wait_minutes, lambda message: print(message, flush=True))
     client_cpu, _ = procs.cpu_split()
     if client_cpu is not None:
         os.sched_setaffinity(0, {client_cpu})  # children inherit it; servers pin themselves to the other core
@@ -546,6 +578,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(render(results))
     bench.log(f"wrote {args.out} in {results['total_seconds'] / 60:.1f} min")
+    lock.close()
     return 0
 
 
