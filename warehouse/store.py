@@ -21,7 +21,7 @@ DATABASE_FILE = "piper.duckdb"
 DUCKDB_CONFIG: dict[str, str | bool | int | float | list[str]] = {
     # A merge reads every Parquet part of its load; bounded memory makes DuckDB spill to disk instead of
     # growing with the size of the load (see docs/performance.md, memory).
-    "memory_limit": "192MB",
+    "memory_limit": "128MB",
     "preserve_insertion_order": False,
 }
 
