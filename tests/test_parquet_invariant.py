@@ -8,7 +8,7 @@ from pathlib import Path
 
 import duckdb
 
-from tests.conftest import Cli, SimulatedPiper, load_args
+from tests.conftest import Cli, SimulatedPiper, load_args, query
 from warehouse.views import open_current_state
 
 TABLES = {"runs": "run_id", "turns": "turn_result_id", "criteria_results": "criteria_result_id",
@@ -77,3 +77,18 @@ def test_no_partial_parquet_file_is_left(piper: SimulatedPiper, out_dir: Path, c
     cli(*load_args(piper, out_dir, *piper.dataset.session_ids))
     leftovers = [p for p in (out_dir / "parquet").rglob("*") if p.is_file() and p.suffix != ".parquet"]
     assert leftovers == []
+
+
+def test_an_older_load_merged_late_never_replaces_newer_runs(piper: SimulatedPiper, out_dir: Path, cli: Cli) -> None:
+    sid = "web-late-merge"
+    piper.dataset.add_session(sid, status="running")
+    assert cli(*load_args(piper, out_dir, "--format", "parquet", sid)).code == 0  # landed, never merged
+    piper.dataset.complete_pending(sid)
+    assert cli(*load_args(piper, out_dir, "--format", "duckdb", sid)).code == 0  # newer, straight to DuckDB
+    newer = query(out_dir, "SELECT status, turn_count FROM runs")[0]
+    assert newer[0] in ("passed", "failed")
+    assert cli(*load_args(piper, out_dir, "unknown-session")).code == 0  # merges the older Parquet load now
+    assert query(out_dir, "SELECT status, turn_count FROM runs") == [newer]
+    assert query(out_dir, "SELECT count(*) FROM loads")[0][0] == 3
+    total, distinct = query(out_dir, "SELECT count(*), count(DISTINCT turn_result_id) FROM turns")[0]
+    assert total == distinct == newer[1]

@@ -107,6 +107,10 @@ def merge_load(
     try:
         for table in ("runs", "turns", "criteria_results"):
             _stage_keys(con, table, parts[table])
+        # A load never replaces a run that a newer load already stored (an older landed load merged late).
+        con.execute("DELETE FROM new_runs WHERE run_id IN (SELECT run_id FROM runs WHERE _load_id > ?)", [load_id])
+        for child in ("new_turns", "new_criteria_results"):
+            con.execute(f"DELETE FROM {child} WHERE run_id NOT IN (SELECT run_id FROM new_runs)")
         con.execute(
             "DELETE FROM criteria_results WHERE run_id IN (SELECT run_id FROM new_runs) "
             "OR criteria_result_id IN (SELECT criteria_result_id FROM new_criteria_results)"
@@ -118,6 +122,7 @@ def merge_load(
         con.execute("DELETE FROM runs WHERE run_id IN (SELECT run_id FROM new_runs)")
         for table in ("runs", "turns", "criteria_results"):
             written[table] = _insert_rows(con, table, parts[table])
+        for table in ("runs", "turns", "criteria_results"):
             con.execute(f"DROP TABLE new_{table}")
         for table in ("fetch_log", "rejected_payloads"):
             con.execute(f"DELETE FROM {quote_ident(table)} WHERE load_id = ?", [load_id])
@@ -164,8 +169,8 @@ def _insert_rows(con: duckdb.DuckDBPyConnection, table: str, parts: list[Path]) 
         return 0
     files = [str(p) for p in parts]
     keys = _count(con, f"new_{table}")
-    landed = con.execute("SELECT count(*) FROM read_parquet(?, union_by_name = true)", [files]).fetchone()
-    source = "SELECT * FROM read_parquet(?, union_by_name = true)"
+    source = "SELECT * FROM read_parquet(?, union_by_name = true) WHERE run_id IN (SELECT run_id FROM new_runs)"
+    landed = con.execute(f"SELECT count(*) FROM ({source})", [files]).fetchone()
     if landed is not None and landed[0] != keys:
         key = quote_ident(PRIMARY_KEYS[table])
         # The same tie-break as the Parquet current-state views (warehouse/views.py).
