@@ -116,15 +116,14 @@ def stored_final_runs(settings: LoadSettings, session_ids: list[str]) -> dict[st
     database = settings.out_dir / store.DATABASE_FILE
     parquet_root = settings.out_dir / landing.PARQUET_DIR
     con = None
-    if settings.writes_duckdb and database.exists():
+    if settings.writes_duckdb:
+        if not database.exists():
+            return {}
         try:
             con = store.connect(database, read_only=True, lock_timeout=0)
         except store.WarehouseLocked:
-            con = None
-        if con is None and not settings.writes_parquet:
-            return {}
-    elif settings.writes_duckdb:
-        return {}
+            if not settings.writes_parquet:
+                return {}
     if con is None:
         con = views.open_current_state(parquet_root)
     try:
