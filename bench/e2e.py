@@ -217,6 +217,7 @@ def piper_flow(params: dict[str, Any]) -> dict[str, Any]:
                 out_dir=params["out_dir"],
                 concurrency=params["concurrency"],
                 chunk_size=params.get("chunk_size", 500),
+                sessions_per_task=params.get("sessions_per_task", 5000),
                 format=params.get("format", "both"),
             )
         )

@@ -349,7 +349,8 @@ class Report:
         sessions = int(data.get("sessions", 0))
         self.add(
             f"{_f(sessions)} sessions at L = {data.get('latency_ms')} ms, C = {data.get('concurrency')}, format both, "
-            f"chunks of 500 ({-(-sessions // 500)} fetch tasks + 1 merge task), the two engines run alternately. "
+            f"chunks of 500 landed by {-(-sessions // 5000)} fetch tasks of up to 5,000 sessions + 1 merge task, "
+            "the two engines run alternately. "
             f"Flow ÷ run_load = **{_f(data.get('ratio'), 3)}**. Not in the flow's wall time: "
             f"`import flows.prefect_flow` ({_f(imports, 2)} s), the Prefect server's own CPU (last column, on the "
             "other core), and starting the server "

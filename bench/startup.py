@@ -37,15 +37,14 @@ def profile(params: dict[str, Any]) -> dict[str, Any]:
         async with pipeline.make_client(settings, TOKEN) as client:
             await client.fetch_many(plan.to_fetch)
 
-    async def chunk() -> pipeline.ChunkReport:
+    async def chunk() -> list[pipeline.ChunkReport]:
         async with pipeline.make_client(settings, TOKEN) as client:
-            return await pipeline.fetch_and_land_chunk(
-                client, plan.to_fetch, load_id=plan.load_id, loaded_at=plan.started_at, chunk_index=1,
-                root=pipeline.landing_root(settings),
+            return await pipeline.fetch_and_land(
+                client, plan.to_fetch, settings, load_id=plan.load_id, loaded_at=plan.started_at
             )
 
     t = time.perf_counter()
-    report = asyncio.run(chunk())
+    reports = asyncio.run(chunk())
     times["fetch + flatten + Arrow build + Parquet write (one chunk)"] = time.perf_counter() - t
     t = time.perf_counter()
     asyncio.run(http_alone())
@@ -53,6 +52,6 @@ def profile(params: dict[str, Any]) -> dict[str, Any]:
         time.perf_counter() - t
     )
     t = time.perf_counter()
-    summary = pipeline.finish_load(plan, settings, [pipeline.land_skipped(plan, settings), report])
+    summary = pipeline.finish_load(plan, settings, [pipeline.land_skipped(plan, settings), *reports])
     times["finish: DuckDB merge, views, publishing"] = time.perf_counter() - t
     return {"steps": times, "status": summary.status, "module_import_to_end": time.perf_counter() - _T0}

@@ -132,25 +132,28 @@ def stored_final_runs(settings: LoadSettings, session_ids: list[str]) -> dict[st
         con.close()
 
 
-async def fetch_and_land_chunk(
+async def fetch_and_land(
     client: PiperClient,
     session_ids: Sequence[str],
+    settings: LoadSettings,
     *,
     load_id: str,
     loaded_at: datetime,
-    chunk_index: int,
-    root: Path,
+    first_chunk: int = 1,
     on_session: OnSession | None = None,
-) -> ChunkReport:
-    """Fetch one chunk of sessions, flatten what came back and land it as Parquet parts (a Prefect task's work)."""
-    builder = ChunkBuilder(
-        load_id=load_id, loaded_at=loaded_at, chunk_index=chunk_index, org_id=client.org_id, on_session=on_session
-    )
-    batch = await client.fetch_many(session_ids, on_result=builder.record)
+) -> list[ChunkReport]:
+    """Fetch sessions in one stream of requests and land them as Parquet parts, chunk by chunk.
+
+    Requests never wait for a chunk boundary: a full chunk is landed in a worker thread while fetching
+    goes on into the next one, and at most one chunk lands at a time, so at most two are in memory
+    whatever the number of sessions. Chunks are numbered from `first_chunk`. Every session ends in a
+    report, including those never sent after the load stopped.
+    """
+    lander = _StreamLander(settings, load_id=load_id, loaded_at=loaded_at, first_chunk=first_chunk,
+                           org_id=client.org_id, on_session=on_session)
+    batch = await client.fetch_many(session_ids, on_result=lander.record)
     crash_point("fetched")
-    if batch.stopped is not None:
-        builder.stopped(batch.stopped)
-    return builder.land(root)
+    return await lander.finish(batch.stopped)
 
 
 def land_unfetched(plan: LoadPlan, settings: LoadSettings, later_chunks: list[list[str]], reason: str) -> ChunkReport:
@@ -295,39 +298,43 @@ async def run_load_async(
     on_session: OnSession | None = None,
     on_plan: Callable[[LoadPlan], None] | None = None,
 ) -> LoadSummary:
-    """The whole load without Prefect: one stream of requests over all sessions, landed chunk by chunk.
-
-    Requests never wait for a chunk boundary: when a chunk is full it is landed in a worker thread
-    while fetching goes on into the next one. At most one chunk lands at a time, so at most two are in
-    memory whatever the number of sessions.
-    """
+    """The whole load without Prefect: plan, one stream of requests over all sessions, merge."""
     client = make_client(settings, token, transport)  # validates the settings before any work
     plan = plan_load(session_ids, settings)
     if on_plan is not None:
         on_plan(plan)
-    lander = _StreamLander(plan, settings, client.org_id, on_session)
     async with client:
-        batch = await client.fetch_many(plan.to_fetch, on_result=lander.record)
-    crash_point("fetched")
-    reports = [land_skipped(plan, settings), *await lander.finish(batch.stopped)]
-    return finish_load(plan, settings, reports)
+        reports = await fetch_and_land(
+            client, plan.to_fetch, settings, load_id=plan.load_id, loaded_at=plan.started_at, on_session=on_session
+        )
+    return finish_load(plan, settings, [land_skipped(plan, settings), *reports])
 
 
 class _StreamLander:
     """Receives results one by one and lands a chunk whenever `chunk_size` results have arrived."""
 
-    def __init__(self, plan: LoadPlan, settings: LoadSettings, org_id: str, on_session: OnSession | None) -> None:
-        self.plan, self.settings, self.org_id, self.on_session = plan, settings, org_id, on_session
+    def __init__(
+        self,
+        settings: LoadSettings,
+        *,
+        load_id: str,
+        loaded_at: datetime,
+        first_chunk: int,
+        org_id: str,
+        on_session: OnSession | None,
+    ) -> None:
+        self.settings, self.load_id, self.loaded_at = settings, load_id, loaded_at
+        self.org_id, self.on_session = org_id, on_session
         self.root = landing_root(settings)
         self.reports: list[ChunkReport] = []
         self.landing: asyncio.Future[ChunkReport] | None = None
         self.hand_over_lock = asyncio.Lock()
-        self.chunk_index = 0
+        self.chunk_index = first_chunk - 1
         self.builder = self._new_builder()
 
     def _new_builder(self) -> ChunkBuilder:
         self.chunk_index += 1
-        return ChunkBuilder(load_id=self.plan.load_id, loaded_at=self.plan.started_at, chunk_index=self.chunk_index,
+        return ChunkBuilder(load_id=self.load_id, loaded_at=self.loaded_at, chunk_index=self.chunk_index,
                             org_id=self.org_id, on_session=self.on_session)
 
     def record(self, result: FetchResult) -> Awaitable[None] | None:

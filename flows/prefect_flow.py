@@ -1,20 +1,23 @@
 """The Prefect flow `load_sessions`: the same load as `flows.pipeline`, with run history and artifacts.
 
-Tasks are coarse: one task per chunk of sessions (hundreds), with asyncio concurrency inside it, and
-one final task that merges into DuckDB. The token is never a parameter: tasks read `PIPER_API_TOKEN`
+Tasks are coarse: one task per `sessions_per_task` sessions (thousands), each streaming its requests
+with asyncio concurrency and landing Parquet parts chunk by chunk as `run_load` does, and one final
+task that merges into DuckDB. The token is never a parameter: tasks read `PIPER_API_TOKEN`
 or, failing that, the Prefect Secret block `piper-api-token`.
 """
 
 from __future__ import annotations
 
 import os
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
-from typing import cast
+from typing import TypeVar, cast
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import acreate_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.utilities.annotations import quote
 
 from connector.errors import TOKEN_ENV, PiperConfigError
 from flows import pipeline
@@ -23,13 +26,25 @@ from flows.publish import analytics_markdown
 from flows.report import summary_markdown
 from flows.settings import DEFAULT_BASE_URL, DEFAULT_OUT, TOKEN_BLOCK, LoadSettings, OutputFormat
 
+T = TypeVar("T")
+
+
+def unwalked(value: T) -> T:
+    """`value` wrapped in Prefect's `quote`: the task receives it as is, and Prefect does not walk it.
+
+    Prefect otherwise visits every element of a task's parameters looking for futures to wait on; our
+    parameters hold none, and walking thousands of session ids per task costs real time.
+    """
+    return cast(T, quote(value))
+
 
 class LoadFailed(Exception):
     """Raised after everything was committed, when sessions failed or the token was refused."""
 
     def __init__(self, summary: pipeline.LoadSummary) -> None:
         self.summary = summary
-        super().__init__(summary.line())
+        stopped = f"; {summary.stop_message}" if summary.stop_message else ""
+        super().__init__(summary.line() + stopped)
 
 
 async def resolve_token() -> str:
@@ -48,22 +63,20 @@ async def resolve_token() -> str:
     return str(secret.get())
 
 
-@task(name="fetch-chunk", cache_policy=NO_CACHE, persist_result=False)
-async def fetch_chunk(
-    session_ids: list[str], settings: LoadSettings, load_id: str, loaded_at: datetime, chunk_index: int
-) -> ChunkReport:
-    """Fetch, flatten and land one chunk of sessions as Parquet parts."""
+@task(name="fetch-and-land", cache_policy=NO_CACHE, persist_result=False)
+async def fetch_and_land(
+    session_ids: list[str], settings: LoadSettings, load_id: str, loaded_at: datetime, first_chunk: int
+) -> list[ChunkReport]:
+    """Fetch up to `sessions_per_task` sessions in one stream and land them as Parquet parts, chunk by chunk."""
     async with pipeline.make_client(settings, await resolve_token()) as client:
-        report = await pipeline.fetch_and_land_chunk(
-            client,
-            session_ids,
-            load_id=load_id,
-            loaded_at=loaded_at,
-            chunk_index=chunk_index,
-            root=pipeline.landing_root(settings),
+        reports = await pipeline.fetch_and_land(
+            client, session_ids, settings, load_id=load_id, loaded_at=loaded_at, first_chunk=first_chunk
         )
-    get_run_logger().info("chunk %d: %s", chunk_index, dict(report.outcomes))
-    return report
+    outcomes: Counter[str] = Counter()
+    for report in reports:
+        outcomes.update(report.outcomes)
+    get_run_logger().info("%d sessions in %d chunks: %s", len(session_ids), len(reports), dict(outcomes))
+    return reports
 
 
 @task(name="merge-load", cache_policy=NO_CACHE, persist_result=False)
@@ -83,6 +96,7 @@ async def load_sessions(
     concurrency: int = 16,
     max_retries: int = 5,
     chunk_size: int = 500,
+    sessions_per_task: int = 5000,
     format: OutputFormat = "both",
     refetch: bool = False,
     pricing_file: str | None = None,
@@ -97,7 +111,9 @@ async def load_sessions(
         out_dir: output folder for piper.duckdb and parquet/.
         concurrency: requests in flight at once.
         max_retries: retries per session after the first attempt.
-        chunk_size: sessions per task.
+        chunk_size: sessions per Parquet part; a chunk is landed while the next one is fetched.
+        sessions_per_task: sessions per fetch task; each task streams its sessions over one connection
+            pool, so a task boundary is the only point where requests drain.
         format: duckdb, parquet or both.
         refetch: fetch sessions whose stored run is already final again.
         pricing_file: TOML file of judge token prices (USD per million tokens) on the worker; defaults to
@@ -117,6 +133,8 @@ async def load_sessions(
         pricing_file=pricing_file or os.environ.get("PIPER_PRICING_FILE") or None,
         judge_model=judge_model or os.environ.get("PIPER_JUDGE_MODEL") or None,
     )
+    if sessions_per_task < 1:
+        raise PiperConfigError("sessions_per_task must be at least 1")
     await resolve_token()  # fail before any work when no token can be found
     logger = get_run_logger()
     plan = pipeline.plan_load(session_ids, settings)
@@ -125,14 +143,18 @@ async def load_sessions(
         plan.load_id, len(plan.requested), len(plan.to_fetch), len(plan.skipped),
     )
     reports = [pipeline.land_skipped(plan, settings)]
-    chunks = plan.chunks(settings.chunk_size)
-    for index, chunk in enumerate(chunks, start=1):
-        report = await fetch_chunk(chunk, settings, plan.load_id, plan.started_at, index)
-        reports.append(report)
-        if report.stop_reason is not None:
-            reports.append(pipeline.land_unfetched(plan, settings, chunks[index:], report.stop_reason))
+    slices = plan.chunks(sessions_per_task)
+    chunks_per_task = -(-sessions_per_task // settings.chunk_size)
+    for index, sessions in enumerate(slices):
+        task_reports = await fetch_and_land(
+            unwalked(sessions), settings, plan.load_id, plan.started_at, 1 + index * chunks_per_task
+        )
+        reports.extend(task_reports)
+        stop_reason = next((r.stop_reason for r in task_reports if r.stop_reason is not None), None)
+        if stop_reason is not None:
+            reports.append(pipeline.land_unfetched(plan, settings, slices[index + 1 :], stop_reason))
             break
-    summary = merge_load(plan, settings, reports)
+    summary = merge_load(unwalked(plan), settings, unwalked(reports))
     await acreate_markdown_artifact(
         key="piper-load-summary",
         markdown=summary_markdown(summary) + "\n" + analytics_markdown(settings.out_dir),

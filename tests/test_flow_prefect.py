@@ -59,11 +59,13 @@ def test_flow_loads_in_chunks_and_publishes_a_summary(
     prefect_harness: None, token_env: None, piper: SimulatedPiper, out_dir: Path
 ) -> None:
     ids = [*piper.dataset.session_ids, "unknown-session"]
-    state = run_flow(piper, out_dir, ids, chunk_size=8)
+    state = run_flow(piper, out_dir, ids, chunk_size=8, sessions_per_task=12)
     assert state.is_completed(), state.message
     assert query(out_dir, "SELECT count(*) FROM runs")[0][0] == len(piper.dataset.session_ids)
     assert query(out_dir, "SELECT count(*) FROM fetch_log")[0][0] == len(ids)
     assert query(out_dir, "SELECT count(DISTINCT _load_id) FROM runs")[0][0] == 1
+    # 3 tasks of 12, 12 and 7 sessions, landed in chunks of 8: 2 + 2 + 1 parts, none overwriting another
+    assert len(list((out_dir / "parquet" / "fetch_log").glob("*.parquet"))) == 5
     markdown = asyncio.run(read_artifact_markdown("piper-load-summary"))
     assert markdown and "| not_found | 1 |" in markdown[0]
     assert "Verdicts and judge cost" in markdown[0] and "| scenario | runs | run pass |" in markdown[0]
@@ -80,6 +82,20 @@ def test_flow_ends_failed_after_committing_when_a_session_failed(
     assert "1 failed" in (state.message or "")
     assert query(out_dir, "SELECT count(*) FROM runs")[0][0] == 3, "the rest was committed"
     assert query(out_dir, "SELECT status FROM loads")[0][0] == "partial"
+
+
+def test_flow_refused_token_records_every_later_task_as_failed(
+    prefect_harness: None, token_env: None, piper: SimulatedPiper, out_dir: Path
+) -> None:
+    ids = piper.dataset.session_ids[:12]
+    piper.state.script(ids[2], "401")
+    state = run_flow(piper, out_dir, ids, concurrency=1, chunk_size=2, sessions_per_task=4)
+    assert state.is_failed() and "PIPER_API_TOKEN" in (state.message or "")
+    log = dict(query(out_dir, "SELECT session_id, outcome FROM fetch_log"))
+    assert [log[s] for s in ids] == ["loaded"] * 2 + ["failed"] * 10
+    assert [r.session_id for r in piper.state.requests] == ids[:3], "nothing sent after the refusal"
+    assert query(out_dir, "SELECT status, sessions_failed FROM loads") == [("aborted", 10)]
+    assert_no_canary(state.message or "", folder=out_dir)
 
 
 def test_flow_parameters_and_logs_never_hold_the_token(prefect_harness: None, token_env: None, piper: SimulatedPiper,
