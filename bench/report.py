@@ -446,8 +446,9 @@ class Report:
             self.add(
                 "* **Flatten + write.** piper-etl's CPU per session splits "
                 + ", ".join(f"{name} {value / total:.0%}" for name, value in stages.items())
-                + f". The per-field validation in `flatten_run` plus the dict-per-row to column transposition in "
-                f"`build_tables` ({(stages.get('flatten', 0) + stages.get('build_tables', 0)) / total:.0%}) is Python "
+                + f". The per-field validation in `flatten_run` (every value read, checked and appended to its "
+                f"column in Python) plus the Arrow arrays `build_tables` makes from those Python lists "
+                f"({(stages.get('flatten', 0) + stages.get('build_tables', 0)) / total:.0%}) is Python "
                 f"work that DuckDB does in C++ ({_f(self.cpu_rate('cpu-duckdb'))} sessions per CPU-second with one "
                 "thread). pandas' `json_normalize` walks the records in Python too, so the two Python approaches are "
                 f"only {_f(_ratio(self.cpu_rate('cpu-piper'), self.cpu_rate('cpu-pandas')), 1)} × apart.",

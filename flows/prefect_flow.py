@@ -23,7 +23,7 @@ from connector.errors import TOKEN_ENV, PiperConfigError
 from flows import pipeline
 from flows.chunks import ChunkReport
 from flows.publish import analytics_markdown
-from flows.report import summary_markdown
+from flows.report import load_summary_markdown
 from flows.settings import DEFAULT_BASE_URL, DEFAULT_OUT, TOKEN_BLOCK, LoadSettings, OutputFormat
 
 T = TypeVar("T")
@@ -157,7 +157,7 @@ async def load_sessions(
     summary = merge_load(unwalked(plan), settings, unwalked(reports))
     await acreate_markdown_artifact(
         key="piper-load-summary",
-        markdown=summary_markdown(summary) + "\n" + analytics_markdown(settings.out_dir),
+        markdown=load_summary_markdown(summary) + "\n" + analytics_markdown(settings.out_dir),
         description=summary.line(),
     )
     logger.info(summary.line())

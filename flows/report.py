@@ -11,7 +11,7 @@ from flows.pipeline import LoadSummary
 OUTCOMES = ("loaded", "skipped", "not_found", "failed", "rejected")
 
 
-def summary_markdown(summary: LoadSummary) -> str:
+def load_summary_markdown(summary: LoadSummary) -> str:
     """A markdown summary of one load, for the Prefect artifact."""
     lines = [
         f"# Piper load `{summary.load_id}`: {summary.status}",

@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import chain
 from operator import itemgetter
 from typing import Any
 
@@ -59,30 +60,55 @@ def row_columns(table: str) -> tuple[str, ...]:
     return tuple(name for name in DATA_TABLES[table].names if name not in _META_COLUMNS)
 
 
+_TURN_COLUMNS = row_columns("turns")
+_CRITERIA_COLUMNS = row_columns("criteria_results")
+_CRITERIA_TEXTS = ("criteria_id", "criteria_type", "criteria_question", "verdict", "critique", "evidence")
+
+
 @dataclass(frozen=True, slots=True)
 class FlatRun:
-    """One payload's rows, keyed by column name (every column except ``_load_id`` and ``_loaded_at``)."""
+    """One payload's rows: the run as a row, its turns and criteria results as columns (lists by column name).
+
+    Columns, not row dicts, because that is what Arrow is built from: a chunk's tables are the runs'
+    columns laid end to end. ``turns`` and ``criteria_results`` give the same data as rows.
+    """
 
     run: dict[str, Any]
-    turns: list[dict[str, Any]]
-    criteria_results: list[dict[str, Any]]
+    turn_columns: dict[str, list[Any]]
+    criteria_columns: dict[str, list[Any]]
+
+    @property
+    def turns(self) -> list[dict[str, Any]]:
+        return _rows(self.turn_columns, _TURN_COLUMNS)
+
+    @property
+    def criteria_results(self) -> list[dict[str, Any]]:
+        return _rows(self.criteria_columns, _CRITERIA_COLUMNS)
 
 
-def _token_total(counts: list[int | None], path: str) -> int | None:
-    """Sum of the non-null counts, or None if there are none (see the module docstring)."""
-    known = [count for count in counts if count is not None]
+def _rows(columns: dict[str, list[Any]], names: tuple[str, ...]) -> list[dict[str, Any]]:
+    return [dict(zip(names, values, strict=True)) for values in zip(*(columns[name] for name in names), strict=True)]
+
+
+def _token_total(total: int, known: bool, path: str) -> int | None:
+    """The sum of the non-null counts, or None if there are none (see the module docstring)."""
     if not known:
         return None
-    total = sum(known)
     if not INT64_MIN <= total <= INT64_MAX:
         raise PayloadRejected(f"{path} total is out of range for int64")
     return total
 
 
-def flatten_run(payload: object, *, session_id: str, org_id: str) -> FlatRun:
-    """Validate one decoded run payload and flatten it into rows; raises :class:`PayloadRejected` only.
+def _criteria_path(turn_pos: int, pos: int) -> str:
+    return f"turn_results[{turn_pos}].criteria_results[{pos}]"
 
-    Pure and deterministic: the payload is not modified, and the same input gives equal output.
+
+def flatten_run(payload: object, *, session_id: str, org_id: str) -> FlatRun:
+    """Validate one decoded run payload and flatten it; raises :class:`PayloadRejected` only.
+
+    Pure and deterministic: the payload is not modified, and the same input gives equal output. The
+    hot path (a field that is already what the schema wants) is checked inline; anything else goes to
+    the readers of :mod:`schemas.coerce`, which coerce it or reject it with the field's path.
     """
     run = read_object(payload, "payload")
     run_id = read_id(run, "id", "")
@@ -102,10 +128,18 @@ def flatten_run(payload: object, *, session_id: str, org_id: str) -> FlatRun:
         ),
     }
 
-    turns: list[dict[str, Any]] = []
-    criteria_rows: list[dict[str, Any]] = []
+    turns: dict[str, list[Any]] = {name: [] for name in _TURN_COLUMNS}
+    criteria: dict[str, list[Any]] = {name: [] for name in _CRITERIA_COLUMNS}
+    c_id, c_turn, c_run, c_session, c_index = (
+        criteria[name].append for name in ("criteria_result_id", "turn_result_id", "run_id", "session_id", "turn_index")
+    )
+    c_texts = tuple((name, criteria[name].append) for name in _CRITERIA_TEXTS)
+    c_input, c_output = criteria["input_tokens"].append, criteria["output_tokens"].append
     turn_ids: set[str] = set()
     criteria_ids: set[str] = set()
+    passed_turns = run_passes = run_fails = run_criteria = 0
+    run_in = run_out = 0
+    run_in_known = run_out_known = False
     for turn_pos, turn_item in enumerate(read_list(run, "turn_results", "")):
         turn_path = f"turn_results[{turn_pos}]"
         turn_result = read_object(turn_item, turn_path)
@@ -114,95 +148,112 @@ def flatten_run(payload: object, *, session_id: str, org_id: str) -> FlatRun:
             raise PayloadRejected(f"{turn_path}.id {shown(turn_result_id)} is a duplicate turn result id")
         turn_ids.add(turn_result_id)
         turn_index = read_int(turn_result, "turn_index", turn_path, bits=32)
-        turn_row: dict[str, Any] = {
-            "turn_result_id": turn_result_id,
-            "run_id": run_id,
-            "session_id": session_id,
-            "turn_index": turn_index,
-            "passed": read_bool(turn_result, "passed", turn_path),
-            "stopped_early": read_bool(turn_result, "stopped_early", turn_path),
-            "response_content": read_text(turn_result, "response_content", turn_path),
-        }
+        passed = read_bool(turn_result, "passed", turn_path)
+        turns["turn_result_id"].append(turn_result_id)
+        turns["run_id"].append(run_id)
+        turns["session_id"].append(session_id)
+        turns["turn_index"].append(turn_index)
+        turns["passed"].append(passed)
+        turns["stopped_early"].append(read_bool(turn_result, "stopped_early", turn_path))
+        turns["response_content"].append(read_text(turn_result, "response_content", turn_path))
+        passed_turns += passed is True
 
-        turn_criteria: list[dict[str, Any]] = []
-        for criterion_pos, criterion_item in enumerate(read_list(turn_result, "criteria_results", turn_path)):
-            path = f"{turn_path}.criteria_results[{criterion_pos}]"
-            criteria_result = read_object(criterion_item, path)
-            criteria_result_id = read_id(criteria_result, "id", path)
+        count = passes = fails = 0
+        turn_in = turn_out = 0
+        in_known = out_known = False
+        for pos, item in enumerate(read_list(turn_result, "criteria_results", turn_path)):
+            criteria_result = item if type(item) is dict else read_object(item, _criteria_path(turn_pos, pos))
+            get = criteria_result.get
+            criteria_result_id = get("id")
+            if not (type(criteria_result_id) is str and criteria_result_id and criteria_result_id.isascii()):
+                criteria_result_id = read_id(criteria_result, "id", _criteria_path(turn_pos, pos))
             if criteria_result_id in criteria_ids:
-                raise PayloadRejected(f"{path}.id {shown(criteria_result_id)} is a duplicate criteria result id")
+                raise PayloadRejected(
+                    f"{_criteria_path(turn_pos, pos)}.id {shown(criteria_result_id)} is a duplicate criteria result id"
+                )
             criteria_ids.add(criteria_result_id)
-            turn_criteria.append(
-                {
-                    "criteria_result_id": criteria_result_id,
-                    "turn_result_id": turn_result_id,
-                    "run_id": run_id,
-                    "session_id": session_id,
-                    "turn_index": turn_index,
-                    "criteria_id": read_text(criteria_result, "criteria_id", path),
-                    "criteria_type": read_text(criteria_result, "criteria_type", path),
-                    "criteria_question": read_text(criteria_result, "criteria_question", path),
-                    "verdict": read_text(criteria_result, "verdict", path),
-                    "critique": read_text(criteria_result, "critique", path),
-                    "evidence": read_text(criteria_result, "evidence", path),
-                    "input_tokens": read_int(criteria_result, "input_tokens", path, bits=64),
-                    "output_tokens": read_int(criteria_result, "output_tokens", path, bits=64),
-                }
-            )
-        summary = _criteria_summary(turn_criteria, f"{turn_path}.criteria_results")
-        del summary["failed_criteria_count"]  # turns has no such column; add it to TURNS first if wanted
-        turn_row.update(summary)
-        turns.append(turn_row)
-        criteria_rows.extend(turn_criteria)
+            c_id(criteria_result_id)
+            c_turn(turn_result_id)
+            c_run(run_id)
+            c_session(session_id)
+            c_index(turn_index)
+            for name, append in c_texts:
+                value = get(name)
+                if value is not None and not (type(value) is str and value.isascii()):
+                    value = read_text(criteria_result, name, _criteria_path(turn_pos, pos))
+                append(value)
+            verdict = get("verdict")
+            passes += verdict == "PASS"
+            fails += verdict == "FAIL"
+            value = get("input_tokens")
+            if value is not None and not (type(value) is int and INT64_MIN <= value <= INT64_MAX):
+                value = read_int(criteria_result, "input_tokens", _criteria_path(turn_pos, pos), bits=64)
+            c_input(value)
+            if value is not None:
+                turn_in += value
+                in_known = True
+            value = get("output_tokens")
+            if value is not None and not (type(value) is int and INT64_MIN <= value <= INT64_MAX):
+                value = read_int(criteria_result, "output_tokens", _criteria_path(turn_pos, pos), bits=64)
+            c_output(value)
+            if value is not None:
+                turn_out += value
+                out_known = True
+            count += 1
+        where = f"{turn_path}.criteria_results"
+        turns["criteria_count"].append(count)
+        turns["passed_criteria_count"].append(passes)
+        turns["input_tokens"].append(_token_total(turn_in, in_known, f"{where} input_tokens"))
+        turns["output_tokens"].append(_token_total(turn_out, out_known, f"{where} output_tokens"))
+        run_criteria, run_passes, run_fails = run_criteria + count, run_passes + passes, run_fails + fails
+        run_in, run_out = run_in + turn_in, run_out + turn_out
+        run_in_known, run_out_known = run_in_known or in_known, run_out_known or out_known
 
-    run_row["turn_count"] = len(turns)
-    run_row["passed_turn_count"] = sum(1 for turn_row in turns if turn_row["passed"] is True)
-    run_row.update(_criteria_summary(criteria_rows, "turn_results[*].criteria_results"))
-    return FlatRun(run=run_row, turns=turns, criteria_results=criteria_rows)
-
-
-def _criteria_summary(criteria_rows: list[dict[str, Any]], path: str) -> dict[str, Any]:
-    """Counts and token totals over some criteria rows, for a turn row or a run row."""
-    verdicts = [row["verdict"] for row in criteria_rows]
-    return {
-        "criteria_count": len(criteria_rows),
-        "passed_criteria_count": verdicts.count("PASS"),
-        "failed_criteria_count": verdicts.count("FAIL"),
-        "input_tokens": _token_total([row["input_tokens"] for row in criteria_rows], f"{path} input_tokens"),
-        "output_tokens": _token_total([row["output_tokens"] for row in criteria_rows], f"{path} output_tokens"),
-    }
+    where = "turn_results[*].criteria_results"
+    run_row["turn_count"] = len(turn_ids)
+    run_row["passed_turn_count"] = passed_turns
+    run_row["criteria_count"] = run_criteria
+    run_row["passed_criteria_count"] = run_passes
+    run_row["failed_criteria_count"] = run_fails
+    run_row["input_tokens"] = _token_total(run_in, run_in_known, f"{where} input_tokens")
+    run_row["output_tokens"] = _token_total(run_out, run_out_known, f"{where} output_tokens")
+    return FlatRun(run=run_row, turn_columns=turns, criteria_columns=criteria)
 
 
 def build_tables(flat_runs: Sequence[FlatRun], *, load_id: str, loaded_at: datetime) -> dict[str, pa.Table]:
     """Stack flattened runs into ``{"runs", "turns", "criteria_results"}`` Arrow tables.
 
     Each table has exactly its schema from :data:`schemas.tables.DATA_TABLES`; every row gets
-    ``_load_id`` and ``_loaded_at``. Built column by column (no pandas, no row-wise conversion) because
-    this is the hot path of a load. ``loaded_at`` must be timezone-aware (naive raises ValueError).
+    ``_load_id`` and ``_loaded_at``. The runs' columns are laid end to end (no pandas, no row-wise
+    conversion) because this is the hot path of a load. ``loaded_at`` must be timezone-aware (naive
+    raises ValueError).
     """
     if loaded_at.tzinfo is None or loaded_at.utcoffset() is None:
         raise ValueError("loaded_at must be a timezone-aware datetime")
-    rows_by_table: dict[str, list[dict[str, Any]]] = {
-        "runs": [flat.run for flat in flat_runs],
-        "turns": [turn for flat in flat_runs for turn in flat.turns],
-        "criteria_results": [criteria for flat in flat_runs for criteria in flat.criteria_results],
+    run_rows = [flat.run for flat in flat_runs]
+    run_names = row_columns("runs")
+    columns_by_table: dict[str, dict[str, list[Any]]] = {
+        "runs": dict(zip(run_names, map(list, zip(*map(itemgetter(*run_names), run_rows), strict=True)), strict=True))
+        if run_rows else {},
+        "turns": _stacked([flat.turn_columns for flat in flat_runs], _TURN_COLUMNS),
+        "criteria_results": _stacked([flat.criteria_columns for flat in flat_runs], _CRITERIA_COLUMNS),
     }
     constants = {
         "_load_id": pa.scalar(load_id, type=pa.string()),
         "_loaded_at": pa.scalar(loaded_at, type=UTC_TS),
     }
     tables: dict[str, pa.Table] = {}
-    for table, rows in rows_by_table.items():
+    for table, columns in columns_by_table.items():
         schema = DATA_TABLES[table]
-        names = [name for name in schema.names if name not in constants]
-        # One pass over the rows (each dict touched once) then a transpose: far kinder to the CPU cache
-        # than one pass per column over tens of thousands of scattered dicts.
-        columns = dict(zip(names, zip(*map(itemgetter(*names), rows), strict=True), strict=True)) if rows else {}
+        rows = len(next(iter(columns.values()), ()))
         arrays = [
-            pa.repeat(constants[name], len(rows))
-            if name in constants
-            else pa.array(columns.get(name, ()), type=arrow_type)
+            pa.repeat(constants[name], rows) if name in constants else pa.array(columns.get(name, ()), type=arrow_type)
             for name, arrow_type in zip(schema.names, schema.types, strict=True)
         ]
         tables[table] = pa.Table.from_arrays(arrays, schema=schema)
     return tables
+
+
+def _stacked(parts: list[dict[str, list[Any]]], names: tuple[str, ...]) -> dict[str, list[Any]]:
+    """The columns of many runs laid end to end, column by column."""
+    return {name: list(chain.from_iterable(part[name] for part in parts)) for name in names}
