@@ -27,6 +27,15 @@ STAGING_DIR = "_staging"
 ALL_LANDED = (*LANDED_TABLES, "loads")
 
 
+# Long free text and per-row ids: a dictionary would hold nearly every value, so building one (and then
+# falling back to plain encoding) only costs CPU. Every other column repeats values and gets one.
+_NO_DICTIONARY = frozenset({"criteria_result_id", "critique", "evidence", "response_content", "body", "error"})
+
+
+def _dictionary_columns(table: pa.Table) -> list[str]:
+    return [name for name in table.column_names if name not in _NO_DICTIONARY]
+
+
 def new_load_id(started_at: datetime) -> str:
     """A load id that sorts by start time: `20261128T125227123456Z-1a2b3c`."""
     return f"{started_at.strftime('%Y%m%dT%H%M%S%fZ')}-{secrets.token_hex(3)}"
@@ -42,7 +51,7 @@ def write_part(table: pa.Table, path: Path) -> Path:
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
         with open(tmp, "wb") as sink:
-            pq.write_table(table, sink, compression="zstd")
+            pq.write_table(table, sink, compression="zstd", use_dictionary=_dictionary_columns(table))
             sink.flush()
             os.fsync(sink.fileno())
         crash_point("parquet-written")
