@@ -233,24 +233,26 @@ def finish_load(plan: LoadPlan, settings: LoadSettings, reports: Sequence[ChunkR
     root = landing_root(settings)
     if settings.writes_parquet:
         landing.write_load_row(root, load_row)
+        views.write_current_state_sql(settings.out_dir, root)
+    con = None
     if settings.writes_duckdb:
         con = store.connect(settings.out_dir / store.DATABASE_FILE, lock_timeout=settings.lock_timeout)
-        try:
+    try:
+        if con is not None:
             for earlier in sorted(set(landing.landed_load_ids(root)) - store.merged_load_ids(con) - {plan.load_id}):
                 recovered = store.merge_load(con, root, earlier, None)
                 if settings.writes_parquet and not (root / "loads" / f"{earlier}.parquet").exists():
                     landing.write_load_row(root, recovered)
             store.merge_load(con, root, plan.load_id, load_row)
-        finally:
+            crash_point("merged")
+        publish_after_merge(settings, con)  # on the same connection: no second open, and the lock is kept
+    finally:
+        if con is not None:
             con.close()
-        crash_point("merged")
-        if not settings.writes_parquet:
-            for merged in landing.landed_load_ids(root):
-                landing.remove_load(root, merged)
-            shutil.rmtree(root, ignore_errors=True)
-    if settings.writes_parquet:
-        views.write_current_state_sql(settings.out_dir, root)
-    publish_after_merge(settings)
+    if settings.writes_duckdb and not settings.writes_parquet:
+        for merged in landing.landed_load_ids(root):
+            landing.remove_load(root, merged)
+        shutil.rmtree(root, ignore_errors=True)
     return LoadSummary(
         load_id=plan.load_id,
         status=status,

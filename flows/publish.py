@@ -17,12 +17,13 @@ from warehouse.report_markdown import summary_markdown
 logger = logging.getLogger(__name__)
 
 
-def publish_after_merge(settings: LoadSettings) -> None:
+def publish_after_merge(settings: LoadSettings, con: duckdb.DuckDBPyConnection | None) -> None:
     """Store the prices, (re)create the analytics views and publish `piper-bi.duckdb`; the step after a merge.
 
     Parquet outputs get the prices as `parquet/token_prices/token_prices.parquet` and the views at the end
-    of `current_state.sql`. The DuckDB file gets `token_prices` and the views, then is copied to the
-    snapshot while this step still holds its lock, so the copy is one whole, committed state.
+    of `current_state.sql` (written by then). The DuckDB file gets `token_prices` and the views through
+    `con`, the load's open writer connection (required when the load writes DuckDB), then is copied to
+    the snapshot while that connection still holds the lock, so the copy is one whole, committed state.
     """
     try:
         prices = settings.price_list()
@@ -36,13 +37,10 @@ def publish_after_merge(settings: LoadSettings) -> None:
             pricing.write_prices_parquet(parquet_root, prices, now)
         analytics.append_to_current_state_sql(settings.out_dir, parquet_root)
     if settings.writes_duckdb:
-        database = settings.out_dir / store.DATABASE_FILE
-        con = store.connect(database, lock_timeout=settings.lock_timeout)
-        try:
-            analytics.install(con, prices, now)
-            snapshot.publish_snapshot(database, snapshot.snapshot_path(settings.out_dir))
-        finally:
-            con.close()
+        if con is None:
+            raise ValueError("a load that writes DuckDB publishes through its open connection")
+        analytics.install(con, prices, now)
+        snapshot.publish_snapshot(settings.out_dir / store.DATABASE_FILE, snapshot.snapshot_path(settings.out_dir))
 
 
 def analytics_markdown(out_dir: Path) -> str:
