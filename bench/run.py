@@ -41,7 +41,7 @@ FETCH_CLIENTS = {
     "httpx-aiohttp": ("httpx-aiohttp", 0),
     "aiohttp": ("aiohttp", 0),
     "piper": ("piper", 0),  # one fetch_many over the whole list, as run_load drives it
-    "piper-chunk500": ("piper", 500),  # one fetch_many per 500 sessions, as each task of the Prefect flow
+    "piper-chunk500": ("piper", 500),  # one fetch_many per 500 sessions: the cost of draining at every batch
     "piper-httpx": ("piper-httpx", 0),
     "piper+aiohttp-transport": ("piper+aiohttp-transport", 0),
 }
