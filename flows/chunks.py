@@ -74,7 +74,8 @@ class ChunkBuilder:
         run_id, error = None, result.error
         if outcome == "ok":
             try:
-                flat = flatten_run(result.payload, session_id=result.session_id, org_id=self.org_id)
+                flat = flatten_run(result.payload, session_id=result.session_id, org_id=self.org_id,
+                                   utf8_checked=True)  # decoded by the client's orjson
             except PayloadRejected as exc:
                 outcome, error = "rejected", f"payload rejected: {exc.reason}"
                 self.rejected_rows.append({

@@ -7,10 +7,12 @@ and tasks. Each chunk lands its Parquet parts on its own; only `finish_load` wri
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import shutil
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -366,6 +368,26 @@ class _StreamLander:
         return sorted(self.reports, key=lambda report: report.chunk_index)
 
 
+@contextmanager
+def fewer_gc_passes(first_threshold: int = 100_000) -> Iterator[None]:
+    """Wake Python's cycle collector less often while a load runs; restored afterwards.
+
+    A load allocates millions of small dicts and lists (decoded payloads, column lists) that hold no
+    reference cycles: reference counting frees them, yet every 700 allocations (the default) wake the
+    cycle collector to walk the young ones. Measured on the bench payloads, that is about a fifth of the
+    flatten's CPU (45 vs 36 us a session). Objects that exist before the load are frozen out of the
+    walks. Cycles are still collected, only in larger batches.
+    """
+    before = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(max(first_threshold, before[0]), *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
+
+
 def run_load(
     session_ids: Iterable[str],
     settings: LoadSettings,
@@ -376,6 +398,7 @@ def run_load(
     on_plan: Callable[[LoadPlan], None] | None = None,
 ) -> LoadSummary:
     """Run a whole load in this process with no orchestration (the CLI's default path)."""
-    return asyncio.run(
-        run_load_async(session_ids, settings, token, transport=transport, on_session=on_session, on_plan=on_plan)
-    )
+    with fewer_gc_passes():
+        return asyncio.run(
+            run_load_async(session_ids, settings, token, transport=transport, on_session=on_session, on_plan=on_plan)
+        )

@@ -69,9 +69,10 @@ async def fetch_and_land(
 ) -> list[ChunkReport]:
     """Fetch up to `sessions_per_task` sessions in one stream and land them as Parquet parts, chunk by chunk."""
     async with pipeline.make_client(settings, await resolve_token()) as client:
-        reports = await pipeline.fetch_and_land(
-            client, session_ids, settings, load_id=load_id, loaded_at=loaded_at, first_chunk=first_chunk
-        )
+        with pipeline.fewer_gc_passes():
+            reports = await pipeline.fetch_and_land(
+                client, session_ids, settings, load_id=load_id, loaded_at=loaded_at, first_chunk=first_chunk
+            )
     outcomes: Counter[str] = Counter()
     for report in reports:
         outcomes.update(report.outcomes)

@@ -103,12 +103,17 @@ def _criteria_path(turn_pos: int, pos: int) -> str:
     return f"turn_results[{turn_pos}].criteria_results[{pos}]"
 
 
-def flatten_run(payload: object, *, session_id: str, org_id: str) -> FlatRun:
+def flatten_run(payload: object, *, session_id: str, org_id: str, utf8_checked: bool = False) -> FlatRun:
     """Validate one decoded run payload and flatten it; raises :class:`PayloadRejected` only.
 
     Pure and deterministic: the payload is not modified, and the same input gives equal output. The
     hot path (a field that is already what the schema wants) is checked inline; anything else goes to
     the readers of :mod:`schemas.coerce`, which coerce it or reject it with the field's path.
+
+    ``utf8_checked=True`` says the payload's strings are known to be valid UTF-8 (orjson, which the
+    client decodes with, refuses lone surrogates), so the non-ASCII text fields of the hot path skip
+    their UTF-8 check. Leave it False for payloads decoded by anything else (``json.loads`` lets lone
+    surrogates through, and Arrow cannot store them).
     """
     run = read_object(payload, "payload")
     run_id = read_id(run, "id", "")
@@ -155,7 +160,10 @@ def flatten_run(payload: object, *, session_id: str, org_id: str) -> FlatRun:
         turns["turn_index"].append(turn_index)
         turns["passed"].append(passed)
         turns["stopped_early"].append(read_bool(turn_result, "stopped_early", turn_path))
-        turns["response_content"].append(read_text(turn_result, "response_content", turn_path))
+        response = turn_result.get("response_content")
+        if response is not None and not (type(response) is str and (utf8_checked or response.isascii())):
+            response = read_text(turn_result, "response_content", turn_path)
+        turns["response_content"].append(response)
         passed_turns += passed is True
 
         count = passes = fails = 0
@@ -179,7 +187,7 @@ def flatten_run(payload: object, *, session_id: str, org_id: str) -> FlatRun:
             c_index(turn_index)
             for name, append in c_texts:
                 value = get(name)
-                if value is not None and not (type(value) is str and value.isascii()):
+                if value is not None and not (type(value) is str and (utf8_checked or value.isascii())):
                     value = read_text(criteria_result, name, _criteria_path(turn_pos, pos))
                 append(value)
             verdict = get("verdict")

@@ -278,3 +278,15 @@ def test_fuzz_only_payload_rejected_escapes() -> None:
             flatten_run(value, session_id="s", org_id="o")
     assert accepted, "the fuzz should also produce acceptable payloads"
     build_tables(accepted, load_id="L", loaded_at=LOADED_AT)
+
+
+@pytest.mark.parametrize(("level", "field"), [("crit", "critique"), ("crit", "evidence"), ("turn", "response_content")])
+def test_utf8_checked_payloads_skip_only_the_surrogate_check(level: str, field: str) -> None:
+    text = "naïve — “quoted” 😀 ok"
+    payload = _set(level, field, text)
+    assert flatten_run(payload, session_id="s", org_id="o", utf8_checked=True) == flatten_run(
+        payload, session_id="s", org_id="o"
+    )
+    # What the flag vouches for is the decoder's (orjson refuses lone surrogates); without it they are rejected.
+    with pytest.raises(PayloadRejected, match="is not valid UTF-8 text"):
+        flatten_run(_set(level, field, "ok \ud800"), session_id="s", org_id="o")
