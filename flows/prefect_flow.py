@@ -156,9 +156,10 @@ async def load_sessions(
             reports.append(pipeline.land_unfetched(plan, settings, slices[index + 1 :], stop_reason))
             break
     summary = merge_load(unwalked(plan), settings, unwalked(reports))
+    verdicts = analytics_markdown(settings.out_dir, prefer_snapshot=settings.writes_duckdb)
     await acreate_markdown_artifact(
         key="piper-load-summary",
-        markdown=load_summary_markdown(summary) + "\n" + analytics_markdown(settings.out_dir),
+        markdown=load_summary_markdown(summary) + "\n" + verdicts,
         description=summary.line(),
     )
     logger.info(summary.line())

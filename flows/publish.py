@@ -43,10 +43,14 @@ def publish_after_merge(settings: LoadSettings, con: duckdb.DuckDBPyConnection |
         snapshot.publish_snapshot(settings.out_dir / store.DATABASE_FILE, snapshot.snapshot_path(settings.out_dir))
 
 
-def analytics_markdown(out_dir: Path) -> str:
-    """The verdict and cost summary of an output folder as markdown ('' when there is nothing to read yet)."""
+def analytics_markdown(out_dir: Path, *, prefer_snapshot: bool = False) -> str:
+    """The verdict and cost summary of an output folder as markdown ('' when there is nothing to read yet).
+
+    `prefer_snapshot`: read `piper-bi.duckdb` (fresh after a load that wrote DuckDB) rather than the
+    Parquet files, whose current-state views deduplicate every load's parts on each query.
+    """
     try:
-        opened = reader.open_analytics(out_dir)
+        opened = reader.open_analytics(out_dir, prefer_snapshot=prefer_snapshot)
     except reader.NoOutputError:
         return ""
     except duckdb.Error as exc:  # a summary must never fail the load it describes

@@ -119,3 +119,17 @@ def test_current_state_sql_runs_from_anywhere_with_a_file_search_path(tmp_path: 
     con.execute("SET file_search_path = ?", [str(tmp_path)])
     con.execute((tmp_path / "current_state.sql").read_text(encoding="utf-8"))
     assert con.execute("SELECT sum(runs) FROM scenario_summary").fetchone() == (8,)
+
+
+def test_the_flow_summary_reads_the_snapshot_and_says_the_same(piper: SimulatedPiper, out_dir: Path, cli: Cli) -> None:
+    from flows.publish import analytics_markdown
+
+    assert cli(*load_args(piper, out_dir, *piper.dataset.session_ids[:8])).code == 0
+    snapshot_reader = open_analytics(out_dir, prefer_snapshot=True)
+    try:
+        assert snapshot_reader.source == out_dir / "piper-bi.duckdb"
+    finally:
+        snapshot_reader.close()
+    from_snapshot = analytics_markdown(out_dir, prefer_snapshot=True)
+    assert "| scenario | runs |" in from_snapshot
+    assert from_snapshot == analytics_markdown(out_dir)  # the Parquet files say the same

@@ -60,13 +60,17 @@ def open_analytics(
     prices: pricing.PriceList | None = None,
     since: datetime | None = None,
     scenario: str | None = None,
+    prefer_snapshot: bool = False,
 ) -> Analytics:
     """Open `out_dir` with every table and analytics view, optionally restricted to some runs.
 
     `prices` replaces the stored prices for this connection only. `since` keeps runs started at or
     after that instant (runs not started yet are left out); `scenario` keeps runs of that scenario name.
+    `prefer_snapshot` reads the published snapshot when there is one: right after a load that wrote
+    DuckDB it holds the same current state as the Parquet files, already reduced, so it reads faster.
     """
-    source = find_source(out_dir)
+    published = snapshot.snapshot_path(out_dir)
+    source = published if prefer_snapshot and published.is_file() else find_source(out_dir)
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")  # timestamps come back in UTC, as the report labels them
