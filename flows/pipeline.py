@@ -1,7 +1,9 @@
 """The load, as plain functions: plan, fetch and land chunks, then merge. Prefect-free.
 
 `run_load` chains them for the command line; `flows.prefect_flow` wraps the same steps as a flow
-and tasks. Each chunk lands its Parquet parts on its own; only `finish_load` writes the DuckDB file.
+and tasks. Each chunk lands its Parquet parts on its own. The DuckDB file has one writer connection
+per load: `run_load` opens it before fetching and inserts each landed chunk into the load's open
+transaction; `finish_load` commits it (or, without one, as in the flow, merges the whole load).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 import shutil
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +31,7 @@ from flows.settings import LoadSettings
 from schemas.tables import FETCH_LOG
 from warehouse import landing, store, views
 from warehouse.crash import crash_point
+from warehouse.merge import LoadMerge, merge_load
 
 
 @dataclass
@@ -143,16 +146,18 @@ async def fetch_and_land(
     loaded_at: datetime,
     first_chunk: int = 1,
     on_session: OnSession | None = None,
+    merge: LoadMerge | None = None,
 ) -> list[ChunkReport]:
     """Fetch sessions in one stream of requests and land them as Parquet parts, chunk by chunk.
 
     Requests never wait for a chunk boundary: a full chunk is landed in a worker thread while fetching
     goes on into the next one, and at most one chunk lands at a time, so at most two are in memory
     whatever the number of sessions. Chunks are numbered from `first_chunk`. Every session ends in a
-    report, including those never sent after the load stopped.
+    report, including those never sent after the load stopped. With `merge`, each landed chunk's rows
+    are also inserted into the load's open DuckDB transaction, in the same worker thread.
     """
     lander = _StreamLander(settings, load_id=load_id, loaded_at=loaded_at, first_chunk=first_chunk,
-                           org_id=client.org_id, on_session=on_session)
+                           org_id=client.org_id, on_session=on_session, merge=merge)
     batch = await client.fetch_many(session_ids, on_result=lander.record)
     crash_point("fetched")
     return await lander.finish(batch.stopped)
@@ -198,11 +203,15 @@ def land_skipped(plan: LoadPlan, settings: LoadSettings) -> ChunkReport:
     return report
 
 
-def finish_load(plan: LoadPlan, settings: LoadSettings, reports: Sequence[ChunkReport]) -> LoadSummary:
-    """Write the `loads` row and merge into DuckDB: the one step that writes the database file.
+def finish_load(
+    plan: LoadPlan, settings: LoadSettings, reports: Sequence[ChunkReport], merge: LoadMerge | None = None
+) -> LoadSummary:
+    """Write the `loads` row and commit the load's merge into DuckDB, then publish.
 
-    Loads that landed Parquet parts but never reached the database (an interrupted run) are merged
-    first, oldest first, so the database converges to the Parquet state.
+    `merge`: the load's open merge (from `open_merge`), holding the chunks inserted while fetching;
+    without one, the database is opened here (waiting up to `lock_timeout` for another writer) and the
+    whole load merged from its landed parts. Either way the load becomes visible in one COMMIT, and
+    `merge` is closed.
     """
     outcomes: Counter[str] = Counter()
     rows: Counter[str] = Counter()
@@ -233,24 +242,20 @@ def finish_load(plan: LoadPlan, settings: LoadSettings, reports: Sequence[ChunkR
         "parameters": json.dumps(settings.as_parameters(), sort_keys=True),
     }
     root = landing_root(settings)
-    if settings.writes_parquet:
-        landing.write_load_row(root, load_row)
-        views.write_current_state_sql(settings.out_dir, root)
-    con = None
-    if settings.writes_duckdb:
-        con = store.connect(settings.out_dir / store.DATABASE_FILE, lock_timeout=settings.lock_timeout)
     try:
-        if con is not None:
-            for earlier in sorted(set(landing.landed_load_ids(root)) - store.merged_load_ids(con) - {plan.load_id}):
-                recovered = store.merge_load(con, root, earlier, None)
-                if settings.writes_parquet and not (root / "loads" / f"{earlier}.parquet").exists():
-                    landing.write_load_row(root, recovered)
-            store.merge_load(con, root, plan.load_id, load_row)
+        if settings.writes_parquet:
+            landing.write_load_row(root, load_row)
+            views.write_current_state_sql(settings.out_dir, root)
+        if settings.writes_duckdb and merge is None:
+            merge = open_merge(plan, settings, lock_timeout=settings.lock_timeout)
+        if merge is not None:
+            merge.commit(load_row)
             crash_point("merged")
-        publish_after_merge(settings, con)  # on the same connection: no second open, and the lock is kept
+        # on the same connection: no second open, and the lock is kept
+        publish_after_merge(settings, merge.con if merge is not None else None)
     finally:
-        if con is not None:
-            con.close()
+        if merge is not None:
+            close_merge(merge)
     if settings.writes_duckdb and not settings.writes_parquet:
         for merged in landing.landed_load_ids(root):
             landing.remove_load(root, merged)
@@ -268,6 +273,33 @@ def finish_load(plan: LoadPlan, settings: LoadSettings, reports: Sequence[ChunkR
         failures=failures[:5],
         warnings=load_warnings(outcomes, settings),
     )
+
+
+def open_merge(plan: LoadPlan, settings: LoadSettings, *, lock_timeout: float) -> LoadMerge:
+    """Open the database as its writer and begin this load's merge.
+
+    Loads that landed Parquet parts but never reached the database (an interrupted run) are merged
+    first, oldest first, each in its own transaction, so the database converges to the Parquet state.
+    """
+    con = store.connect(settings.out_dir / store.DATABASE_FILE, lock_timeout=lock_timeout)
+    try:
+        root = landing_root(settings)
+        for earlier in sorted(set(landing.landed_load_ids(root)) - store.merged_load_ids(con) - {plan.load_id}):
+            recovered = merge_load(con, root, earlier, None)
+            if settings.writes_parquet and not (root / "loads" / f"{earlier}.parquet").exists():
+                landing.write_load_row(root, recovered)
+        return LoadMerge(con, root, plan.load_id)
+    except BaseException:
+        con.close()
+        raise
+
+
+def close_merge(merge: LoadMerge) -> None:
+    """Roll back what was not committed (a failed load: its landed parts are merged by the next) and close."""
+    try:
+        merge.rollback()
+    finally:
+        merge.con.close()
 
 
 def load_warnings(outcomes: Counter[str], settings: LoadSettings) -> list[str]:
@@ -307,11 +339,22 @@ async def run_load_async(
     plan = plan_load(session_ids, settings)
     if on_plan is not None:
         on_plan(plan)
-    async with client:
-        reports = await fetch_and_land(
-            client, plan.to_fetch, settings, load_id=plan.load_id, loaded_at=plan.started_at, on_session=on_session
-        )
-    return finish_load(plan, settings, [land_skipped(plan, settings), *reports])
+    merge = None
+    if settings.writes_duckdb:
+        # Writer from the start when the database is free, so that chunks are inserted while fetching;
+        # when another process holds it, the fetch goes on and only `finish_load` waits for the lock.
+        with suppress(store.WarehouseLocked):
+            merge = open_merge(plan, settings, lock_timeout=0)
+    try:
+        async with client:
+            reports = await fetch_and_land(client, plan.to_fetch, settings, load_id=plan.load_id,
+                                           loaded_at=plan.started_at, on_session=on_session, merge=merge)
+        skipped = land_skipped(plan, settings)
+    except BaseException:
+        if merge is not None:
+            close_merge(merge)
+        raise
+    return finish_load(plan, settings, [skipped, *reports], merge)
 
 
 class _StreamLander:
@@ -326,9 +369,10 @@ class _StreamLander:
         first_chunk: int,
         org_id: str,
         on_session: OnSession | None,
+        merge: LoadMerge | None = None,
     ) -> None:
         self.settings, self.load_id, self.loaded_at = settings, load_id, loaded_at
-        self.org_id, self.on_session = org_id, on_session
+        self.org_id, self.on_session, self.merge = org_id, on_session, merge
         self.root = landing_root(settings)
         self.reports: list[ChunkReport] = []
         self.landing: asyncio.Future[ChunkReport] | None = None
@@ -354,7 +398,14 @@ class _StreamLander:
         async with self.hand_over_lock:
             if self.landing is not None:
                 self.reports.append(await self.landing)
-            self.landing = asyncio.ensure_future(asyncio.to_thread(full.land, self.root))
+            self.landing = asyncio.ensure_future(asyncio.to_thread(self._land, full))
+
+    def _land(self, full: ChunkBuilder) -> ChunkReport:
+        tables = full.tables()
+        report = full.land(self.root, tables)
+        if self.merge is not None:
+            self.merge.add_chunk(report.chunk_index, tables)  # from memory: no read back of the parts
+        return report
 
     async def finish(self, stopped: PiperStopLoad | None) -> list[ChunkReport]:
         if stopped is not None:

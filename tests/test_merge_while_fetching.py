@@ -1,0 +1,68 @@
+"""A local load inserts each landed chunk into DuckDB while it fetches, yet shows nothing until its COMMIT."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flows.chunks import ChunkBuilder, ChunkReport
+from tests.conftest import Cli, SimulatedPiper, load_args, query
+from tests.test_crash_recovery import content
+from tests.test_parquet_invariant import assert_parquet_equals_duckdb
+from warehouse import store
+from warehouse.merge import LoadMerge
+
+
+def test_chunks_are_inserted_before_the_commit_and_invisible_until_it(
+    piper: SimulatedPiper, out_dir: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = piper.dataset.session_ids
+    assert cli(*load_args(piper, out_dir, *ids[:3])).code == 0
+    seen: dict[str, Any] = {}
+    commit = LoadMerge.commit
+
+    def observed_commit(self: LoadMerge, load_row: dict[str, object] | None) -> dict[str, object]:
+        seen["added_before_commit"] = len(self.added)
+        seen["inserted"] = self.con.execute("SELECT count(*) FROM runs WHERE _load_id = ?", [self.load_id]).fetchone()
+        other = self.con.cursor()  # another connection to the same database sees committed data only
+        seen["visible_elsewhere"] = other.execute(f"SELECT count(*) FROM {store.CATALOG}.runs").fetchone()
+        other.close()
+        return commit(self, load_row)
+
+    monkeypatch.setattr(LoadMerge, "commit", observed_commit)
+    assert cli(*load_args(piper, out_dir, "--chunk-size", "4", "--refetch", *ids[:20])).code == 0
+    assert seen["added_before_commit"] >= 3 * 4, "the full chunks' parts were inserted while fetching"
+    assert seen["inserted"][0] >= 16
+    assert seen["visible_elsewhere"] == (3,)
+    assert query(out_dir, "SELECT count(*), count(DISTINCT run_id) FROM runs")[0] == (20, 20)
+    assert_parquet_equals_duckdb(out_dir)
+
+
+def test_a_load_that_fails_while_fetching_rolls_back_and_the_next_load_merges_its_parts(
+    piper: SimulatedPiper, out_dir: Path, tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = piper.dataset.session_ids[:20]
+    reference = tmp_path / "reference"
+    assert cli(*load_args(piper, reference, "--chunk-size", "4", *ids)).code == 0
+    assert cli(*load_args(piper, out_dir, *ids[:2])).code == 0
+    before = content(out_dir)
+    land = ChunkBuilder.land
+
+    def failing_land(self: ChunkBuilder, root: Path, tables: Any = None) -> ChunkReport:
+        if self.report.chunk_index == 3:
+            raise OSError("simulated write failure")
+        return land(self, root, tables)
+
+    monkeypatch.setattr(ChunkBuilder, "land", failing_land)
+    failed = cli(*load_args(piper, out_dir, "--chunk-size", "4", *ids))
+    assert failed.code != 0 and "simulated write failure" in failed.stderr
+    assert content(out_dir) == before, "chunks 1 and 2 were inserted, then rolled back"
+    assert query(out_dir, "SELECT count(*) FROM loads")[0][0] == 1
+
+    monkeypatch.setattr(ChunkBuilder, "land", land)
+    assert cli(*load_args(piper, out_dir, "--chunk-size", "4", *ids)).code == 0
+    assert content(out_dir) == content(reference)
+    assert query(out_dir, "SELECT count(*) FROM loads")[0][0] == 3, "the failed load's landed chunks recovered"
+    assert_parquet_equals_duckdb(out_dir)
