@@ -102,18 +102,13 @@ class ChunkBuilder:
         self.report.stop_message, self.report.stop_reason = str(stop), stop.unfetched_reason
         self.report.token_refused = isinstance(stop, PiperAuthError)
 
-    def tables(self) -> dict[str, pa.Table]:
-        """The chunk's rows as Arrow tables, one per landed table."""
+    def land(self, root: Path) -> ChunkReport:
+        """Build the chunk's tables and write them as Parquet parts (whole or not at all)."""
         tables: dict[str, pa.Table] = dict(
             build_tables(list(self.flat_runs.values()), load_id=self.load_id, loaded_at=self.loaded_at)
         )
         tables["fetch_log"] = pa.Table.from_pylist(self.log_rows, schema=FETCH_LOG)
         tables["rejected_payloads"] = pa.Table.from_pylist(self.rejected_rows, schema=REJECTED_PAYLOADS)
-        return tables
-
-    def land(self, root: Path, tables: dict[str, pa.Table] | None = None) -> ChunkReport:
-        """Write the chunk's tables (built here unless given) as Parquet parts, whole or not at all."""
-        tables = tables if tables is not None else self.tables()
         for name in ("runs", "turns", "criteria_results"):
             self.report.rows[name] = tables[name].num_rows
         landing.write_chunk(root, self.load_id, self.report.chunk_index, tables)

@@ -401,10 +401,11 @@ class _StreamLander:
             self.landing = asyncio.ensure_future(asyncio.to_thread(self._land, full))
 
     def _land(self, full: ChunkBuilder) -> ChunkReport:
-        tables = full.tables()
-        report = full.land(self.root, tables)
+        report = full.land(self.root)
         if self.merge is not None:
-            self.merge.add_chunk(report.chunk_index, tables)  # from memory: no read back of the parts
+            # Read back from the parts just written (in the page cache): inserting the Arrow tables
+            # themselves made DuckDB hold on to their memory until the COMMIT (+ 430 MB at 15 k sessions).
+            self.merge.add_chunk(report.chunk_index)
         return report
 
     async def finish(self, stopped: PiperStopLoad | None) -> list[ChunkReport]:

@@ -50,10 +50,10 @@ def test_a_load_that_fails_while_fetching_rolls_back_and_the_next_load_merges_it
     before = content(out_dir)
     land = ChunkBuilder.land
 
-    def failing_land(self: ChunkBuilder, root: Path, tables: Any = None) -> ChunkReport:
+    def failing_land(self: ChunkBuilder, root: Path) -> ChunkReport:
         if self.report.chunk_index == 3:
             raise OSError("simulated write failure")
-        return land(self, root, tables)
+        return land(self, root)
 
     monkeypatch.setattr(ChunkBuilder, "land", failing_land)
     failed = cli(*load_args(piper, out_dir, "--chunk-size", "4", *ids))

@@ -17,12 +17,10 @@ How `commit` settles the keys, with this load's rows already inserted (tagged `_
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas.tables import PRIMARY_KEYS
@@ -42,24 +40,12 @@ class LoadMerge:
         con.execute("BEGIN TRANSACTION")
         self.open = True
 
-    def add_chunk(self, chunk_index: int, tables: Mapping[str, pa.Table] | None = None) -> None:
-        """Insert the data rows of one landed chunk; its `fetch_log` rows wait for `commit`.
-
-        `tables`: the same rows as the chunk's parts, still in memory (saves reading the parts back).
-        """
+    def add_chunk(self, chunk_index: int) -> None:
+        """Insert the data rows of one landed chunk from its parts; its `fetch_log` rows wait for `commit`."""
         for table in DATA_TABLES:
             path = part_path(self.root, table, self.load_id, chunk_index)
-            if not path.exists() or path in self.added:
-                continue
-            if tables is None:
+            if path.exists() and path not in self.added:
                 self._insert(table, [path])
-                continue
-            self.con.register("chunk_rows", tables[table])
-            try:
-                self.con.execute(f"INSERT INTO {quote_ident(table)} BY NAME SELECT * FROM chunk_rows")
-            finally:
-                self.con.unregister("chunk_rows")
-            self.added.add(path)
 
     def commit(self, load_row: dict[str, object] | None) -> dict[str, object]:
         """Add the parts not added yet, settle the keys, write the log tables and the `loads` row, COMMIT.
