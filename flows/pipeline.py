@@ -31,7 +31,7 @@ from flows.settings import LoadSettings
 from schemas.tables import FETCH_LOG
 from warehouse import landing, store, views
 from warehouse.crash import crash_point
-from warehouse.merge import LoadMerge, merge_load
+from warehouse.merge import MERGE_WHILE_FETCHING_UP_TO, LoadMerge, merge_load
 
 
 @dataclass
@@ -340,7 +340,7 @@ async def run_load_async(
     if on_plan is not None:
         on_plan(plan)
     merge = None
-    if settings.writes_duckdb:
+    if settings.writes_duckdb and len(plan.to_fetch) <= MERGE_WHILE_FETCHING_UP_TO:
         # Writer from the start when the database is free, so that chunks are inserted while fetching;
         # when another process holds it, the fetch goes on and only `finish_load` waits for the lock.
         with suppress(store.WarehouseLocked):

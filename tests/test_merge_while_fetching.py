@@ -66,3 +66,22 @@ def test_a_load_that_fails_while_fetching_rolls_back_and_the_next_load_merges_it
     assert content(out_dir) == content(reference)
     assert query(out_dir, "SELECT count(*) FROM loads")[0][0] == 3, "the failed load's landed chunks recovered"
     assert_parquet_equals_duckdb(out_dir)
+
+
+def test_a_load_larger_than_the_limit_merges_after_its_fetch(
+    piper: SimulatedPiper, out_dir: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    added: list[int] = []
+    commit = LoadMerge.commit
+
+    def observed_commit(self: LoadMerge, load_row: dict[str, object] | None) -> dict[str, object]:
+        added.append(len(self.added))
+        return commit(self, load_row)
+
+    monkeypatch.setattr(LoadMerge, "commit", observed_commit)
+    monkeypatch.setattr("flows.pipeline.MERGE_WHILE_FETCHING_UP_TO", 19)
+    ids = piper.dataset.session_ids[:20]
+    assert cli(*load_args(piper, out_dir, "--chunk-size", "4", *ids)).code == 0
+    assert added == [0], "nothing was inserted before the merge began"
+    assert query(out_dir, "SELECT count(*) FROM runs")[0][0] == 20
+    assert_parquet_equals_duckdb(out_dir)
