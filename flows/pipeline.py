@@ -3,7 +3,8 @@
 `run_load` chains them for the command line; `flows.prefect_flow` wraps the same steps as a flow
 and tasks. Each chunk lands its Parquet parts on its own. The DuckDB file has one writer connection
 per load: `run_load` opens it before fetching and inserts each landed chunk into the load's open
-transaction; `finish_load` commits it (or, without one, as in the flow, merges the whole load).
+transaction (the flow does the same across its tasks); `finish_load` commits it, or, without one,
+merges the whole load.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import shutil
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -294,6 +295,21 @@ def open_merge(plan: LoadPlan, settings: LoadSettings, *, lock_timeout: float) -
         raise
 
 
+def open_merge_before_fetching(plan: LoadPlan, settings: LoadSettings) -> LoadMerge | None:
+    """The load's merge opened before its first request, so that each chunk is inserted as it lands.
+
+    None when the load does not write DuckDB, fetches more than `MERGE_WHILE_FETCHING_UP_TO` sessions,
+    or another process holds the file: then the fetch goes on and `finish_load` merges after it (waiting
+    for the lock if need be).
+    """
+    if not settings.writes_duckdb or len(plan.to_fetch) > MERGE_WHILE_FETCHING_UP_TO:
+        return None
+    try:
+        return open_merge(plan, settings, lock_timeout=0)
+    except store.WarehouseLocked:
+        return None
+
+
 def close_merge(merge: LoadMerge) -> None:
     """Roll back what was not committed (a failed load: its landed parts are merged by the next) and close."""
     try:
@@ -339,12 +355,7 @@ async def run_load_async(
     plan = plan_load(session_ids, settings)
     if on_plan is not None:
         on_plan(plan)
-    merge = None
-    if settings.writes_duckdb and len(plan.to_fetch) <= MERGE_WHILE_FETCHING_UP_TO:
-        # Writer from the start when the database is free, so that chunks are inserted while fetching;
-        # when another process holds it, the fetch goes on and only `finish_load` waits for the lock.
-        with suppress(store.WarehouseLocked):
-            merge = open_merge(plan, settings, lock_timeout=0)
+    merge = open_merge_before_fetching(plan, settings)
     try:
         async with client:
             reports = await fetch_and_land(client, plan.to_fetch, settings, load_id=plan.load_id,

@@ -25,6 +25,7 @@ from flows.chunks import ChunkReport
 from flows.publish import analytics_markdown
 from flows.report import load_summary_markdown
 from flows.settings import DEFAULT_BASE_URL, DEFAULT_OUT, TOKEN_BLOCK, LoadSettings, OutputFormat
+from warehouse.merge import LoadMerge
 
 T = TypeVar("T")
 
@@ -65,14 +66,21 @@ async def resolve_token() -> str:
 
 @task(name="fetch-and-land", cache_policy=NO_CACHE, persist_result=False)
 async def fetch_and_land(
-    session_ids: list[str], settings: LoadSettings, load_id: str, loaded_at: datetime, first_chunk: int
+    session_ids: list[str],
+    settings: LoadSettings,
+    load_id: str,
+    loaded_at: datetime,
+    first_chunk: int,
+    merge: LoadMerge | None = None,
 ) -> list[ChunkReport]:
-    """Fetch up to `sessions_per_task` sessions in one stream and land them as Parquet parts, chunk by chunk."""
+    """Fetch up to `sessions_per_task` sessions in one stream and land them as Parquet parts, chunk by chunk.
+
+    With `merge` (the load's open DuckDB transaction), each landed chunk is inserted into it as well.
+    """
     async with pipeline.make_client(settings, await resolve_token()) as client:
         with pipeline.fewer_gc_passes():
-            reports = await pipeline.fetch_and_land(
-                client, session_ids, settings, load_id=load_id, loaded_at=loaded_at, first_chunk=first_chunk
-            )
+            reports = await pipeline.fetch_and_land(client, session_ids, settings, load_id=load_id,
+                                                    loaded_at=loaded_at, first_chunk=first_chunk, merge=merge)
     outcomes: Counter[str] = Counter()
     for report in reports:
         outcomes.update(report.outcomes)
@@ -82,10 +90,14 @@ async def fetch_and_land(
 
 @task(name="merge-load", cache_policy=NO_CACHE, persist_result=False)
 def merge_load(
-    plan: pipeline.LoadPlan, settings: LoadSettings, reports: list[ChunkReport]
+    plan: pipeline.LoadPlan, settings: LoadSettings, reports: list[ChunkReport], merge: LoadMerge | None = None
 ) -> pipeline.LoadSummary:
-    """Merge the load into DuckDB and write the `loads` row: the only writer of the database file."""
-    return pipeline.finish_load(plan, settings, reports)
+    """Commit the load into DuckDB with its `loads` row, then publish: nothing of it is visible before.
+
+    `merge`: the load's transaction, opened by the flow before the fetch tasks inserted their chunks;
+    without one (a large load, or the file was locked), the whole load is merged here.
+    """
+    return pipeline.finish_load(plan, settings, reports, merge)
 
 
 @flow(name="load_sessions", log_prints=False)
@@ -146,16 +158,23 @@ async def load_sessions(
     reports = [pipeline.land_skipped(plan, settings)]
     slices = plan.chunks(sessions_per_task)
     chunks_per_task = -(-sessions_per_task // settings.chunk_size)
-    for index, sessions in enumerate(slices):
-        task_reports = await fetch_and_land(
-            unwalked(sessions), settings, plan.load_id, plan.started_at, 1 + index * chunks_per_task
-        )
-        reports.extend(task_reports)
-        stop_reason = next((r.stop_reason for r in task_reports if r.stop_reason is not None), None)
-        if stop_reason is not None:
-            reports.append(pipeline.land_unfetched(plan, settings, slices[index + 1 :], stop_reason))
-            break
-    summary = merge_load(unwalked(plan), settings, unwalked(reports))
+    merge = pipeline.open_merge_before_fetching(plan, settings)  # one writer, one transaction, as run_load
+    try:
+        for index, sessions in enumerate(slices):
+            task_reports = await fetch_and_land(
+                unwalked(sessions), settings, plan.load_id, plan.started_at, 1 + index * chunks_per_task,
+                unwalked(merge),
+            )
+            reports.extend(task_reports)
+            stop_reason = next((r.stop_reason for r in task_reports if r.stop_reason is not None), None)
+            if stop_reason is not None:
+                reports.append(pipeline.land_unfetched(plan, settings, slices[index + 1 :], stop_reason))
+                break
+        summary = merge_load(unwalked(plan), settings, unwalked(reports), unwalked(merge))
+    finally:
+        if merge is not None:
+            pipeline.close_merge(merge)  # after a commit only closes; else rolls back
+
     verdicts = analytics_markdown(settings.out_dir, prefer_snapshot=settings.writes_duckdb)
     await acreate_markdown_artifact(
         key="piper-load-summary",
