@@ -232,7 +232,8 @@ class PiperClient:
             status: int | None = None
             retry_after: float | None = None
             try:
-                response = await asyncio.wait_for(self._sender.get(url), timeout=self.timeouts.request)
+                async with asyncio.timeout(self.timeouts.request):  # no extra task, unlike wait_for
+                    response = await self._sender.get(url)
             except TimeoutError:
                 reason = f"no complete response within {self.timeouts.request:g} s"
             except BodyTooLarge as exc:
