@@ -69,6 +69,35 @@ class RssSampler:
         return {"rss_peak_while_fetching_mb": self.peak_before, "rss_peak_after_last_fetch_mb": self.peak_after}
 
 
+class PhaseMarks:
+    """When the load's plan and its merge step (`finish_load`) begin and end, in seconds from `begin()`.
+
+    Wraps the two functions in `flows.pipeline`, which `run_load` and the flow both call, so the same
+    marks split the wall time of either engine: before the plan, fetching, the merge, after it.
+    """
+
+    def __init__(self) -> None:
+        from flows import pipeline
+
+        self.started = time.perf_counter()
+        self.marks: dict[str, float] = {}
+        for name in ("plan_load", "finish_load"):
+            setattr(pipeline, name, self._wrap(name, getattr(pipeline, name)))
+
+    def begin(self) -> None:
+        self.started = time.perf_counter()
+
+    def _wrap(self, name: str, original: Any) -> Any:
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            self.marks.setdefault(f"{name}_start", time.perf_counter() - self.started)
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.marks.setdefault(f"{name}_end", time.perf_counter() - self.started)
+
+        return wrapped
+
+
 def _settings(params: dict[str, Any]) -> Any:
     from flows.settings import LoadSettings
 
@@ -110,7 +139,9 @@ def piper_local(params: dict[str, Any]) -> dict[str, Any]:
 
         profiler = cProfile.Profile()
         profiler.enable()
+    phases = PhaseMarks()
     started, cpu = time.perf_counter(), time.process_time()
+    phases.begin()
     try:
         summary = run_load(ids, settings, TOKEN, transport=transport, on_session=on_session)
     except Exception as exc:
@@ -125,6 +156,7 @@ def piper_local(params: dict[str, Any]) -> dict[str, Any]:
     result: dict[str, Any] = {
         "seconds": ended - started,
         "cpu_seconds": cpu,
+        "phases": phases.marks,
         # after the last session's response: the last chunk's Arrow build and Parquet write, then the merge
         "tail_seconds": ended - last_fetch if last_fetch else None,
         "status": summary.status,
@@ -207,7 +239,9 @@ def piper_flow(params: dict[str, Any]) -> dict[str, Any]:
 
         profiler = cProfile.Profile()
         profiler.enable()
+    phases = PhaseMarks()
     wall, cpu = time.perf_counter(), time.process_time()
+    phases.begin()
     try:
         summary = asyncio.run(
             load_sessions(
@@ -227,6 +261,7 @@ def piper_flow(params: dict[str, Any]) -> dict[str, Any]:
     result: dict[str, Any] = {
         "seconds": wall,
         "cpu_seconds": cpu,
+        "phases": phases.marks,
         "prefect_import_seconds": import_seconds,
         "status": summary.status,
         "outcomes": dict(summary.outcomes),
