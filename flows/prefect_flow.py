@@ -1,8 +1,9 @@
 """The Prefect flow `load_sessions`: the same load as `flows.pipeline`, with run history and artifacts.
 
 Tasks are coarse: one task per `sessions_per_task` sessions (thousands), each streaming its requests
-with asyncio concurrency and landing Parquet parts chunk by chunk as `run_load` does, and one final
-task that merges into DuckDB. The token is never a parameter: tasks read `PIPER_API_TOKEN`
+with asyncio concurrency and landing Parquet parts chunk by chunk as `run_load` does (inserting them into
+the load's DuckDB transaction, opened by the flow before the first task), and one final task that
+commits the load into DuckDB and publishes. The token is never a parameter: tasks read `PIPER_API_TOKEN`
 or, failing that, the Prefect Secret block `piper-api-token`.
 """
 
