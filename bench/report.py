@@ -491,6 +491,20 @@ class Report:
                 "COMMIT, views, publishing the snapshot) are what separate the load from its fetch; the cProfile "
                 "under the end-to-end tables shows where that CPU goes.",
             )
+            sessions = int(next(iter(e2e.values()), {}).get("sessions") or 0)
+            need, mine = self.e2e_rate("dlt -> duckdb"), self.e2e_rate("piper-etl run_load, format duckdb")
+            if sessions and need and mine:
+                rounds = -(-sessions // 64)
+                floor = rounds * 0.05
+                need *= 5
+                self.add(
+                    f"  The bound: {sessions:,} sessions at C = 64 need {rounds} rounds of 50 ms, {floor:.2f} s "
+                    f"({sessions / floor:,.0f}/s) before anything is parsed or written. 5 × dlt -> duckdb is "
+                    f"{need:,.0f}/s ({need / (sessions / floor):.0%} of that), which leaves "
+                    f"{sessions / need - floor:.2f} s for connecting, flattening, landing, the DuckDB inserts and the "
+                    f"COMMIT; format duckdb spends {sessions / mine - floor:.2f} s on them, on the same core as the "
+                    "fetch.",
+                )
         memory = self.r.get("memory", {})
         sizes = sorted(int(k) for k in memory if k.isdigit())
         if "Memory" in missed and len(sizes) == 2:
