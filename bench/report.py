@@ -410,7 +410,10 @@ class Report:
         self.add(f"`run_load`, L = {data.get('latency_ms')} ms, C = {data.get('concurrency')} (the CLI "
                  f"default), chunks of {data.get('chunk_size')}. RSS is sampled every 50 ms inside the leg; the peak "
                  f"is the process's `ru_maxrss`. A leg passing {_f(data.get('guard_mb'))} MB is stopped (shared "
-                 "machine).", "")
+                 "machine). Loads of up to 20,000 sessions insert each chunk into the load's DuckDB transaction while "
+                 "fetching, so their peak while fetching includes DuckDB's; larger loads merge after their fetch "
+                 "(`MERGE_WHILE_FETCHING_UP_TO` in `warehouse/merge.py`), hence their seconds after the last "
+                 "response.", "")
 
     def findings(self) -> None:
         """For each missed target, what the measurements say limits it (only figures from this run)."""
