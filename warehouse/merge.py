@@ -17,6 +17,7 @@ How `commit` settles the keys, with this load's rows already inserted (tagged `_
 from __future__ import annotations
 
 import json
+from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -90,9 +91,15 @@ class LoadMerge:
         return row
 
     def rollback(self) -> None:
+        """End the transaction without committing; a no-op after `commit`.
+
+        Only called while an error is already on its way up (or after a commit), so a failing ROLLBACK
+        (a COMMIT that failed has already ended the transaction) must not replace that error.
+        """
         if self.open:
             self.open = False
-            self.con.execute("ROLLBACK")
+            with suppress(duckdb.Error):
+                self.con.execute("ROLLBACK")
 
     def _insert(self, table: str, parts: list[Path]) -> None:
         self.con.execute(
