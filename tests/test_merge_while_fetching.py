@@ -68,9 +68,8 @@ def test_a_load_that_fails_while_fetching_rolls_back_and_the_next_load_merges_it
     assert_parquet_equals_duckdb(out_dir)
 
 
-def test_a_load_larger_than_the_limit_merges_after_its_fetch(
-    piper: SimulatedPiper, out_dir: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def parts_added_before_each_commit(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Filled, for every merge committed from now on, with how many parts it had inserted before `commit`."""
     added: list[int] = []
     commit = LoadMerge.commit
 
@@ -79,6 +78,13 @@ def test_a_load_larger_than_the_limit_merges_after_its_fetch(
         return commit(self, load_row)
 
     monkeypatch.setattr(LoadMerge, "commit", observed_commit)
+    return added
+
+
+def test_a_load_larger_than_the_limit_merges_after_its_fetch(
+    piper: SimulatedPiper, out_dir: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    added = parts_added_before_each_commit(monkeypatch)
     monkeypatch.setattr("flows.pipeline.MERGE_WHILE_FETCHING_UP_TO", 19)
     ids = piper.dataset.session_ids[:20]
     assert cli(*load_args(piper, out_dir, "--chunk-size", "4", *ids)).code == 0

@@ -72,10 +72,7 @@ class LoadMerge:
             con.execute(f"DELETE FROM {quote_ident(table)} WHERE load_id = ?", [load_id])
             parts = load_parts(self.root, load_id, table)
             if parts:
-                con.execute(
-                    f"INSERT INTO {quote_ident(table)} BY NAME SELECT * FROM read_parquet(?, union_by_name = true)",
-                    [[str(p) for p in parts]],
-                )
+                _insert_parts(con, table, parts)
         row = load_row if load_row is not None else _landed_load_row(self.root, load_id)
         row = row if row is not None else _recovered_load_row(con, load_id, written)
         con.execute("DELETE FROM loads WHERE load_id = ?", [load_id])
@@ -102,10 +99,7 @@ class LoadMerge:
                 self.con.execute("ROLLBACK")
 
     def _insert(self, table: str, parts: list[Path]) -> None:
-        self.con.execute(
-            f"INSERT INTO {quote_ident(table)} BY NAME SELECT * FROM read_parquet(?, union_by_name = true)",
-            [[str(p) for p in parts]],
-        )
+        _insert_parts(self.con, table, parts)
         self.added.update(parts)
 
     def _settle_keys(self) -> dict[str, int]:
@@ -153,6 +147,13 @@ def merge_load(
     except BaseException:
         merge.rollback()
         raise
+
+
+def _insert_parts(con: duckdb.DuckDBPyConnection, table: str, parts: list[Path]) -> None:
+    con.execute(
+        f"INSERT INTO {quote_ident(table)} BY NAME SELECT * FROM read_parquet(?, union_by_name = true)",
+        [[str(p) for p in parts]],
+    )
 
 
 def _count(con: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None = None) -> int:
