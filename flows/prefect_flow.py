@@ -158,7 +158,7 @@ async def load_sessions(
     )
     reports = [pipeline.land_skipped(plan, settings)]
     slices = plan.chunks(sessions_per_task)
-    chunks_per_task = -(-sessions_per_task // settings.chunk_size)
+    chunks_per_task = pipeline.chunks_for(sessions_per_task, settings.chunk_size)
     merge = pipeline.open_merge_before_fetching(plan, settings)  # one writer, one transaction, as run_load
     try:
         for index, sessions in enumerate(slices):
