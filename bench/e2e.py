@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import threading
 import time
@@ -74,28 +75,66 @@ class PhaseMarks:
 
     Wraps the two functions in `flows.pipeline`, which `run_load` and the flow both call, so the same
     marks split the wall time of either engine: before the plan, fetching, the merge, after it.
+    `prefect=True` also marks the first call of each step in `PREFECT_STEPS` (the flow's start and end).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, prefect: bool = False) -> None:
         from flows import pipeline
 
         self.started = time.perf_counter()
         self.marks: dict[str, float] = {}
         for name in ("plan_load", "finish_load"):
-            setattr(pipeline, name, self._wrap(name, getattr(pipeline, name)))
+            self._wrap(pipeline, name, name)
+        if prefect:
+            import importlib
+
+            for label, module, path in PREFECT_STEPS:
+                *owner_path, attribute = path.split(".")
+                owner: Any = importlib.import_module(module)
+                for part in owner_path:
+                    owner = getattr(owner, part, None)
+                if owner is not None and hasattr(owner, attribute):  # Prefect internals may move: then unmarked
+                    self._wrap(owner, attribute, label)
 
     def begin(self) -> None:
         self.started = time.perf_counter()
 
-    def _wrap(self, name: str, original: Any) -> Any:
+    def _wrap(self, owner: Any, attribute: str, label: str) -> None:
+        original = getattr(owner, attribute)
+        marks, start, end = self.marks, f"{label}_start", f"{label}_end"
+
+        if asyncio.iscoroutinefunction(original):
+            async def wrapped_async(*args: Any, **kwargs: Any) -> Any:
+                marks.setdefault(start, time.perf_counter() - self.started)
+                try:
+                    return await original(*args, **kwargs)
+                finally:
+                    marks.setdefault(end, time.perf_counter() - self.started)
+
+            setattr(owner, attribute, functools.wraps(original)(wrapped_async))
+            return
+
         def wrapped(*args: Any, **kwargs: Any) -> Any:
-            self.marks.setdefault(f"{name}_start", time.perf_counter() - self.started)
+            marks.setdefault(start, time.perf_counter() - self.started)
             try:
                 return original(*args, **kwargs)
             finally:
-                self.marks.setdefault(f"{name}_end", time.perf_counter() - self.started)
+                marks.setdefault(end, time.perf_counter() - self.started)
 
-        return wrapped
+        setattr(owner, attribute, functools.wraps(original)(wrapped))
+
+
+PREFECT_STEPS = (
+    # (label, module, attribute path): the first call of each is marked; the report names them
+    ("create_flow_run", "prefect.flow_engine", "AsyncFlowRunEngine.create_flow_run"),
+    ("resolve_parameters", "prefect.flow_engine", "AsyncFlowRunEngine._resolve_parameters"),
+    ("validate_parameters", "prefect.flows", "Flow.validate_parameters"),
+    ("set_state", "prefect.flow_engine", "AsyncFlowRunEngine.set_state"),
+    ("resolve_token", "flows.prefect_flow", "resolve_token"),  # the first call in the flow's body
+    ("artifact_analytics", "flows.prefect_flow", "analytics_markdown"),
+    ("artifact_create", "flows.prefect_flow", "acreate_markdown_artifact"),
+    ("handle_success", "prefect.flow_engine", "AsyncFlowRunEngine.handle_success"),
+)
 
 
 def _settings(params: dict[str, Any]) -> Any:
@@ -239,7 +278,7 @@ def piper_flow(params: dict[str, Any]) -> dict[str, Any]:
 
         profiler = cProfile.Profile()
         profiler.enable()
-    phases = PhaseMarks()
+    phases = PhaseMarks(prefect=True)
     wall, cpu = time.perf_counter(), time.process_time()
     phases.begin()
     try:

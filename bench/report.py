@@ -541,10 +541,8 @@ class Report:
                     "then 1 merge task that commits). By phase, flow vs `run_load` (medians, seconds): "
                     + "; ".join(f"{label} {flow_phases[key]:.2f} vs {local_phases[key]:.2f}"
                                 for key, label in PHASES)
-                    + ". Before the plan is Prefect's start of a flow run in a fresh process (creating it over the "
-                    "API with the session ids as a parameter, its first-run imports); after the merge, the summary "
-                    f"artifact's analytics read ({_f(artifact, 2)} s under the profiler) and Prefect finishing the "
-                    "run. Both are fixed per run, so they weigh less the larger the load.",
+                    + ". " + _prefect_steps_text(flow.get("runs", []), artifact)
+                    + " Both are fixed per run, so they weigh less the larger the load.",
                 )
                 self.add("")
                 return
@@ -588,6 +586,50 @@ def _phases(runs: list[dict[str, Any]]) -> dict[str, float] | None:
         "after": [r["seconds"] - r["phases"]["finish_load_end"] for r in marked],
     }
     return {key: float(_median(values) or 0.0) for key, values in split.items()}
+
+
+BEFORE_PLAN_STEPS = (  # (label, from mark, to mark), consecutive: they add up to the time before the plan
+    ("Prefect's engine set-up", None, "create_flow_run_start"),
+    ("creating the flow run over the API, the session ids serialized into its parameters", "create_flow_run_start",
+     "create_flow_run_end"),
+    ("walking the parameters for futures", "resolve_parameters_start", "resolve_parameters_end"),
+    ("validating them", "validate_parameters_start", "validate_parameters_end"),
+    ("setting the Running state", "set_state_start", "set_state_end"),
+    ("the run context until the flow's body starts", "set_state_end", "resolve_token_start"),
+    ("the body's token check and settings", "resolve_token_start", "plan_load_start"),
+)
+AFTER_MERGE_STEPS = (
+    ("the summary artifact's analytics read", "artifact_analytics_start", "artifact_analytics_end"),
+    ("creating the artifact", "artifact_create_start", "artifact_create_end"),
+    ("setting the Completed state", "handle_success_start", "handle_success_end"),
+)
+
+
+def _prefect_steps_text(runs: list[dict[str, Any]], profiled_artifact: float | None) -> str:
+    """Where the flow's time before its plan and after its merge goes, from `bench.e2e.PREFECT_STEPS` marks."""
+
+    def split(steps: tuple[tuple[str, str | None, str], ...]) -> list[str] | None:
+        needed = {mark for _, first, last in steps for mark in (first, last) if mark is not None}
+        marked = [r["phases"] for r in runs if "seconds" in r and needed <= set(r.get("phases", {}))]
+        if not marked:
+            return None
+        return [
+            f"{label} {_median([m[last] - (m[first] if first else 0.0) for m in marked]) or 0.0:.2f} s"
+            for label, first, last in steps
+        ]
+
+    before, after = split(BEFORE_PLAN_STEPS), split(AFTER_MERGE_STEPS)
+    if before is None or after is None:
+        return (
+            "Before the plan is Prefect's start of a flow run in a fresh process (creating it over the API with the "
+            "session ids as a parameter, its first-run imports); after the merge, the summary artifact's analytics "
+            f"read ({_f(profiled_artifact, 2)} s under the profiler) and Prefect finishing the run."
+        )
+    return (
+        "Before the plan, step by step (medians; the first flow run in a fresh process, as a worker runs it, "
+        "so Prefect's deferred imports and its first API connection fall here): " + "; ".join(before)
+        + ". After the merge: " + "; ".join(after) + "; the rest is Prefect closing the run."
+    )
 
 
 def _median(values: list[Any]) -> float | None:
