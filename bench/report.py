@@ -490,8 +490,9 @@ class Report:
                 f"* **End to end.** The fetch alone reaches {_f(fetch.get('per_second') if fetch else None)}/s at "
                 f"the same C and L; the load reaches {'; '.join(parts)}. CPU per session on the one client core "
                 "(flattening, building and writing Parquet, and DuckDB inserting each chunk into the load's "
-                "transaction while the fetch goes on) and the work after the last response (the last chunk, the "
-                "COMMIT, views, publishing the snapshot) are what separate the load from its fetch; the cProfile "
+                "transaction while the fetch goes on) and the work after the last response (the last third of the last "
+                "chunk, which is split so that the rest lands while the last responses arrive, then the COMMIT, views "
+                "and publishing the snapshot) are what separate the load from its fetch; the cProfile "
                 "under the end-to-end tables shows where that CPU goes.",
             )
             sessions = int(next(iter(e2e.values()), {}).get("sessions") or 0)
@@ -542,7 +543,7 @@ class Report:
                     + "; ".join(f"{label} {flow_phases[key]:.2f} vs {local_phases[key]:.2f}"
                                 for key, label in PHASES)
                     + ". " + _prefect_steps_text(flow.get("runs", []), artifact)
-                    + " Both are fixed per run, so they weigh less the larger the load.",
+                    + " " + _fixed_cost_text(flow_phases, local_phases, local, float(overhead.get("sessions") or 0)),
                 )
                 self.add("")
                 return
@@ -629,6 +630,24 @@ def _prefect_steps_text(runs: list[dict[str, Any]], profiled_artifact: float | N
         "Before the plan, step by step (medians; the first flow run in a fresh process, as a worker runs it, "
         "so Prefect's deferred imports and its first API connection fall here): " + "; ".join(before)
         + ". After the merge: " + "; ".join(after) + "; the rest is Prefect closing the run."
+    )
+
+
+def _fixed_cost_text(flow: dict[str, float], local: dict[str, float], run_load: dict[str, Any], sessions: float) -> str:
+    """What the flow's fixed costs mean for the 5 % target: the smallest load that could meet it."""
+    fixed = flow["before_plan"] + flow["after"] - local["before_plan"] - local["after"]
+    fetching = flow["fetch"] - local["fetch"]
+    wall = run_load.get("seconds") or 0.0
+    if fixed <= 0 or not wall or not sessions:
+        return "Both are fixed per run, so they weigh less the larger the load."
+    smallest = fixed / 0.05
+    return (
+        f"The time before the plan and after the merge is fixed per run ({fixed:.2f} s): with nothing else added, "
+        f"5 % needs a load of at least {smallest:.0f} s, about {round(smallest * sessions / wall, -3):,.0f} sessions "
+        "at `run_load`'s speed here. "
+        f"Fetching takes {fetching:.2f} s longer in the flow ({fetching / wall * 100:.0f} % of `run_load`'s wall "
+        "time): the task boundary, where the first task's requests drain before the second task connects, and "
+        "Prefect's log and event workers on the same core."
     )
 
 
