@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default ./{DEFAULT_OUT})")
     load.add_argument("--concurrency", type=int, default=16, help="requests in flight at once (default 16)")
     load.add_argument("--max-retries", type=int, default=5, help="retries per session (default 5)")
-    load.add_argument("--chunk-size", type=int, default=500, help="sessions per chunk/task (default 500)")
+    load.add_argument("--chunk-size", type=int, default=500, help="sessions per Parquet part, at most (default 500)")
     load.add_argument("--format", choices=FORMATS, default="both", help="what to write (default both)")
     load.add_argument("--refetch", action="store_true", help="fetch sessions whose stored run is final again")
     load.add_argument(
