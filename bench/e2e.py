@@ -131,7 +131,7 @@ PREFECT_STEPS = (
     ("validate_parameters", "prefect.flows", "Flow.validate_parameters"),
     ("set_state", "prefect.flow_engine", "AsyncFlowRunEngine.set_state"),
     ("resolve_token", "flows.prefect_flow", "resolve_token"),  # the first call in the flow's body
-    ("artifact_analytics", "flows.prefect_flow", "analytics_markdown"),
+    ("verdicts_read", "flows.publish", "_verdicts_from_writer"),  # in the merge step, alongside the copy
     ("artifact_create", "flows.prefect_flow", "acreate_markdown_artifact"),
     ("handle_success", "prefect.flow_engine", "AsyncFlowRunEngine.handle_success"),
 )

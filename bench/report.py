@@ -543,7 +543,8 @@ class Report:
                     + "; ".join(f"{label} {flow_phases[key]:.2f} vs {local_phases[key]:.2f}"
                                 for key, label in PHASES)
                     + ". " + _prefect_steps_text(flow.get("runs", []), artifact)
-                    + " " + _fixed_cost_text(flow_phases, local_phases, local, float(overhead.get("sessions") or 0)),
+                    + " " + _fixed_cost_text(flow_phases, local_phases, local, float(overhead.get("sessions") or 0),
+                                             tasks),
                 )
                 self.add("")
                 return
@@ -600,7 +601,6 @@ BEFORE_PLAN_STEPS = (  # (label, from mark, to mark), consecutive: they add up t
     ("the body's token check and settings", "resolve_token_start", "plan_load_start"),
 )
 AFTER_MERGE_STEPS = (
-    ("the summary artifact's analytics read", "artifact_analytics_start", "artifact_analytics_end"),
     ("creating the artifact", "artifact_create_start", "artifact_create_end"),
     ("setting the Completed state", "handle_success_start", "handle_success_end"),
 )
@@ -620,6 +620,7 @@ def _prefect_steps_text(runs: list[dict[str, Any]], profiled_artifact: float | N
         ]
 
     before, after = split(BEFORE_PLAN_STEPS), split(AFTER_MERGE_STEPS)
+    read = split((("", "verdicts_read_start", "verdicts_read_end"),))
     if before is None or after is None:
         return (
             "Before the plan is Prefect's start of a flow run in a fresh process (creating it over the API with the "
@@ -630,10 +631,14 @@ def _prefect_steps_text(runs: list[dict[str, Any]], profiled_artifact: float | N
         "Before the plan, step by step (medians; the first flow run in a fresh process, as a worker runs it, "
         "so Prefect's deferred imports and its first API connection fall here): " + "; ".join(before)
         + ". After the merge: " + "; ".join(after) + "; the rest is Prefect closing the run."
+        + (f" The artifact's verdict tables are read in the merge step ({read[0].strip()}), through the writer "
+           "connection while the snapshot is being copied." if read else "")
     )
 
 
-def _fixed_cost_text(flow: dict[str, float], local: dict[str, float], run_load: dict[str, Any], sessions: float) -> str:
+def _fixed_cost_text(
+    flow: dict[str, float], local: dict[str, float], run_load: dict[str, Any], sessions: float, tasks: int
+) -> str:
     """What the flow's fixed costs mean for the 5 % target: the smallest load that could meet it."""
     fixed = flow["before_plan"] + flow["after"] - local["before_plan"] - local["after"]
     fetching = flow["fetch"] - local["fetch"]
@@ -646,8 +651,9 @@ def _fixed_cost_text(flow: dict[str, float], local: dict[str, float], run_load: 
         f"5 % needs a load of at least {smallest:.0f} s, about {round(smallest * sessions / wall, -3):,.0f} sessions "
         "at `run_load`'s speed here. "
         f"Fetching takes {fetching:.2f} s longer in the flow ({fetching / wall * 100:.0f} % of `run_load`'s wall "
-        "time): the task boundary, where the first task's requests drain before the second task connects, and "
-        "Prefect's log and event workers on the same core."
+        "time): " + ("the task boundary, where the first task's requests drain before the second task connects, "
+                     "and " if tasks > 1 else "")
+        + "Prefect's log and event workers on the same core."
     )
 
 

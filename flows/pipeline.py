@@ -64,6 +64,7 @@ class LoadSummary:
     token_refused: bool = False
     failures: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    verdicts_markdown: str | None = None  # the warehouse's verdict summary, when `finish_load` was asked for it
 
     @property
     def requested(self) -> int:
@@ -205,14 +206,20 @@ def land_skipped(plan: LoadPlan, settings: LoadSettings) -> ChunkReport:
 
 
 def finish_load(
-    plan: LoadPlan, settings: LoadSettings, reports: Sequence[ChunkReport], merge: LoadMerge | None = None
+    plan: LoadPlan,
+    settings: LoadSettings,
+    reports: Sequence[ChunkReport],
+    merge: LoadMerge | None = None,
+    *,
+    summarize: bool = False,
 ) -> LoadSummary:
     """Write the `loads` row and commit the load's merge into DuckDB, then publish.
 
     `merge`: the load's open merge (from `open_merge`), holding the chunks inserted while fetching;
     without one, the database is opened here (waiting up to `lock_timeout` for another writer) and the
     whole load merged from its landed parts. Either way the load becomes visible in one COMMIT, and
-    `merge` is closed.
+    `merge` is closed. `summarize`: fill `LoadSummary.verdicts_markdown` when the load writes DuckDB
+    (read while the snapshot is copied, see `publish_after_merge`).
     """
     outcomes: Counter[str] = Counter()
     rows: Counter[str] = Counter()
@@ -253,7 +260,7 @@ def finish_load(
             merge.commit(load_row)
             crash_point("merged")
         # on the same connection: no second open, and the lock is kept
-        publish_after_merge(settings, merge.con if merge is not None else None)
+        verdicts = publish_after_merge(settings, merge.con if merge is not None else None, summarize=summarize)
     finally:
         if merge is not None:
             close_merge(merge)
@@ -273,6 +280,7 @@ def finish_load(
         token_refused=token_refused,
         failures=failures[:5],
         warnings=load_warnings(outcomes, settings),
+        verdicts_markdown=verdicts,
     )
 
 

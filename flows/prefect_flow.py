@@ -96,9 +96,10 @@ def merge_load(
     """Commit the load into DuckDB with its `loads` row, then publish: nothing of it is visible before.
 
     `merge`: the load's transaction, opened by the flow before the fetch tasks inserted their chunks;
-    without one (a large load, or the file was locked), the whole load is merged here.
+    without one (a large load, or the file was locked), the whole load is merged here. The summary
+    carries the artifact's verdict tables when the load writes DuckDB.
     """
-    return pipeline.finish_load(plan, settings, reports, merge)
+    return pipeline.finish_load(plan, settings, reports, merge, summarize=True)
 
 
 @flow(name="load_sessions", log_prints=False)
@@ -176,7 +177,9 @@ async def load_sessions(
         if merge is not None:
             pipeline.close_merge(merge)  # after a commit only closes; else rolls back
 
-    verdicts = analytics_markdown(settings.out_dir, prefer_snapshot=settings.writes_duckdb)
+    verdicts = summary.verdicts_markdown  # read by the merge task while it copied the snapshot
+    if verdicts is None:  # a Parquet-only load
+        verdicts = analytics_markdown(settings.out_dir)
     await acreate_markdown_artifact(
         key="piper-load-summary",
         markdown=load_summary_markdown(summary) + "\n" + verdicts,

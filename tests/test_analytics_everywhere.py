@@ -121,15 +121,47 @@ def test_current_state_sql_runs_from_anywhere_with_a_file_search_path(tmp_path: 
     assert con.execute("SELECT sum(runs) FROM scenario_summary").fetchone() == (8,)
 
 
-def test_the_flow_summary_reads_the_snapshot_and_says_the_same(piper: SimulatedPiper, out_dir: Path, cli: Cli) -> None:
-    from flows.publish import analytics_markdown
+def test_the_flow_summary_read_while_the_snapshot_is_copied_says_what_snapshot_and_parquet_say(
+    piper: SimulatedPiper, out_dir: Path, cli: Cli
+) -> None:
+    from flows.publish import analytics_markdown, publish_after_merge
+    from flows.settings import LoadSettings
 
     assert cli(*load_args(piper, out_dir, *piper.dataset.session_ids[:8])).code == 0
+    settings = LoadSettings(org_id=piper.org_id, base_url=piper.base_url, out_dir=out_dir)
+    con = store.connect(out_dir / store.DATABASE_FILE)
+    try:  # what the flow's merge task does after its COMMIT, on the writer connection
+        from_writer = publish_after_merge(settings, con, summarize=True)
+    finally:
+        con.close()
     snapshot_reader = open_analytics(out_dir, prefer_snapshot=True)
     try:
         assert snapshot_reader.source == out_dir / "piper-bi.duckdb"
     finally:
         snapshot_reader.close()
     from_snapshot = analytics_markdown(out_dir, prefer_snapshot=True)
-    assert "| scenario | runs |" in from_snapshot
+    assert from_writer is not None and "| scenario | runs |" in from_writer
+    assert from_writer == from_snapshot
     assert from_snapshot == analytics_markdown(out_dir)  # the Parquet files say the same
+
+
+def test_a_failed_snapshot_copy_fails_the_publish_even_while_summarizing(
+    piper: SimulatedPiper, out_dir: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.publish import publish_after_merge
+    from flows.settings import LoadSettings
+    from warehouse import snapshot
+
+    assert cli(*load_args(piper, out_dir, *piper.dataset.session_ids[:2])).code == 0
+
+    def full_disk(database: Path, target: Path) -> Path:
+        raise OSError("simulated: no space left on device")
+
+    monkeypatch.setattr(snapshot, "publish_snapshot", full_disk)
+    con = store.connect(out_dir / store.DATABASE_FILE)
+    try:
+        with pytest.raises(OSError, match="no space left"):
+            publish_after_merge(LoadSettings(org_id=piper.org_id, base_url=piper.base_url, out_dir=out_dir), con,
+                                summarize=True)
+    finally:
+        con.close()
