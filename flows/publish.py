@@ -66,8 +66,8 @@ def _verdicts_from_writer(con: duckdb.DuckDBPyConnection, database: Path) -> str
         cursor.execute("SET TimeZone = 'UTC'")  # as `reader.open_analytics`: the cursor's setting only
         cursor.execute(f"USE {store.CATALOG}")
         return summary_markdown(collect(reader.Analytics(cursor, database, prices_from_setting=False)))
-    except duckdb.Error as exc:  # a summary must never fail the load it describes
-        return f"\n(verdict summary unavailable: {exc})\n"
+    except duckdb.Error as exc:
+        return _summary_unavailable(exc)
     finally:
         cursor.close()
 
@@ -82,11 +82,16 @@ def analytics_markdown(out_dir: Path, *, prefer_snapshot: bool = False) -> str:
         opened = reader.open_analytics(out_dir, prefer_snapshot=prefer_snapshot)
     except reader.NoOutputError:
         return ""
-    except duckdb.Error as exc:  # a summary must never fail the load it describes
-        return f"\n(verdict summary unavailable: {exc})\n"
+    except duckdb.Error as exc:
+        return _summary_unavailable(exc)
     try:
         return summary_markdown(collect(opened))
     except duckdb.Error as exc:
-        return f"\n(verdict summary unavailable: {exc})\n"
+        return _summary_unavailable(exc)
     finally:
         opened.close()
+
+
+def _summary_unavailable(exc: duckdb.Error) -> str:
+    """What stands in for the verdict tables when they cannot be read: a summary never fails its load."""
+    return f"\n(verdict summary unavailable: {exc})\n"
