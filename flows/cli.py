@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO, cast
 
 import duckdb
 
@@ -53,12 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     load.add_argument("session_ids", nargs="*", metavar="SESSION_ID", help="session ids to load")
     load.add_argument("--sessions-file", metavar="FILE", help="file of session ids, one a line ('-' for stdin)")
-    load.add_argument("--org-id", default=os.environ.get("PIPER_ORG_ID"), help="Piper org id (env PIPER_ORG_ID)")
-    load.add_argument(
-        "--base-url",
-        default=os.environ.get("PIPER_BASE_URL", DEFAULT_BASE_URL),
-        help=f"API base URL (env PIPER_BASE_URL, default {DEFAULT_BASE_URL})",
-    )
+    load.add_argument("--org-id", help="Piper org id (default: env PIPER_ORG_ID)")
+    load.add_argument("--base-url", help=f"API base URL (default: env PIPER_BASE_URL, else {DEFAULT_BASE_URL})")
     load.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default ./{DEFAULT_OUT})")
     load.add_argument("--concurrency", type=int, default=16, help="requests in flight at once (default 16)")
     load.add_argument("--max-retries", type=int, default=5, help="retries per session (default 5)")
@@ -72,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument(
         "--lock-timeout", type=float, default=30.0, metavar="SECONDS",
         help="how long to wait for another process to release piper.duckdb (default 30)",
+    )
+    load.add_argument(
+        "--sessions-per-task", type=int, default=5000,
+        help="sessions per fetch task of the Prefect engine (default 5000)",
     )
     load.add_argument(
         "--engine",
@@ -161,24 +161,18 @@ def _collect_ids(args: argparse.Namespace, stdin: TextIO) -> list[str]:
     return ids
 
 
+SETTINGS_FLAGS = {
+    "org_id": "org_id", "base_url": "base_url", "out_dir": "out", "concurrency": "concurrency",
+    "max_retries": "max_retries", "chunk_size": "chunk_size", "format": "format", "refetch": "refetch",
+    "lock_timeout": "lock_timeout", "http_client": "http_client", "pricing_file": "pricing",
+    "judge_model": "judge_model", "sessions_per_task": "sessions_per_task",
+}
+"""Each load setting and the `load` flag (argparse dest) that sets it: every flag reaches both engines."""
+
+
 def _load(args: argparse.Namespace, stdin: TextIO) -> int:
     ids = _collect_ids(args, stdin)
-    if not args.org_id:
-        raise UsageError("no org id: pass --org-id or set PIPER_ORG_ID")
-    settings = LoadSettings(
-        org_id=args.org_id,
-        base_url=args.base_url,
-        out_dir=Path(args.out),
-        concurrency=args.concurrency,
-        max_retries=args.max_retries,
-        chunk_size=args.chunk_size,
-        format=args.format,
-        refetch=args.refetch,
-        lock_timeout=args.lock_timeout,
-        http_client=args.http_client,
-        pricing_file=args.pricing,
-        judge_model=args.judge_model,
-    )
+    settings = LoadSettings.resolve({name: getattr(args, dest) for name, dest in SETTINGS_FLAGS.items()})
     engine = args.engine
     if engine == "auto":
         engine = "prefect" if os.environ.get("PREFECT_API_URL") else "local"
@@ -227,21 +221,8 @@ def _load_with_prefect(ids: list[str], settings: LoadSettings) -> LoadSummary:
     from flows.prefect_flow import LoadFailed, load_sessions
 
     try:
-        return asyncio.run(
-            load_sessions(
-                session_ids=ids,
-                org_id=settings.org_id,
-                base_url=settings.base_url,
-                out_dir=str(settings.out_dir),
-                concurrency=settings.concurrency,
-                max_retries=settings.max_retries,
-                chunk_size=settings.chunk_size,
-                format=settings.format,
-                refetch=settings.refetch,
-                pricing_file=settings.pricing_file,
-                judge_model=settings.judge_model,
-            )
-        )
+        flow_run: Any = load_sessions(session_ids=ids, **settings.as_parameters())  # type: ignore[call-overload]
+        return cast(LoadSummary, asyncio.run(flow_run))
     except LoadFailed as exc:
         return exc.summary
 

@@ -1,21 +1,36 @@
-"""Load settings: plain values that are safe to log and to pass as Prefect parameters (never the token)."""
+"""Load settings: plain values that are safe to log and to pass as Prefect parameters (never the token).
+
+`LoadSettings.resolve` is the one place where flags, environment variables and defaults meet: the CLI
+passes its flags, the Prefect flow its parameters (the same names, see `flow_parameters`), both get
+the same object, and the local engine and the flow read only that.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Literal
 
 from connector.client import HTTP_CLIENTS, HttpClient
 from connector.errors import TOKEN_ENV, PiperConfigError
+from warehouse.load import FORMATS, OutputFormat
 from warehouse.pricing import PriceList, PricingError, read_pricing
+
+__all__ = [
+    "DEFAULT_BASE_URL", "DEFAULT_OUT", "ENVIRONMENT", "FORMATS", "HttpClient", "LoadSettings", "OutputFormat",
+]
 
 DEFAULT_BASE_URL = "https://api.letpiper.com"
 DEFAULT_OUT = "warehouse"
 TOKEN_BLOCK = "piper-api-token"
-OutputFormat = Literal["duckdb", "parquet", "both"]
-FORMATS: tuple[OutputFormat, ...] = ("duckdb", "parquet", "both")
+ENVIRONMENT = {
+    "org_id": "PIPER_ORG_ID",
+    "base_url": "PIPER_BASE_URL",
+    "pricing_file": "PIPER_PRICING_FILE",
+    "judge_model": "PIPER_JUDGE_MODEL",
+}
+"""The settings an environment variable provides when no flag or parameter does."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +49,7 @@ class LoadSettings:
     http_client: HttpClient = "aiohttp"
     pricing_file: str | None = None  # TOML of judge token prices; None keeps the prices stored earlier
     judge_model: str | None = None  # the judge model whose price costs the runs
+    sessions_per_task: int = 5000  # the Prefect engine's sessions per fetch task
 
     def __post_init__(self) -> None:
         if not self.org_id:
@@ -50,6 +66,8 @@ class LoadSettings:
             raise PiperConfigError("lock timeout must be 0 or more seconds")
         if self.chunk_size < 1:
             raise PiperConfigError("chunk size must be at least 1")
+        if self.sessions_per_task < 1:
+            raise PiperConfigError("sessions per task must be at least 1")
         object.__setattr__(self, "out_dir", Path(self.out_dir))
         self.price_list()  # a bad pricing file is a usage error before any request, not after the fetch
 
@@ -65,8 +83,25 @@ class LoadSettings:
         """The judge prices this load stores, or None to keep those stored by an earlier load."""
         return price_list(self.pricing_file, self.judge_model)
 
+    @classmethod
+    def resolve(cls, given: Mapping[str, object | None], env: Mapping[str, str] | None = None) -> LoadSettings:
+        """Settings from flags or flow parameters (`given`; None = not given), else the environment, else defaults."""
+        env = os.environ if env is None else env
+        unknown = set(given) - {f.name for f in fields(cls)}
+        if unknown:
+            raise PiperConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
+        values = {name: value for name, value in given.items() if value is not None}
+        for name, variable in ENVIRONMENT.items():
+            if name not in values and env.get(variable, "").strip():
+                values[name] = env[variable].strip()
+        if "out_dir" in values:
+            values["out_dir"] = Path(str(values["out_dir"]))
+        if "org_id" not in values:
+            raise PiperConfigError(f"no org id: pass --org-id or set {ENVIRONMENT['org_id']}")
+        return cls(**values)  # type: ignore[arg-type]
+
     def as_parameters(self) -> dict[str, object]:
-        """The settings as JSON-safe values, for the `loads` table and artifacts."""
+        """The settings as JSON-safe values: the `loads` row's parameters and the flow's parameters."""
         values = asdict(self)
         values["out_dir"] = str(self.out_dir)
         return values

@@ -112,6 +112,10 @@ LOADS = pa.schema(
         pa.field("turns_written", pa.int64(), nullable=False),
         pa.field("criteria_results_written", pa.int64(), nullable=False),
         pa.field("parameters", pa.string()),
+        # Load order in this output folder, never taken from the wall clock alone (warehouse/leases.py):
+        # the current state of a run is that of the load with the greatest load_seq. Null for loads
+        # written before piper-etl 0.2, which count as older than every later load.
+        pa.field("load_seq", pa.int64()),
     ]
 )
 

@@ -106,9 +106,9 @@ PRICES = pricing.PriceList((pricing.ModelPrice("judge-golden", 2.0, 10.0),), "ju
 """Test prices, not real ones: $2 per million input tokens, $10 per million output tokens."""
 
 
-def golden_tables() -> dict[str, pa.Table]:
+def golden_tables(load_id: str = LOAD_ID) -> dict[str, pa.Table]:
     flat = [flatten_run(payload, session_id=f"session-{payload['id']}", org_id=ORG_ID) for payload in PAYLOADS]
-    return build_tables(flat, load_id=LOAD_ID, loaded_at=LOADED_AT)
+    return build_tables(flat, load_id=load_id, loaded_at=LOADED_AT)
 
 
 def golden_connection(prices: pricing.PriceList | None = None) -> duckdb.DuckDBPyConnection:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from tests.analytics_golden import LOAD_ID, LOADED_AT, PRICES, golden_tables
+from flows.chunks import log_row, log_table
+from tests.analytics_golden import LOADED_AT, PRICES, golden_tables
 from tests.conftest import Cli, SimulatedPiper, load_args
-from warehouse import analytics, landing, pricing, store, views
+from warehouse import analytics, publish, store
+from warehouse.load import open_load
 from warehouse.reader import open_analytics
+from warehouse.records import LoadCounts
 
 ORDER = {
     "scenario_summary": "scenario_id",
@@ -22,21 +26,17 @@ ORDER = {
 
 
 def write_golden_output(out_dir: Path) -> None:
-    """The golden rows as a load would leave them: Parquet parts, and the same rows in piper.duckdb."""
-    parquet_root = out_dir / landing.PARQUET_DIR
-    tables = golden_tables()
-    for name, table in tables.items():
-        landing.write_part(table, landing.part_path(parquet_root, name, LOAD_ID, 1))
-    pricing.write_prices_parquet(parquet_root, PRICES, LOADED_AT)
-    con = store.connect(out_dir / store.DATABASE_FILE)
-    try:
-        for name, table in tables.items():
-            con.register("golden", table)
-            con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM golden")
-            con.unregister("golden")
-        analytics.install(con, PRICES, LOADED_AT)
-    finally:
-        con.close()
+    """The golden rows landed and committed by a load transaction, as Parquet parts and in piper.duckdb."""
+    with open_load(out_dir, format="both") as load:
+        tables = dict(golden_tables(load.load_id))
+        runs = tables["runs"].to_pylist()
+        tables["fetch_log"] = log_table([
+            log_row(load.load_id, str(run["session_id"]), "loaded", fetched_at=LOADED_AT, run_id=str(run["run_id"]))
+            for run in runs
+        ])
+        load.land("golden", tables)
+        counts = LoadCounts(Counter({"loaded": len(runs)}), Counter({n: t.num_rows for n, t in tables.items()}))
+        load.commit("succeeded", counts, {}, prices=PRICES)
 
 
 def view_rows(con: duckdb.DuckDBPyConnection, view: str) -> list[tuple[object, ...]]:
@@ -65,10 +65,7 @@ def test_current_state_sql_defines_the_views_for_parquet_only_users(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     write_golden_output(tmp_path)
-    parquet_root = tmp_path / landing.PARQUET_DIR
-    views.write_current_state_sql(tmp_path, parquet_root)
-    analytics.append_to_current_state_sql(tmp_path, parquet_root)
-    analytics.append_to_current_state_sql(tmp_path, parquet_root)  # again: replaces, never duplicates
+    publish.write_current_state_file(tmp_path, tmp_path / "parquet")  # again: replaces, never duplicates
     script = (tmp_path / "current_state.sql").read_text(encoding="utf-8")
     assert script.count(analytics.MARKER) == 1 and script.count("CREATE OR REPLACE VIEW scenario_summary") == 1
     monkeypatch.chdir(tmp_path)  # the file's paths are relative to the output folder, like `.read` from there
@@ -112,9 +109,6 @@ def test_views_survive_a_new_column_in_a_table(tmp_path: Path) -> None:
 def test_current_state_sql_runs_from_anywhere_with_a_file_search_path(tmp_path: Path) -> None:
     """What docs/bi.md tells BI tools that run DuckDB SQL from another folder."""
     write_golden_output(tmp_path)
-    parquet_root = tmp_path / landing.PARQUET_DIR
-    views.write_current_state_sql(tmp_path, parquet_root)
-    analytics.append_to_current_state_sql(tmp_path, parquet_root)
     con = duckdb.connect()
     con.execute("SET file_search_path = ?", [str(tmp_path)])
     con.execute((tmp_path / "current_state.sql").read_text(encoding="utf-8"))
@@ -124,14 +118,10 @@ def test_current_state_sql_runs_from_anywhere_with_a_file_search_path(tmp_path: 
 def test_the_flow_summary_read_while_the_snapshot_is_copied_says_what_snapshot_and_parquet_say(
     piper: SimulatedPiper, out_dir: Path, cli: Cli
 ) -> None:
-    from flows.publish import analytics_markdown, publish_after_merge
-    from flows.settings import LoadSettings
-
     assert cli(*load_args(piper, out_dir, *piper.dataset.session_ids[:8])).code == 0
-    settings = LoadSettings(org_id=piper.org_id, base_url=piper.base_url, out_dir=out_dir)
     con = store.connect(out_dir / store.DATABASE_FILE)
-    try:  # what the flow's merge task does after its COMMIT, on the writer connection
-        from_writer = publish_after_merge(settings, con, summarize=True)
+    try:  # what a commit asked for the summary does after its COMMIT, on the writer connection
+        from_writer = publish.publish_duckdb(con, out_dir, None, LOADED_AT, summarize=True)
     finally:
         con.close()
     snapshot_reader = open_analytics(out_dir, prefer_snapshot=True)
@@ -139,17 +129,15 @@ def test_the_flow_summary_read_while_the_snapshot_is_copied_says_what_snapshot_a
         assert snapshot_reader.source == out_dir / "piper-bi.duckdb"
     finally:
         snapshot_reader.close()
-    from_snapshot = analytics_markdown(out_dir, prefer_snapshot=True)
+    from_snapshot = publish.analytics_markdown(out_dir, prefer_snapshot=True)
     assert from_writer is not None and "| scenario | runs |" in from_writer
     assert from_writer == from_snapshot
-    assert from_snapshot == analytics_markdown(out_dir)  # the Parquet files say the same
+    assert from_snapshot == publish.analytics_markdown(out_dir)  # the Parquet files say the same
 
 
 def test_a_failed_snapshot_copy_fails_the_publish_even_while_summarizing(
     piper: SimulatedPiper, out_dir: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flows.publish import publish_after_merge
-    from flows.settings import LoadSettings
     from warehouse import snapshot
 
     assert cli(*load_args(piper, out_dir, *piper.dataset.session_ids[:2])).code == 0
@@ -161,7 +149,6 @@ def test_a_failed_snapshot_copy_fails_the_publish_even_while_summarizing(
     con = store.connect(out_dir / store.DATABASE_FILE)
     try:
         with pytest.raises(OSError, match="no space left"):
-            publish_after_merge(LoadSettings(org_id=piper.org_id, base_url=piper.base_url, out_dir=out_dir), con,
-                                summarize=True)
+            publish.publish_duckdb(con, out_dir, None, LOADED_AT, summarize=True)
     finally:
         con.close()

@@ -32,5 +32,7 @@ def test_the_last_chunk_is_split_when_a_third_of_it_is_still_to_come(
     summary = pipeline.run_load(piper.dataset.session_ids[:sessions], settings, CANARY_TOKEN)
     assert summary.ok
     assert part_sizes(out_dir, summary.load_id) == sizes
-    assert len(sizes) <= pipeline.chunks_for(sessions, chunk_size)
+    names = [landing.chunk_of(p).split(".", 1)[1] for p in landing.load_parts(out_dir / "parquet", summary.load_id,
+                                                                              "fetch_log")]
+    assert names == [f"main-{n:04d}" for n in range(1, len(sizes) + 1)], "parts named by stream and number"
     assert query(out_dir, "SELECT count(*) FROM runs")[0][0] == sessions

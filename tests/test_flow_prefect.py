@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import CANARY_TOKEN, SimulatedPiper, assert_no_canary, query
-from tests.test_merge_while_fetching import parts_added_before_each_commit
+from tests.test_merge_while_fetching import inserted_before_each_commit
 from tests.test_parquet_invariant import assert_parquet_equals_duckdb
 
 # Prefect's own client leaves sockets to its temporary test server for the garbage collector: the suite
@@ -78,7 +78,7 @@ def test_flow_loads_in_chunks_and_publishes_a_summary(
 def test_flow_tasks_insert_their_chunks_into_the_load_transaction_the_merge_task_commits(
     prefect_harness: None, token_env: None, piper: SimulatedPiper, out_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    added = parts_added_before_each_commit(monkeypatch)
+    added = inserted_before_each_commit(monkeypatch)
     state = run_flow(piper, out_dir, piper.dataset.session_ids[:24], chunk_size=4, sessions_per_task=12)
     assert state.is_completed(), state.message
     assert len(added) == 1 and added[0] >= 3 * 4, "both fetch tasks inserted their chunks before the commit"

@@ -23,10 +23,12 @@ from pathlib import Path
 from flows.pipeline import plan_load
 from flows.settings import LoadSettings
 from warehouse import pricing, store
+from warehouse.load import open_load
 
 out_dir, org_id, prices_file, *ids = sys.argv[1:]
 settings = LoadSettings(org_id=org_id, out_dir=Path(out_dir), format={format!r})
-plan = plan_load(ids, settings)
+with open_load(settings.out_dir, format=settings.format) as load:
+    plan = plan_load(load, ids, settings)
 assert plan.skipped, "the stored state was not read"
 if settings.writes_duckdb:
     con = store.connect(Path(out_dir) / store.DATABASE_FILE)

@@ -23,7 +23,12 @@ from warehouse import landing
 
 
 def snapshot_files(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    """Every file a reader may open (not `_loads/`, where loads keep their manifests and sequence)."""
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.relative_to(folder).parts[0] != "_loads"
+    }
 
 
 def test_disk_full_during_a_part_removes_the_temp_file_and_keeps_the_old_part(
@@ -48,16 +53,16 @@ def test_a_failed_chunk_leaves_none_of_its_parts(tmp_path: Path, monkeypatch: py
     real_write = landing.write_part
     calls = {"n": 0}
 
-    def fail_second(table: pa.Table, path: Path) -> Path:
+    def fail_second(table: pa.Table, path: Path, **kwargs: Any) -> Path:
         calls["n"] += 1
         if calls["n"] == 2:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write(table, path)
+        return real_write(table, path, **kwargs)
 
     monkeypatch.setattr(landing, "write_part", fail_second)
     tables = {name: _one_row(name) for name in ("runs", "turns", "fetch_log")}
     with pytest.raises(OSError):
-        landing.write_chunk(tmp_path, "load", 1, tables)
+        landing.write_chunk(tmp_path, "load", "main-0001", tables)
     assert list(tmp_path.rglob("*.parquet")) == [], "the part written before the failure is removed"
 
 

@@ -1,4 +1,4 @@
-"""The analytics views (`analytics.sql`): installed in `OUT/piper.duckdb` and appended to `current_state.sql`.
+"""The analytics views (`analytics.sql`): installed in `OUT/piper.duckdb` and written into `current_state.sql`.
 
 The views are defined once, as SQL over the tables `runs`, `turns`, `criteria_results` and
 `token_prices`, so the same text works wherever those four names resolve: inside the DuckDB file,
@@ -9,12 +9,10 @@ from __future__ import annotations
 
 from datetime import datetime
 from importlib.resources import files
-from pathlib import Path
 
 import duckdb
 
 from warehouse import pricing
-from warehouse.views import CURRENT_STATE_FILE
 
 VIEWS = {
     "scenario_summary": "per scenario: runs by status, run and criteria pass rates, durations, tokens, cost",
@@ -64,23 +62,3 @@ def install(con: duckdb.DuckDBPyConnection, prices: pricing.PriceList | None, pr
         con.execute("ROLLBACK")
         raise
     con.execute("CHECKPOINT")
-
-
-def append_to_current_state_sql(out_dir: Path, parquet_root: Path) -> Path:
-    """Add `token_prices` and the analytics views to `OUT/current_state.sql` (replacing an earlier copy)."""
-    target = out_dir / CURRENT_STATE_FILE
-    text = target.read_text(encoding="utf-8") if target.exists() else ""
-    text = text.split(MARKER, 1)[0].rstrip("\n")
-    inside = parquet_root.is_relative_to(out_dir)
-    relative = parquet_root.relative_to(out_dir).as_posix() if inside else parquet_root.as_posix()
-    present = pricing.prices_part(parquet_root).exists()
-    section = (
-        f"{MARKER} (docs/analytics.md): token prices, then the views over the tables above.\n"
-        + token_prices_view_sql(relative, present)
-        + "\n"
-        + analytics_sql()
-    )
-    tmp = target.with_name(f".{CURRENT_STATE_FILE}.analytics.tmp")
-    tmp.write_text((text + "\n\n" if text else "") + section, encoding="utf-8")
-    tmp.replace(target)
-    return target

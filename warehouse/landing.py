@@ -1,71 +1,76 @@
-"""Parquet landing files: one set of parts per load, each written atomically.
+"""Parquet landing files: the parts a load writes, chunk by chunk, each written atomically.
 
 Layout under a landing root (`OUT/parquet` for `--format parquet|both`, `OUT/_staging` for `duckdb`):
 
-    <root>/<table>/<load_id>-<chunk:05d>.parquet
+    <root>/<table>/<load_id>.<part>.parquet      a chunk's rows of one table
+    <root>/loads/<load_id>.parquet               the load's `loads` row: written last, it commits the load
 
-A part is written to a hidden temporary name in the same folder, flushed to disk, then renamed, so a
-reader never sees a partial file under a `.parquet` name. Load ids start with their UTC start time, so
-sorting them sorts loads in time.
+A part name is chosen by whoever lands the chunk (`main-0001`, `task-0003-0002`, `skipped`, `unsent`):
+unique within the load, never computed from another part's number. Within a chunk the `fetch_log`
+part is written last, so it marks the chunk complete. Parts written by piper-etl before 0.2 are named
+`<load_id>-<chunk:05d>.parquet` and are still read.
 """
 
 from __future__ import annotations
 
-import os
 import secrets
 from datetime import datetime
 from pathlib import Path
+from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas.tables import LANDED_TABLES, LOADS
+from warehouse import files
 from warehouse.crash import crash_point
 
 PARQUET_DIR = "parquet"
 STAGING_DIR = "_staging"
-ALL_LANDED = (*LANDED_TABLES, "loads")
-
+LOADS_TABLE = "loads"
+DATA_TABLES = ("runs", "turns", "criteria_results")
 
 # Long free text and per-row ids: a dictionary would hold nearly every value, so building one (and then
 # falling back to plain encoding) only costs CPU. Every other column repeats values and gets one.
 _NO_DICTIONARY = frozenset({"criteria_result_id", "critique", "evidence", "response_content", "body", "error"})
 
 
-def _dictionary_columns(table: pa.Table) -> list[str]:
-    return [name for name in table.column_names if name not in _NO_DICTIONARY]
-
-
 def new_load_id(started_at: datetime) -> str:
-    """A load id that sorts by start time: `20261128T125227123456Z-1a2b3c`."""
+    """A load id that tells people when it began: `20261128T125227123456Z-1a2b3c` (never used for ordering)."""
     return f"{started_at.strftime('%Y%m%dT%H%M%S%fZ')}-{secrets.token_hex(3)}"
 
 
-def part_path(root: Path, table: str, load_id: str, chunk_index: int) -> Path:
-    return root / table / f"{load_id}-{chunk_index:05d}.parquet"
+def part_path(root: Path, table: str, load_id: str, part: str) -> Path:
+    return root / table / f"{load_id}.{part}.parquet"
 
 
-def write_part(table: pa.Table, path: Path) -> Path:
-    """Write `table` to `path` atomically (temporary file, fsync, rename); returns `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "wb") as sink:
-            pq.write_table(table, sink, compression="zstd", use_dictionary=_dictionary_columns(table))
-            sink.flush()
-            os.fsync(sink.fileno())
+def load_row_path(root: Path, load_id: str) -> Path:
+    return root / LOADS_TABLE / f"{load_id}.parquet"
+
+
+def load_id_of(part: Path) -> str:
+    """The load id a part file belongs to (both the current and the pre-0.2 naming)."""
+    stem = part.name.removesuffix(".parquet")
+    if "." in stem:
+        return stem.split(".", 1)[0]
+    return stem.rsplit("-", 1)[0] if stem.count("-") >= 2 else stem
+
+
+def write_part(table: pa.Table, path: Path, *, tag: str = "") -> Path:
+    """Write `table` to `path` atomically; returns `path`."""
+    def write(sink: BinaryIO) -> None:
+        names = [name for name in table.column_names if name not in _NO_DICTIONARY]
+        pq.write_table(table, sink, compression="zstd", use_dictionary=names)
         crash_point("parquet-written")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+
+    return files.write_atomically(path, write, tag=tag)
 
 
-def write_chunk(root: Path, load_id: str, chunk_index: int, tables: dict[str, pa.Table]) -> list[Path]:
+def write_chunk(root: Path, load_id: str, part: str, tables: dict[str, pa.Table]) -> list[Path]:
     """Land one chunk's tables; empty tables write no file. The fetch log is written last.
 
-    Writing `fetch_log` last makes its part the marker of a complete chunk: recovery trusts a chunk's
-    data parts only through the fetch-log part that follows them.
+    A chunk lands whole or not at all: a failure removes the parts it wrote, and a kill leaves data
+    parts without their `fetch_log` part, which recovery deletes.
     """
     written: list[Path] = []
     try:
@@ -75,62 +80,77 @@ def write_chunk(root: Path, load_id: str, chunk_index: int, tables: dict[str, pa
             table = tables[name]
             if table.num_rows == 0:
                 continue
-            written.append(write_part(table.cast(LANDED_TABLES[name]), part_path(root, name, load_id, chunk_index)))
+            path = part_path(root, name, load_id, part)
+            written.append(write_part(table.cast(LANDED_TABLES[name]), path, tag=load_id))
     except BaseException:
-        for part in written:  # a chunk lands whole or not at all
-            part.unlink(missing_ok=True)
+        for path in written:
+            path.unlink(missing_ok=True)
         raise
     return written
 
 
 def write_load_row(root: Path, load_row: dict[str, object]) -> Path:
-    """Land the `loads` row of a finished load as its own part."""
+    """Land the `loads` row of a finished load: the last file of a load, which commits it."""
+    load_id = str(load_row["load_id"])
     table = pa.Table.from_pylist([load_row], schema=LOADS)
-    return write_part(table, root / "loads" / f"{load_row['load_id']}.parquet")
+    return write_part(table, load_row_path(root, load_id), tag=load_id)
+
+
+def read_load_row(root: Path, load_id: str) -> dict[str, object] | None:
+    """The landed `loads` row of one load, if it got that far."""
+    path = load_row_path(root, load_id)
+    if not path.exists():
+        return None
+    rows: list[dict[str, object]] = pq.read_table(path).to_pylist()
+    return rows[0] if rows else None
+
+
+def committed_load_ids(root: Path) -> set[str]:
+    """The loads whose `loads` row has landed under `root`."""
+    folder = root / LOADS_TABLE
+    if not folder.is_dir():
+        return set()
+    return {path.name.removesuffix(".parquet") for path in folder.glob("*.parquet")}
 
 
 def load_parts(root: Path, load_id: str, table: str) -> list[Path]:
-    """The landed parts of one table for one load, in chunk order."""
+    """The landed parts of one table for one load, in part-name order."""
     folder = root / table
     if not folder.is_dir():
         return []
-    return sorted(folder.glob(f"{load_id}-*.parquet"))
+    return sorted({*folder.glob(f"{load_id}.*.parquet"), *folder.glob(f"{load_id}-*.parquet")})
 
 
-def landed_load_ids(root: Path) -> list[str]:
-    """Every load id with at least one complete chunk under `root`, oldest first."""
-    folder = root / "fetch_log"
-    if not folder.is_dir():
-        return []
-    return sorted({p.name.rsplit("-", 1)[0] for p in folder.glob("*.parquet")})
+def chunk_of(part: Path) -> str:
+    """The part name shared by the files of one chunk (what follows the load id)."""
+    return part.name.removesuffix(".parquet")
 
 
-def remove_load(root: Path, load_id: str) -> None:
-    """Delete every part of one load under `root` (used for the staging area once merged)."""
-    for table in ALL_LANDED:
-        for part in load_parts(root, load_id, table):
-            part.unlink(missing_ok=True)
-        (root / table / f"{load_id}.parquet").unlink(missing_ok=True)
-
-
-def remove_incomplete_chunks(root: Path) -> int:
-    """Delete data parts whose chunk never got its fetch-log part (the writer was killed in between)."""
-    complete = {part.stem for part in (root / "fetch_log").glob("*.parquet")}
+def remove_incomplete_chunks(root: Path, load_id: str) -> int:
+    """Delete this load's data parts whose chunk never got its fetch-log part (the writer died in between)."""
+    complete = {chunk_of(part) for part in load_parts(root, load_id, "fetch_log")}
     removed = 0
-    for name in LANDED_TABLES:
-        if name == "fetch_log":
-            continue
-        for part in (root / name).glob("*.parquet"):
-            if part.stem not in complete:
+    for table in LANDED_TABLES:
+        for part in load_parts(root, load_id, table):
+            if chunk_of(part) not in complete:
                 part.unlink(missing_ok=True)
                 removed += 1
     return removed
 
 
-def remove_stale_temp_files(root: Path) -> int:
-    """Delete temporary files that a killed writer left behind; returns how many. One writer at a time."""
+def remove_temporary_files(root: Path, load_id: str) -> int:
+    """Delete the temporary files this load's writer left behind (it was killed mid-write)."""
     removed = 0
-    for tmp in root.glob("*/.*.tmp"):
+    for tmp in root.glob(f"*/.*.{load_id}.*{files.TMP_SUFFIX}"):
         tmp.unlink(missing_ok=True)
         removed += 1
     return removed
+
+
+def remove_load(root: Path, load_id: str) -> None:
+    """Delete every file of one load under `root` (a staging area once merged, or a load that landed nothing)."""
+    for table in LANDED_TABLES:
+        for part in load_parts(root, load_id, table):
+            part.unlink(missing_ok=True)
+    load_row_path(root, load_id).unlink(missing_ok=True)
+    remove_temporary_files(root, load_id)

@@ -1,91 +1,95 @@
-"""One load's merge into `OUT/piper.duckdb`: its rows inserted as its chunks land, made current by one COMMIT.
+"""One load's merge into `OUT/piper.duckdb`: its rows inserted from its landed parts, made current by one COMMIT.
 
-A `LoadMerge` opens a transaction on the writer connection. `add_chunk` inserts one landed chunk's
-`runs`, `turns` and `criteria_results` rows while the load is still fetching (DuckDB compresses and
-writes full row groups as they come, see `store.ROW_GROUP_SIZE`); `commit` inserts whatever landed
-parts were not added yet, then settles keys and commits. Until that COMMIT nothing of the load is
-visible, and a crash leaves the database as it was: the landed parts are merged again by the next load.
+A `Merge` begins a transaction on the writer connection. `insert_chunk` inserts one landed chunk's
+`runs`, `turns` and `criteria_results` rows while the load may still be fetching; `commit` inserts
+the parts not inserted yet, the load's `fetch_log`, `rejected_payloads` and `loads` rows, settles
+which rows are current, and commits. Until that COMMIT nothing of the load is visible, and a crash
+leaves the database as it was.
 
-How `commit` settles the keys, with this load's rows already inserted (tagged `_load_id`):
-1. A run that a newer load already stored stays as that load stored it: this load's copy is removed.
-2. This load's runs replace their earlier rows in all three tables (children included), as do rows
-   whose own key (`turn_result_id`, `criteria_result_id`) this load brings again.
-3. A run that two sessions of this load returned keeps one copy per key, with the same tie-break as
-   the Parquet current-state views (warehouse/views.py): the greater `session_id`.
+Which rows are current (the same rule as the Parquet views of `warehouse/views.py`):
+a *run version* is a `fetch_log` row with outcome `loaded` (a session's run as one load stored it).
+A version is current when no version of the same `run_id` is newer and no version of the same
+`session_id` is newer, newer meaning a greater `loads.load_seq` (see `warehouse/leases.py`), then,
+within one load, a greater `session_id`. The rows of `runs`, `turns` and `criteria_results` that
+belong to a version that is not current are deleted. So two sessions returning one run id leave the
+greater session's copy with its own children; a session whose run id changed keeps only its newest
+run; a turn or criteria result id reported under two runs stays under both (see the view
+`key_collisions`). Adding a version never makes an older one current again, so the database, which
+keeps only current rows, always equals the rule applied to the whole history, in any merge order.
 """
 
 from __future__ import annotations
 
-import json
 from contextlib import suppress
-from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
-import pyarrow.parquet as pq
 
-from schemas.tables import PRIMARY_KEYS
 from warehouse.crash import crash_point
 from warehouse.ddl import quote_ident
-from warehouse.landing import load_parts, part_path
+from warehouse.landing import DATA_TABLES, load_parts, part_path
 
-DATA_TABLES = ("runs", "turns", "criteria_results")
-MERGE_WHILE_FETCHING_UP_TO = 20_000
-"""The most sessions a load fetches for which `run_load` opens its merge before fetching.
+_TOUCHED = """CREATE OR REPLACE TEMP TABLE merge_touched AS
+    SELECT DISTINCT run_id, session_id FROM fetch_log WHERE load_id = ? AND outcome = 'loaded'"""
+_VERSIONS = """CREATE OR REPLACE TEMP TABLE merge_versions AS
+    WITH groups AS (
+        SELECT run_id, session_id FROM fetch_log
+        WHERE outcome = 'loaded' AND (run_id IN (SELECT run_id FROM merge_touched)
+                                      OR session_id IN (SELECT session_id FROM merge_touched))
+    )
+    SELECT f.run_id, f.session_id, f.load_id,
+           row_number() OVER (PARTITION BY f.run_id
+                              ORDER BY coalesce(l.load_seq, 0) DESC, f.load_id DESC, f.session_id DESC) = 1
+           AND row_number() OVER (PARTITION BY f.session_id
+                                  ORDER BY coalesce(l.load_seq, 0) DESC, f.load_id DESC) = 1 AS is_current
+    FROM fetch_log f JOIN loads l USING (load_id)
+    WHERE f.outcome = 'loaded' AND (f.run_id IN (SELECT run_id FROM groups)
+                                    OR f.session_id IN (SELECT session_id FROM groups))"""
 
-An open transaction holds DuckDB's memory (its buffer pool, up to `store.DUCKDB_CONFIG`'s limit, and
-what it inserted) for as long as the load fetches: measured on the bench, a 200,000-session load
-peaked at 590 MB with the merge open from the start against 450 MB with the merge after the fetch.
-Larger loads merge after their fetch, where those seconds matter less.
-"""
 
-
-class LoadMerge:
+class Merge:
     """The open transaction of one load's merge; `commit` or `rollback` ends it."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, root: Path, load_id: str) -> None:
         self.con, self.root, self.load_id = con, root, load_id
-        self.added: set[Path] = set()
+        self.inserted: set[Path] = set()
         con.execute("BEGIN TRANSACTION")
         self.open = True
 
-    def add_chunk(self, chunk_index: int) -> None:
-        """Insert the data rows of one landed chunk from its parts; its `fetch_log` rows wait for `commit`."""
+    def insert_chunk(self, part: str) -> None:
+        """Insert the data rows of one landed chunk; its `fetch_log` rows wait for `commit`."""
         for table in DATA_TABLES:
-            path = part_path(self.root, table, self.load_id, chunk_index)
-            if path.exists() and path not in self.added:
+            path = part_path(self.root, table, self.load_id, part)
+            if path not in self.inserted and path.exists():
                 self._insert(table, [path])
 
-    def commit(self, load_row: dict[str, object] | None) -> dict[str, object]:
-        """Add the parts not added yet, settle the keys, write the log tables and the `loads` row, COMMIT.
+    def commit(self, load_row: dict[str, object]) -> dict[str, int]:
+        """Insert what is left, the log tables and the `loads` row, settle the current rows, COMMIT.
 
-        `load_row` is the `loads` row; None for a load recovered from its landed parts, whose row is
-        then read from its landed `loads` part or rebuilt from its fetch log. Returns the row written.
+        Returns how many rows of each data table this load holds in the current state.
         """
         con, load_id = self.con, self.load_id
         for table in DATA_TABLES:
-            rest = [path for path in load_parts(self.root, load_id, table) if path not in self.added]
+            rest = [path for path in load_parts(self.root, load_id, table) if path not in self.inserted]
             if rest:
                 self._insert(table, rest)
-        written = self._settle_keys()
         for table in ("fetch_log", "rejected_payloads"):
             con.execute(f"DELETE FROM {quote_ident(table)} WHERE load_id = ?", [load_id])
             parts = load_parts(self.root, load_id, table)
             if parts:
                 _insert_parts(con, table, parts)
-        row = load_row if load_row is not None else _landed_load_row(self.root, load_id)
-        row = row if row is not None else _recovered_load_row(con, load_id, written)
         con.execute("DELETE FROM loads WHERE load_id = ?", [load_id])
-        columns = list(row)
+        columns = list(load_row)
         con.execute(
             f"INSERT INTO loads ({', '.join(quote_ident(c) for c in columns)}) "
             f"VALUES ({', '.join('?' for _ in columns)})",
-            [row[c] for c in columns],
+            [load_row[c] for c in columns],
         )
+        kept = self._settle()
         crash_point("merge-uncommitted")
         con.execute("COMMIT")
         self.open = False
-        return row
+        return kept
 
     def rollback(self) -> None:
         """End the transaction without committing; a no-op after `commit`.
@@ -100,48 +104,35 @@ class LoadMerge:
 
     def _insert(self, table: str, parts: list[Path]) -> None:
         _insert_parts(self.con, table, parts)
-        self.added.update(parts)
+        self.inserted.update(parts)
 
-    def _settle_keys(self) -> dict[str, int]:
-        """Steps 1 to 3 of the module docstring; returns the rows this load keeps per table."""
-        con, load_id = self.con, self.load_id
-        newer = "SELECT run_id FROM runs WHERE _load_id > $load"
-        for table in ("criteria_results", "turns", "runs"):  # step 1 (runs last: `newer` reads them)
-            con.execute(f"DELETE FROM {table} WHERE _load_id = $load AND run_id IN ({newer})", {"load": load_id})
-        for table in DATA_TABLES:
-            key = quote_ident(PRIMARY_KEYS[table])
-            con.execute(
-                f"CREATE OR REPLACE TEMP TABLE new_{table} AS SELECT DISTINCT run_id, {key} AS key "
-                f"FROM {table} WHERE _load_id = ?",
-                [load_id],
-            )
-        for table in ("criteria_results", "turns", "runs"):  # step 2
-            key = quote_ident(PRIMARY_KEYS[table])
-            con.execute(
-                f"DELETE FROM {table} WHERE _load_id <> ? AND (run_id IN (SELECT run_id FROM new_runs) "
-                f"OR {key} IN (SELECT key FROM new_{table}))",
-                [load_id],
-            )
-        written: dict[str, int] = {}
-        for table in DATA_TABLES:  # step 3
-            key = quote_ident(PRIMARY_KEYS[table])
-            written[table] = _count(con, f"SELECT count(DISTINCT key) FROM new_{table}")
-            if _count(con, f"SELECT count(*) FROM {table} WHERE _load_id = ?", [load_id]) != written[table]:
+    def _settle(self) -> dict[str, int]:
+        """Delete the rows of versions that are no longer current (module docstring)."""
+        con = self.con
+        con.execute(_TOUCHED, [self.load_id])
+        con.execute(_VERSIONS)
+        losers = _count(con, "SELECT count(*) FROM merge_versions WHERE NOT is_current")
+        if losers:
+            for table in DATA_TABLES:
                 con.execute(
-                    f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM (SELECT rowid, row_number() OVER "
-                    f"(PARTITION BY {key} ORDER BY _loaded_at DESC, session_id DESC) AS copy "
-                    f"FROM {table} WHERE _load_id = ?) WHERE copy > 1)",
-                    [load_id],
+                    f"DELETE FROM {table} USING merge_versions v WHERE NOT v.is_current "
+                    f"AND {table}.run_id = v.run_id AND {table}.session_id = v.session_id "
+                    f"AND {table}._load_id = v.load_id"
                 )
-            con.execute(f"DROP TABLE new_{table}")
-        return written
+        kept = {
+            table: _count(con, f"SELECT count(*) FROM {table} WHERE _load_id = ?", [self.load_id])
+            for table in DATA_TABLES
+        }
+        con.execute("DROP TABLE merge_versions")
+        con.execute("DROP TABLE merge_touched")
+        return kept
 
 
-def merge_load(
-    con: duckdb.DuckDBPyConnection, root: Path, load_id: str, load_row: dict[str, object] | None
-) -> dict[str, object]:
-    """Merge one whole landed load in a single transaction (a load merged after its fetch, or recovered)."""
-    merge = LoadMerge(con, root, load_id)
+def merge_landed_load(
+    con: duckdb.DuckDBPyConnection, root: Path, load_id: str, load_row: dict[str, object]
+) -> dict[str, int]:
+    """Merge one whole landed load in a single transaction (catching up, or recovering)."""
+    merge = Merge(con, root, load_id)
     try:
         return merge.commit(load_row)
     except BaseException:
@@ -159,35 +150,3 @@ def _insert_parts(con: duckdb.DuckDBPyConnection, table: str, parts: list[Path])
 def _count(con: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None = None) -> int:
     row = con.execute(sql, params or []).fetchone()
     return int(row[0]) if row else 0
-
-
-def _landed_load_row(root: Path, load_id: str) -> dict[str, object] | None:
-    """The `loads` row a finished Parquet load landed, if it got that far."""
-    path = root / "loads" / f"{load_id}.parquet"
-    if not path.exists():
-        return None
-    rows: list[dict[str, object]] = pq.read_table(path).to_pylist()
-    return rows[0] if rows else None
-
-
-def _recovered_load_row(con: duckdb.DuckDBPyConnection, load_id: str, written: dict[str, int]) -> dict[str, object]:
-    counts = dict(
-        con.execute("SELECT outcome, count(*) FROM fetch_log WHERE load_id = ? GROUP BY outcome", [load_id]).fetchall()
-    )
-    first = con.execute("SELECT min(fetched_at) FROM fetch_log WHERE load_id = ?", [load_id]).fetchone()
-    return {
-        "load_id": load_id,
-        "started_at": first[0] if first and first[0] else datetime.now(UTC),
-        "finished_at": datetime.now(UTC),
-        "status": "recovered",
-        "sessions_requested": sum(counts.values()),
-        "sessions_loaded": counts.get("loaded", 0),
-        "sessions_not_found": counts.get("not_found", 0),
-        "sessions_failed": counts.get("failed", 0),
-        "sessions_rejected": counts.get("rejected", 0),
-        "sessions_skipped": counts.get("skipped", 0),
-        "runs_written": written.get("runs", 0),
-        "turns_written": written.get("turns", 0),
-        "criteria_results_written": written.get("criteria_results", 0),
-        "parameters": json.dumps({"recovered": True, "note": "merged from landed parts of an interrupted load"}),
-    }

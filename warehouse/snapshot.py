@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import shutil
 from pathlib import Path
+
+from warehouse import files
 
 SNAPSHOT_FILE = "piper-bi.duckdb"
 _COPY_BUFFER = 1 << 20
@@ -45,34 +46,13 @@ def publish_snapshot(database: Path, target: Path) -> Path | None:
     wal = database.with_name(database.name + ".wal")
     if wal.exists() and wal.stat().st_size > 0:
         raise SnapshotError(f"{database} has a write-ahead log ({wal.name}): run CHECKPOINT before publishing")
-    for stale in target.parent.glob(f".{target.name}.*.tmp"):  # left by a publish that was killed
+    for stale in target.parent.glob(f".{target.name}.*.tmp"):  # left by a killed publish (one at a time)
         stale.unlink(missing_ok=True)
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(database, "rb") as source, open(tmp, "wb") as sink:
-            shutil.copyfileobj(source, sink, _COPY_BUFFER)
-            sink.flush()
-            os.fsync(sink.fileno())
+    with open(database, "rb") as source:
         try:
-            os.replace(tmp, target)
+            return files.write_atomically(target, lambda sink: shutil.copyfileobj(source, sink, _COPY_BUFFER))
         except PermissionError:
+            if os.name != "nt":
+                raise
             logger.warning("%s is held open by a reader that Windows will not let go of; not replaced", target)
             return None
-        _fsync_folder(target.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -96,14 +96,14 @@ def merged_load_ids(con: duckdb.DuckDBPyConnection) -> set[str]:
     return {row[0] for row in con.execute("SELECT load_id FROM loads").fetchall()}
 
 
-def final_session_runs(con: duckdb.DuckDBPyConnection, session_ids: Iterable[str]) -> dict[str, str]:
-    """session_id -> run_id for the requested sessions whose stored run is final (passed, failed, error)."""
+def final_session_runs(con: duckdb.DuckDBPyConnection, session_ids: Iterable[str]) -> dict[str, tuple[str, str]]:
+    """session_id -> (run_id, load_id) for the requested sessions whose current run is final."""
     # A list parameter, not a registered Arrow table: DuckDB's `register` imports pandas (0.25 s).
     rows = con.execute(
-        "SELECT r.session_id, max(r.run_id) FROM runs r "
+        "SELECT r.session_id, max(r.run_id), max(r._load_id) FROM runs r "
         "JOIN (SELECT unnest(?::VARCHAR[]) AS session_id) q USING (session_id) "
         "WHERE r.status IN (SELECT unnest(?::VARCHAR[])) "
         "GROUP BY r.session_id",
         [list(session_ids), list(FINAL_STATUSES)],
     ).fetchall()
-    return {row[0]: row[1] for row in rows}
+    return {row[0]: (row[1], row[2]) for row in rows}

@@ -1,0 +1,349 @@
+"""A load's writes as one transaction: open it, land chunks, commit; nothing is visible before the commit.
+
+    with open_load(out_dir, format="both", lock_timeout=30, expected_sessions=n) as load:
+        skipped = load.stored_final_runs(session_ids)
+        load.land("main-0001", tables)        # or, in another process: land_chunk(load.target, ...)
+        committed = load.commit(status, counts, parameters, prices=None)
+
+Opening a load takes its lease (`warehouse/leases.py`), finishes what dead loads left
+(`warehouse/recovery.py`), and, when the load writes DuckDB and nobody else holds the database,
+opens it as the writer and catches it up with the Parquet files. The commit lands the `loads` row
+(the Parquet commit), merges into DuckDB in one transaction, then publishes the views, the prices and
+the BI snapshot. Leaving the block without a commit (an error, Ctrl-C) rolls the DuckDB transaction
+back and releases the lease; the chunks already landed are committed as `recovered` by the next load.
+
+Chunks are inserted into the open DuckDB transaction while the load still fetches, by a worker thread
+of this object (`land` hands it each chunk; chunks landed by other processes are found in the landing
+folder), for loads of up to `MERGE_WHILE_FETCHING_UP_TO` sessions: see docs/performance.md, merge.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import queue
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Literal
+
+import duckdb
+import pyarrow as pa
+
+from warehouse import files, landing, leases, publish, recovery, store, views
+from warehouse.crash import crash_point
+from warehouse.merge import Merge
+from warehouse.pricing import PriceList
+from warehouse.records import LoadCounts, load_row
+
+OutputFormat = Literal["duckdb", "parquet", "both"]
+FORMATS: tuple[OutputFormat, ...] = ("duckdb", "parquet", "both")
+MERGE_WHILE_FETCHING_UP_TO = 20_000
+"""The most sessions a load fetches for which its DuckDB transaction is open while it fetches.
+
+An open transaction holds DuckDB's memory for as long as the load fetches; larger loads merge after
+their fetch, where those seconds matter less (docs/performance.md, memory).
+"""
+WATCH_INTERVAL = 0.05
+"""Seconds between two looks into the landing folder for chunks landed by other processes (Prefect tasks)."""
+
+_WAKE = ""  # not a part name: wakes the worker thread so that it starts watching
+
+
+@dataclass(frozen=True)
+class LoadTarget:
+    """Where one load's chunks land: plain values, safe to hand to a Prefect task in another process."""
+
+    out_dir: str
+    load_id: str
+    landing_root: str
+    loaded_at: datetime
+
+
+@dataclass(frozen=True)
+class Committed:
+    """What the commit did: the `loads` row, whether DuckDB holds the load, the verdict summary if asked."""
+
+    load_row: dict[str, object]
+    merged: bool
+    verdicts_markdown: str | None = None
+
+
+def land_chunk(target: LoadTarget, part: str, tables: Mapping[str, pa.Table]) -> None:
+    """Write one chunk's tables as Parquet parts of the load (whole or not at all)."""
+    landing.write_chunk(Path(target.landing_root), target.load_id, part, dict(tables))
+
+
+class LoadTransaction:
+    """One load's writes into one output folder; made by `open_load`, ended by `commit` or by leaving the block."""
+
+    def __init__(self, out_dir: Path, format: OutputFormat, lease: leases.Lease, started_at: datetime,
+                 lock_timeout: float) -> None:
+        self.out_dir, self.format, self.lock_timeout = out_dir, format, lock_timeout
+        self.started_at = started_at
+        self._lease = lease
+        self.load_id = lease.manifest.load_id
+        self.load_seq = lease.manifest.load_seq
+        self.root = out_dir / lease.manifest.landing_root
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._merge: Merge | None = None
+        self._inserter: _Inserter | None = None
+        self._insert_while_fetching = False
+        self._fetching = False
+        self.done = False
+
+    @property
+    def writes_parquet(self) -> bool:
+        return self.format in ("parquet", "both")
+
+    @property
+    def writes_duckdb(self) -> bool:
+        return self.format in ("duckdb", "both")
+
+    @property
+    def target(self) -> LoadTarget:
+        return LoadTarget(str(self.out_dir), self.load_id, str(self.root), self.started_at)
+
+    def __enter__(self) -> LoadTransaction:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    # -- before fetching -------------------------------------------------------------------------
+
+    def stored_final_runs(self, session_ids: list[str]) -> dict[str, str]:
+        """session_id -> run_id for the sessions whose current run is final in every store this load writes.
+
+        DuckDB answers when this load holds it; for `both` only runs whose load is also committed in
+        the Parquet files count. Without the database (another writer holds it) `both` reads the
+        Parquet state (DuckDB catches up with it at the commit) and `duckdb` skips nothing.
+        """
+        if not session_ids:
+            return {}
+        parquet_root = self.out_dir / landing.PARQUET_DIR
+        if self.writes_duckdb and self._con is not None:
+            found = store.final_session_runs(self._con, session_ids)
+            if not self.writes_parquet:
+                return {session: run for session, (run, _) in found.items()}
+            committed = landing.committed_load_ids(parquet_root)
+            return {session: run for session, (run, load_id) in found.items() if load_id in committed}
+        if self.format == "duckdb" or not views.present_tables(parquet_root):
+            return {}
+        con = views.open_current_state(parquet_root)
+        try:
+            return {session: run for session, (run, _) in store.final_session_runs(con, session_ids).items()}
+        finally:
+            con.close()
+
+    # -- while fetching --------------------------------------------------------------------------
+
+    def land(self, part: str, tables: Mapping[str, pa.Table]) -> None:
+        """Land one chunk; while the DuckDB transaction is open, its rows are inserted by the worker thread."""
+        self._begin_fetching(watch=False)
+        land_chunk(self.target, part, tables)
+        if self._inserter is not None:
+            self._inserter.put(part)
+
+    def watch(self) -> None:
+        """Insert the chunks that other processes land for this load as they appear (the flow's tasks)."""
+        self._begin_fetching(watch=True)
+        if self._inserter is not None and not self._inserter.watching:
+            self._inserter.watching = True
+            self._inserter.put(_WAKE)
+
+    def _begin_fetching(self, *, watch: bool) -> None:
+        """On the first chunk: open the DuckDB transaction the chunks go into, or let the database go."""
+        if self._fetching:
+            return
+        self._fetching = True
+        if self._con is None:
+            return
+        if not self._insert_while_fetching:
+            self._con.close()  # merged after the fetch: do not hold the lock (and DuckDB's memory) meanwhile
+            self._con = None
+            return
+        self._merge = Merge(self._con, self.root, self.load_id)
+        self._inserter = _Inserter(self._merge, self.root / "fetch_log", self.load_id, watch=watch)
+        self._inserter.start()
+
+    # -- the end ---------------------------------------------------------------------------------
+
+    def commit(
+        self, status: str, counts: LoadCounts, parameters: Mapping[str, object], *,
+        prices: PriceList | None = None, summarize: bool = False,
+    ) -> Committed:
+        """Land the `loads` row, merge into DuckDB, publish; raises `store.WarehouseLocked` when the database
+        stays locked for `lock_timeout` (the Parquet commit stands; the next load merges this one).
+        """
+        if self.done:
+            raise RuntimeError(f"load {self.load_id} has ended already")
+        self._stop_inserting()
+        row = load_row(load_id=self.load_id, load_seq=self.load_seq, started_at=self.started_at,
+                       finished_at=datetime.now(UTC), status=status, counts=counts, parameters=parameters)
+        landing.write_load_row(self.root, row)  # the Parquet commit; for a duckdb-only load, its intent
+        now = datetime.now(UTC)
+        parquet_root = self.out_dir / landing.PARQUET_DIR
+        if self.writes_parquet:
+            publish.publish_parquet(self.out_dir, parquet_root, prices, now)
+        verdicts: str | None = None
+        merged = False
+        if self.writes_duckdb:
+            con = self._writer(wait=True)
+            if self._merge is None:
+                recovery.catch_up(con, parquet_root)
+                if self.load_id not in store.merged_load_ids(con):
+                    self._merge = Merge(con, self.root, self.load_id)
+            if self._merge is not None:
+                self._merge.commit(row)
+                self._merge = None
+            crash_point("merged")
+            merged = True
+            verdicts = publish.publish_duckdb(con, self.out_dir, prices, now, summarize=summarize)
+            if not self.writes_parquet:
+                landing.remove_load(self.root, self.load_id)
+                files.prune_empty_folders(self.root)
+        self.done = True
+        self.close()
+        return Committed(row, merged, verdicts)
+
+    def close(self) -> None:
+        """Roll back what was not committed, close the database and release the lease; idempotent."""
+        try:
+            self._stop_inserting(raise_error=False)
+            if self._merge is not None:
+                self._merge.rollback()
+                self._merge = None
+        finally:
+            if self._con is not None:
+                self._con.close()
+                self._con = None
+            if self._lease.held:
+                # After a commit the files need nobody; otherwise the next load recovers them.
+                self._lease.release(forget=self.done)
+
+    # -- the DuckDB writer -----------------------------------------------------------------------
+
+    def _recover(self, dead: list[leases.Lease], expected_sessions: int) -> None:
+        """Finish what dead loads left; when this load writes DuckDB and the database is free, take it now."""
+        con = None
+        if self.writes_duckdb:
+            try:
+                con = self._writer(wait=False)
+            except store.WarehouseLocked:
+                con = None  # its holder is a live load; this one merges after its fetch
+        recovery.recover(self.out_dir, dead, con)
+        if con is not None:
+            recovery.recover_orphans(self.out_dir, con, mine={self.load_id})
+            recovery.catch_up(con, self.out_dir / landing.PARQUET_DIR)
+            self._insert_while_fetching = expected_sessions <= MERGE_WHILE_FETCHING_UP_TO
+
+    def _writer(self, *, wait: bool) -> duckdb.DuckDBPyConnection:
+        if self._con is None:
+            if wait:
+                release_unused_memory()
+            self._con = store.connect(self.out_dir / store.DATABASE_FILE,
+                                      lock_timeout=self.lock_timeout if wait else 0)
+        return self._con
+
+    def _stop_inserting(self, *, raise_error: bool = True) -> None:
+        inserter, self._inserter = self._inserter, None
+        if inserter is not None:
+            inserter.finish(raise_error=raise_error)
+
+
+class _Inserter(threading.Thread):
+    """Inserts landed chunks into the open DuckDB transaction, one at a time, off the fetching thread."""
+
+    def __init__(self, merge: Merge, fetch_log_folder: Path, load_id: str, *, watch: bool) -> None:
+        super().__init__(name=f"piper-insert-{load_id}", daemon=True)
+        self.merge, self.fetch_log_folder, self.load_id = merge, fetch_log_folder, load_id
+        self.parts: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self.watching = watch
+        self.seen: set[str] = set()
+        self.error: BaseException | None = None
+
+    def put(self, part: str) -> None:
+        self.parts.put(part)
+
+    def run(self) -> None:
+        while True:
+            try:
+                part = self.parts.get(timeout=WATCH_INTERVAL) if self.watching else self.parts.get()
+            except queue.Empty:
+                for found in self._landed_elsewhere():
+                    self.parts.put(found)
+                continue
+            if part is None:
+                return
+            if part == _WAKE or part in self.seen or self.error is not None:
+                continue
+            self.seen.add(part)
+            try:
+                self.merge.insert_chunk(part)
+            except BaseException as exc:  # reported by `finish`, on the thread that commits
+                self.error = exc
+
+    def _landed_elsewhere(self) -> list[str]:
+        prefix = f"{self.load_id}."
+        return [
+            name.removeprefix(prefix).removesuffix(".parquet")
+            for name in _names(self.fetch_log_folder)
+            if name.startswith(prefix) and name.endswith(".parquet")
+            and name.removeprefix(prefix).removesuffix(".parquet") not in self.seen
+        ]
+
+    def finish(self, *, raise_error: bool) -> None:
+        self.parts.put(None)
+        self.join()
+        if raise_error and self.error is not None:
+            raise self.error
+
+
+def _names(folder: Path) -> list[str]:
+    try:
+        return [entry.name for entry in os.scandir(folder)]
+    except FileNotFoundError:
+        return []
+
+
+def release_unused_memory() -> None:
+    """Hand back what the fetch freed but kept before DuckDB takes its share (docs/performance.md, memory).
+
+    pyarrow's allocator keeps freed buffers for reuse, and reference cycles wait for the cycle collector.
+    """
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+
+
+def open_load(
+    out_dir: Path, *, format: OutputFormat, lock_timeout: float = 30.0, expected_sessions: int = 0,
+    now: datetime | None = None,
+) -> LoadTransaction:
+    """Begin a load into `out_dir`: take its lease, recover what dead loads left, and take DuckDB if free.
+
+    `now` (a seam for tests of clock steps): the load's start time; its order among loads
+    (`load_seq`) never falls below that of an earlier load, whatever the clock says.
+    """
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {format!r}")
+    started_at = now or datetime.now(UTC)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    writes_parquet = format in ("parquet", "both")
+    lease = leases.begin(
+        out_dir,
+        load_id=landing.new_load_id(started_at),
+        formats=tuple(f for f in ("parquet", "duckdb") if format in (f, "both")),
+        landing_root=landing.PARQUET_DIR if writes_parquet else landing.STAGING_DIR,
+        started_at=started_at,
+    )
+    load = LoadTransaction(out_dir, format, lease, started_at, lock_timeout)
+    try:
+        load._recover(leases.claim_dead(out_dir), expected_sessions)
+    except BaseException:
+        load.close()
+        raise
+    return load

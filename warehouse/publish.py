@@ -1,0 +1,99 @@
+"""What a committed load publishes: prices, `current_state.sql`, the views, and the snapshot dashboards read."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+
+from warehouse import analytics, files, pricing, reader, snapshot, store, views
+from warehouse.report_data import collect
+from warehouse.report_markdown import summary_markdown
+
+CURRENT_STATE_HEADER = (
+    "-- Current state of the piper-etl Parquet landing files, as DuckDB views.\n"
+    "-- Run from this folder: duckdb -c \".read current_state.sql\" -c \"SELECT * FROM runs LIMIT 5\"\n"
+    "-- Regenerated after every load.\n\n"
+)
+
+
+def write_current_state_file(out_dir: Path, parquet_root: Path) -> Path:
+    """Write `OUT/current_state.sql` in one pass: the current-state views, the prices, the analytics views."""
+    root = views.relative_root(out_dir, parquet_root)
+    text = (
+        CURRENT_STATE_HEADER
+        + views.current_state_sql(root, views.present_tables(parquet_root))
+        + f"\n{analytics.MARKER} (docs/analytics.md): token prices, then the views over the tables above.\n"
+        + analytics.token_prices_view_sql(root, pricing.prices_part(parquet_root).exists())
+        + "\n"
+        + analytics.analytics_sql()
+    )
+    return files.write_text_atomically(out_dir / views.CURRENT_STATE_FILE, text)
+
+
+def publish_parquet(out_dir: Path, parquet_root: Path, prices: pricing.PriceList | None, now: datetime) -> None:
+    """The prices file (when the load set prices) and `current_state.sql`."""
+    if prices is not None:
+        pricing.write_prices_parquet(parquet_root, prices, now)
+    write_current_state_file(out_dir, parquet_root)
+
+
+def publish_duckdb(
+    con: duckdb.DuckDBPyConnection, out_dir: Path, prices: pricing.PriceList | None, now: datetime,
+    *, summarize: bool,
+) -> str | None:
+    """Store the prices and (re)create the views through the writer connection, then publish the snapshot.
+
+    The copy is taken while `con` still holds the database's lock, right after a CHECKPOINT, so it is
+    one whole committed state. `summarize`: returns the verdict summary markdown, read through a cursor
+    of `con` while the snapshot is being copied (the copy waits on the disk, the read on DuckDB).
+    """
+    analytics.install(con, prices, now)  # ends with a CHECKPOINT
+    con.execute(f"CREATE OR REPLACE VIEW current_versions AS {views.CURRENT_VERSIONS_SQL}")
+    con.execute(views.KEY_COLLISIONS_SQL)
+    con.execute("CHECKPOINT")
+    database, target = out_dir / store.DATABASE_FILE, snapshot.snapshot_path(out_dir)
+    if not summarize:
+        snapshot.publish_snapshot(database, target)
+        return None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="piper-snapshot") as pool:
+        copying = pool.submit(snapshot.publish_snapshot, database, target)
+        verdicts = _verdicts_from_writer(con, database)
+        copying.result()
+    return verdicts
+
+
+def _verdicts_from_writer(con: duckdb.DuckDBPyConnection, database: Path) -> str:
+    """The verdict summary of the committed state, read through a cursor of the writer connection."""
+    cursor = con.cursor()
+    try:
+        cursor.execute("SET TimeZone = 'UTC'")  # as `reader.open_analytics`: the cursor's setting only
+        cursor.execute(f"USE {store.CATALOG}")
+        return summary_markdown(collect(reader.Analytics(cursor, database, prices_from_setting=False)))
+    except duckdb.Error as exc:
+        return summary_unavailable(exc)
+    finally:
+        cursor.close()
+
+
+def analytics_markdown(out_dir: Path, *, prefer_snapshot: bool = False) -> str:
+    """The verdict and cost summary of an output folder as markdown ('' when there is nothing to read yet)."""
+    try:
+        opened = reader.open_analytics(out_dir, prefer_snapshot=prefer_snapshot)
+    except reader.NoOutputError:
+        return ""
+    except duckdb.Error as exc:
+        return summary_unavailable(exc)
+    try:
+        return summary_markdown(collect(opened))
+    except duckdb.Error as exc:
+        return summary_unavailable(exc)
+    finally:
+        opened.close()
+
+
+def summary_unavailable(exc: duckdb.Error) -> str:
+    """What stands in for the verdict tables when they cannot be read: a summary never fails its load."""
+    return f"\n(verdict summary unavailable: {exc})\n"
