@@ -10,6 +10,8 @@
 --   in HUGEINT and a result that does not fit BIGINT is NULL (unknown), so no count can make a view fail.
 --   (The flatten already stores a count outside 0..10^12 as NULL: schemas/coerce.py MAX_TOKEN_COUNT.)
 -- * A duration is NULL when the run completed before it started; it never enters a mean or percentile.
+-- * Children join their run by run_id, and criteria their turn by (run_id, turn_result_id): a child id
+--   alone is unique only within its run, so joining by it could multiply rows when ids collide across runs.
 -- * Cost is tokens times the USD-per-million price of the token_prices row marked selected. With no
 --   such row, or no price on it, every cost is NULL (unknown), never 0.
 -- * A day is the UTC calendar day of the run's start, whatever the session's TimeZone setting.
@@ -135,9 +137,9 @@ counted AS (
         sum(input_tokens) AS input_tokens,  -- HUGEINT: the cost below is priced before any overflow
         sum(output_tokens) AS output_tokens,
         max(run_started_at) FILTER (WHERE run_is_final AND verdict = 'FAIL') AS last_failed_at,
-        arg_max(critique, (run_started_at, criteria_result_id))
+        arg_max(critique, (run_started_at, run_id, criteria_result_id))
             FILTER (WHERE run_is_final AND verdict = 'FAIL' AND run_started_at IS NOT NULL) AS latest_failing_critique,
-        arg_max(run_id, (run_started_at, criteria_result_id))
+        arg_max(run_id, (run_started_at, run_id, criteria_result_id))
             FILTER (WHERE run_is_final AND verdict = 'FAIL' AND run_started_at IS NOT NULL) AS latest_failing_run_id
     FROM judged
     GROUP BY scenario_id, scenario_name, criteria_id, criteria_question, criteria_type
@@ -184,6 +186,6 @@ SELECT
     c.criteria_result_id
 FROM criteria_results AS c
 JOIN runs AS r ON c.run_id = r.run_id
-LEFT JOIN turns AS t ON c.turn_result_id = t.turn_result_id
+LEFT JOIN turns AS t ON c.run_id = t.run_id AND c.turn_result_id = t.turn_result_id
 WHERE c.verdict = 'FAIL'
 ORDER BY r.started_at DESC NULLS LAST, c.run_id, c.turn_index, c.criteria_result_id;
