@@ -53,7 +53,8 @@ def add_analytics_commands(commands: Any) -> None:
         help="print pass rates, failing criteria and judge cost; write an offline HTML report",
         description="Print the key tables of an output folder (scenarios, the criteria that fail most, days, "
         "loads) and write a self-contained HTML report with interactive charts that opens without network. "
-        "Reads OUT/parquet, or the snapshot OUT/piper-bi.duckdb; never the file a load writes.",
+        "Reads OUT/parquet when it has files, else the snapshot OUT/piper-bi.duckdb, and names the one it reads "
+        "on stderr; never the file a load writes.",
     )
     report.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default ./{DEFAULT_OUT})")
     report.add_argument("--html", metavar="FILE", help="where to write the HTML report (default OUT/report.html)")
@@ -66,7 +67,7 @@ def add_analytics_commands(commands: Any) -> None:
         help="query the tables and analytics views of an output folder",
         description="Open an in-memory DuckDB with the current state of OUT/parquet (or, for a DuckDB-only "
         "output, the snapshot OUT/piper-bi.duckdb) and the analytics views, and run QUERY. Without QUERY, list "
-        "the tables and views. Exit status 1 when the query fails.",
+        "the tables and views. The store it reads is named on stderr. Exit status 1 when the query fails.",
     )
     sql.add_argument("query", nargs="?", metavar="QUERY", help="SQL to run ('-' reads it from stdin)")
     sql.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default ./{DEFAULT_OUT})")
@@ -91,6 +92,7 @@ def run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO | None = None) -
     except NoOutputError as exc:
         print(f"piper-etl {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    print(f"piper-etl {args.command}: {opened.source_line()}", file=sys.stderr)  # stderr: stdout stays the data
     try:
         if args.command == "report":
             return _report(args, opened)

@@ -91,8 +91,10 @@ def test_sql_tables_print_no_escape_sequence(hostile_out: Path, cli: Cli) -> Non
 def test_sql_errors_that_quote_the_data_print_no_escape_sequence(hostile_out: Path, cli: Cli) -> None:
     result = cli("sql", "--out", str(hostile_out), "SELECT CAST(scenario_name AS INTEGER) FROM runs")
     assert result.code == 1
-    assert result.stderr.startswith("piper-etl sql: error: Conversion Error") and "Refund request" in result.stderr
-    assert not UNSAFE.search(result.stderr.removesuffix("\n"))
+    reading, error = result.stderr.split("\n", 1)
+    assert reading.startswith("piper-etl sql: reading ")
+    assert error.startswith("piper-etl sql: error: Conversion Error") and "Refund request" in error
+    assert not UNSAFE.search(error.removesuffix("\n"))
 
 
 def test_csv_to_a_file_or_pipe_is_faithful(hostile_out: Path, cli: Cli) -> None:
