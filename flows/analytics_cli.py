@@ -53,7 +53,8 @@ def add_analytics_commands(commands: Any) -> None:
         help="print pass rates, failing criteria and judge cost; write an offline HTML report",
         description="Print the key tables of an output folder (scenarios, the criteria that fail most, days, "
         "loads) and write a self-contained HTML report with interactive charts that opens without network. "
-        "Reads OUT/parquet, or the snapshot OUT/piper-bi.duckdb; never the file a load writes.",
+        "Reads OUT/parquet when it has files, else the snapshot OUT/piper-bi.duckdb, and names the one it reads "
+        "on stderr; never the file a load writes.",
     )
     report.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default ./{DEFAULT_OUT})")
     report.add_argument("--html", metavar="FILE", help="where to write the HTML report (default OUT/report.html)")
@@ -66,7 +67,7 @@ def add_analytics_commands(commands: Any) -> None:
         help="query the tables and analytics views of an output folder",
         description="Open an in-memory DuckDB with the current state of OUT/parquet (or, for a DuckDB-only "
         "output, the snapshot OUT/piper-bi.duckdb) and the analytics views, and run QUERY. Without QUERY, list "
-        "the tables and views. Exit status 1 when the query fails.",
+        "the tables and views. The store it reads is named on stderr. Exit status 1 when the query fails.",
     )
     sql.add_argument("query", nargs="?", metavar="QUERY", help="SQL to run ('-' reads it from stdin)")
     sql.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default ./{DEFAULT_OUT})")
@@ -74,8 +75,8 @@ def add_analytics_commands(commands: Any) -> None:
     add_pricing_arguments(sql)
 
 
-def run(args: argparse.Namespace, stdin: TextIO) -> int:
-    """Run `report` or `sql`; usage problems print one error line and return 2."""
+def run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO | None = None) -> int:
+    """Run `report` or `sql`; usage problems print one error line and return 2. Output goes to `stdout`."""
     from flows.settings import price_list
     from warehouse.reader import NoOutputError, open_analytics
 
@@ -91,10 +92,11 @@ def run(args: argparse.Namespace, stdin: TextIO) -> int:
     except NoOutputError as exc:
         print(f"piper-etl {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    print(f"piper-etl {args.command}: {opened.source_line()}", file=sys.stderr)  # stderr: stdout stays the data
     try:
         if args.command == "report":
             return _report(args, opened)
-        return _sql(args, opened, stdin)
+        return _sql(args, opened, stdin, sys.stdout if stdout is None else stdout)
     finally:
         opened.close()
 
@@ -133,8 +135,10 @@ def _report(args: argparse.Namespace, opened: Analytics) -> int:
     return EXIT_OK
 
 
-def _sql(args: argparse.Namespace, opened: Analytics, stdin: TextIO) -> int:
+def _sql(args: argparse.Namespace, opened: Analytics, stdin: TextIO, stdout: TextIO) -> int:
     import duckdb
+
+    from warehouse.report_text import terminal_safe
 
     query = stdin.read() if args.query == "-" else args.query
     if not (query or "").strip():
@@ -145,28 +149,45 @@ def _sql(args: argparse.Namespace, opened: Analytics, stdin: TextIO) -> int:
         names = [d[0] for d in cursor.description] if cursor.description else []
         rows = cursor.fetchall() if names and args.csv else cursor.fetchmany(SQL_ROWS_SHOWN + 1) if names else []
     except duckdb.Error as exc:
-        print(f"piper-etl sql: error: {exc}", file=sys.stderr)
+        print(f"piper-etl sql: error: {terminal_safe(str(exc))}", file=sys.stderr)  # it may quote the data
         return EXIT_QUERY_FAILED
     if not names:
         return EXIT_OK
     if args.csv:
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(names)
-        writer.writerows(rows)
+        # CSV to a file or a pipe is the data, byte for byte; only a terminal gets it cleaned.
+        if stdout.isatty():
+            names = [terminal_safe(name) for name in names]
+            rows = [tuple(terminal_safe(v) if isinstance(v, str) else v for v in row) for row in rows]
+        _write_csv(stdout, names, rows)
         return EXIT_OK
-    _print_table(names, rows)
+    _print_table(names, rows, stdout)
     return EXIT_OK
 
 
-def _print_table(names: list[str], rows: list[tuple[Any, ...]]) -> None:
+def _write_csv(stdout: TextIO, names: list[str], rows: list[tuple[Any, ...]]) -> None:
+    """RFC 4180 CSV with "\n" line ends; a row with a bare carriage return in a value has every field quoted.
+
+    The csv module quotes a value with "\n" in it but not one with a lone "\r" (only the characters of the
+    line terminator count), and readers, Python's own among them, take that "\r" for the end of a line.
+    """
+    plain = csv.writer(stdout, lineterminator="\n")
+    quoted = csv.writer(stdout, lineterminator="\n", quoting=csv.QUOTE_ALL)
+    for row in (names, *rows):
+        (quoted if any(isinstance(value, str) and "\r" in value for value in row) else plain).writerow(row)
+
+
+def _print_table(names: list[str], rows: list[tuple[Any, ...]], stdout: TextIO) -> None:
+    """The first rows as a table, every value cleaned of escape sequences (warehouse/report_text.py)."""
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(*names, highlight=False)
+    from warehouse.report_text import terminal_safe
+
+    table = Table(*(escape(terminal_safe(name)) for name in names), highlight=False)
     for row in rows[:SQL_ROWS_SHOWN]:
-        table.add_row(*(escape("NULL" if value is None else str(value)) for value in row))
-    console = Console(highlight=False, width=None if sys.stdout.isatty() else 100)
+        table.add_row(*(escape(terminal_safe("NULL" if value is None else str(value))) for value in row))
+    console = Console(file=stdout, highlight=False, width=None if stdout.isatty() else 100)
     console.print(table)
     shown = min(len(rows), SQL_ROWS_SHOWN)
     more = " (more not shown: use --csv for every row)" if len(rows) > SQL_ROWS_SHOWN else ""

@@ -16,6 +16,12 @@ from typing import Any
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+MAX_TOKEN_COUNT = 10**12
+"""The largest plausible judge token count of one criteria result; above it (or below 0) a count is unknown.
+
+A trillion tokens is far beyond any judge call (model contexts hold about a million), and over nine million
+counts at the bound still sum inside int64, so one hostile count cannot overflow a total, a view or the report.
+"""
 
 _INT_TEXT = re.compile(r"\s*[+-]?[0-9]+\s*", re.ASCII)
 _MAX_INT_TEXT = 40  # longer digit strings cannot fit int64; checked before int() to bound the work
@@ -97,22 +103,39 @@ def read_int(obj: dict[str, Any], field: str, where: str, *, bits: int) -> int |
     low, high = (INT32_MIN, INT32_MAX) if bits == 32 else (INT64_MIN, INT64_MAX)
     if type(value) is int and low <= value <= high:  # the common case, first
         return value
-    number: int
+    number = _integer(value, where, field)
+    if number is None or not low <= number <= high:
+        raise PayloadRejected(f"{at(where, field)} is out of range for int{bits}: {shown(value)}")
+    return number
+
+
+def read_token_count(obj: dict[str, Any], field: str, where: str) -> int | None:
+    """An optional judge token count: an integer from 0 to :data:`MAX_TOKEN_COUNT`, else unknown (None).
+
+    Accepts what :func:`read_int` accepts and rejects what it rejects (a value that is not an integer).
+    An integer outside the plausible range (negative, or more than any judge call uses) is not a count
+    anyone can sum or price, so it is taken as unknown rather than rejecting the run and its verdicts.
+    """
+    value = obj.get(field)
+    if value is None:
+        return None
+    if type(value) is int:  # the common case, first
+        return value if 0 <= value <= MAX_TOKEN_COUNT else None
+    number = _integer(value, where, field)
+    return number if number is not None and 0 <= number <= MAX_TOKEN_COUNT else None
+
+
+def _integer(value: object, where: str, field: str) -> int | None:
+    """The integer a JSON value stands for; None for integer text too long for any range we store."""
     if isinstance(value, bool):
         raise PayloadRejected(f"{at(where, field)} must be an integer, got {shown(value)}")
     if isinstance(value, int):
-        number = value
-    elif isinstance(value, float) and value.is_integer():
-        number = int(value)
-    elif isinstance(value, str) and _INT_TEXT.fullmatch(value):
-        if len(value.strip()) > _MAX_INT_TEXT:
-            raise PayloadRejected(f"{at(where, field)} is out of range for int{bits}: {shown(value)}")
-        number = int(value)
-    else:
-        raise PayloadRejected(f"{at(where, field)} must be an integer, got {shown(value)}")
-    if not low <= number <= high:
-        raise PayloadRejected(f"{at(where, field)} is out of range for int{bits}: {shown(value)}")
-    return number
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and _INT_TEXT.fullmatch(value):
+        return None if len(value.strip()) > _MAX_INT_TEXT else int(value)
+    raise PayloadRejected(f"{at(where, field)} must be an integer, got {shown(value)}")
 
 
 def read_bool(obj: dict[str, Any], field: str, where: str) -> bool | None:

@@ -13,15 +13,19 @@ Field rules (the contract; see :mod:`schemas.coerce` for the readers):
 * ids are non-empty strings; turn result and criteria result ids are unique within a payload.
 * text and enum-like fields (``status``, ``verdict``, ``criteria_type``) are strings or null, kept
   exactly as sent and never checked against a list: a new verdict or status must load.
-* ``turn_index`` (int32) and tokens (int64) accept ints, integral floats and integer strings.
+* ``turn_index`` (int32) and token counts accept ints, integral floats and integer strings. A token
+  count outside 0..``MAX_TOKEN_COUNT`` (10^12; negative, or more than any judge call uses) is stored as
+  null, unknown: it is not a count anyone can sum or price, and rejecting it would lose the run's verdicts.
 * ``passed`` / ``stopped_early`` accept booleans, ``"true"``/``"false"`` and 0/1.
 * timestamps are ISO 8601; one without a zone is assumed to be UTC; all are stored as UTC.
 * unknown fields are ignored; a missing optional field is null; missing or null lists are empty.
 
 Derived columns: counts of turns, passed turns (``passed`` is true), criteria, and verdicts exactly
-``"PASS"`` / ``"FAIL"``; ``duration_seconds`` when both timestamps are present. Token totals (per turn
-from its criteria, per run from all its criteria) are the sum of the non-null counts, and null when
-there is no non-null count at all (no criteria, or every count null): null means "unknown", never 0.
+``"PASS"`` / ``"FAIL"``; ``duration_seconds`` when both timestamps are present and ``completed_at`` is
+not before ``started_at`` (a negative duration is not a duration; both timestamps are kept as sent).
+Token totals (per turn from its criteria, per run from all its criteria) are the sum of the non-null
+counts, and null when there is no non-null count at all (no criteria, or every count null): null means
+"unknown", never 0.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import pyarrow as pa
 from schemas.coerce import (
     INT64_MAX,
     INT64_MIN,
+    MAX_TOKEN_COUNT,
     PayloadRejected,
     read_bool,
     read_id,
@@ -46,6 +51,7 @@ from schemas.coerce import (
     read_object,
     read_text,
     read_timestamp,
+    read_token_count,
     shown,
 )
 from schemas.tables import DATA_TABLES, UTC_TS
@@ -94,7 +100,7 @@ def _token_total(total: int, known: bool, path: str) -> int | None:
     """The sum of the non-null counts, or None if there are none (see the module docstring)."""
     if not known:
         return None
-    if not INT64_MIN <= total <= INT64_MAX:
+    if not INT64_MIN <= total <= INT64_MAX:  # only past nine million counts of MAX_TOKEN_COUNT each
         raise PayloadRejected(f"{path} total is out of range for int64")
     return total
 
@@ -129,7 +135,9 @@ def flatten_run(payload: object, *, session_id: str, org_id: str, utf8_checked: 
         "started_at": started_at,
         "completed_at": completed_at,
         "duration_seconds": (
-            (completed_at - started_at).total_seconds() if started_at is not None and completed_at is not None else None
+            (completed_at - started_at).total_seconds()
+            if started_at is not None and completed_at is not None and completed_at >= started_at
+            else None
         ),
     }
 
@@ -194,15 +202,15 @@ def flatten_run(payload: object, *, session_id: str, org_id: str, utf8_checked: 
             passes += verdict == "PASS"
             fails += verdict == "FAIL"
             value = get("input_tokens")
-            if value is not None and not (type(value) is int and INT64_MIN <= value <= INT64_MAX):
-                value = read_int(criteria_result, "input_tokens", _criteria_path(turn_pos, pos), bits=64)
+            if value is not None and not (type(value) is int and 0 <= value <= MAX_TOKEN_COUNT):
+                value = read_token_count(criteria_result, "input_tokens", _criteria_path(turn_pos, pos))
             c_input(value)
             if value is not None:
                 turn_in += value
                 in_known = True
             value = get("output_tokens")
-            if value is not None and not (type(value) is int and INT64_MIN <= value <= INT64_MAX):
-                value = read_int(criteria_result, "output_tokens", _criteria_path(turn_pos, pos), bits=64)
+            if value is not None and not (type(value) is int and 0 <= value <= MAX_TOKEN_COUNT):
+                value = read_token_count(criteria_result, "output_tokens", _criteria_path(turn_pos, pos))
             c_output(value)
             if value is not None:
                 turn_out += value

@@ -119,11 +119,6 @@ REJECTIONS: list[tuple[str, object, str]] = [
     ("int", 3, "payload must be an object, got 3"),
     ("null", None, "payload must be an object, got None"),
     ("turn not object", _appended("run", "turn_results", 7), "turn_results[2] must be an object, got 7"),
-    (
-        "token total over int64",
-        _appended("turn", "criteria_results", {"id": "crit-3", "input_tokens": 2**63 - 1}),
-        "turn_results[0].criteria_results input_tokens total is out of range for int64",
-    ),
 ]
 FIELD_REJECTIONS: list[tuple[str, str, object, str]] = [
     ("run", "id", _DROP, "id is missing"),
@@ -140,7 +135,6 @@ FIELD_REJECTIONS: list[tuple[str, str, object, str]] = [
     ("crit", "output_tokens", 1.5, f"{CRIT}.output_tokens must be an integer, got 1.5"),
     ("crit", "input_tokens", True, f"{CRIT}.input_tokens must be an integer, got True"),
     ("crit", "input_tokens", [1], f"{CRIT}.input_tokens must be an integer, got a list"),
-    ("crit", "input_tokens", 2**63, f"{CRIT}.input_tokens is out of range for int64: 9223372036854775808"),
     ("run", "started_at", "yesterday", "started_at is not an ISO 8601 timestamp: 'yesterday'"),
     ("run", "completed_at", 1700000000, "completed_at must be an ISO 8601 timestamp string, got 1700000000"),
     ("turn", "turn_index", 2**31, "turn_results[0].turn_index is out of range for int32: 2147483648"),
@@ -171,10 +165,10 @@ def test_rejections_name_the_field(payload: object, reason: str) -> None:
 ACCEPTED: list[tuple[str, str, object, object]] = [
     ("crit", "input_tokens", "123", 123),
     ("crit", "input_tokens", " 42 ", 42),
-    ("crit", "input_tokens", "-7", -7),
+    ("crit", "input_tokens", "-7", None),  # implausible counts are unknown: tests/test_implausible_counts.py
     ("crit", "input_tokens", 3.0, 3),
     ("crit", "input_tokens", None, None),
-    ("crit", "input_tokens", 2**63 - 1, 2**63 - 1),
+    ("crit", "input_tokens", 2**63 - 1, None),
     ("crit", "verdict", "pass", "pass"),
     ("crit", "critique", "", ""),
     ("turn", "turn_index", "7", 7),

@@ -47,7 +47,9 @@ def test_sql_prints_a_table_or_csv(loaded: Path, cli: Cli) -> None:
 def test_a_failing_query_exits_1_with_duckdbs_message(loaded: Path, cli: Cli) -> None:
     result = cli("sql", "--out", str(loaded), "SELECT no_such_column FROM runs")
     assert result.code == 1 and result.stdout == ""
-    assert result.stderr.startswith('piper-etl sql: error: Binder Error: Referenced column "no_such_column" not found')
+    reading, error = result.stderr.split("\n", 1)
+    assert reading.startswith("piper-etl sql: reading ")  # the store it read: tests/test_which_store.py
+    assert error.startswith('piper-etl sql: error: Binder Error: Referenced column "no_such_column" not found')
 
 
 def test_report_prints_its_tables_and_writes_the_html(loaded: Path, cli: Cli, tmp_path: Path) -> None:

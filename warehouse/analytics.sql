@@ -6,7 +6,12 @@
 -- * A run is final when its status is passed, failed or error. Pass rates count final runs only.
 -- * Criteria pass rates count the verdicts PASS and FAIL only; any other verdict (SKIPPED, ERROR, a new
 --   one, or none) is counted apart in *_other_verdicts, never as a pass and never as a fail.
--- * Tokens count every run, final or not: the judge was paid for them either way.
+-- * Tokens count every run, final or not: the judge was paid for them either way. Token arithmetic is done
+--   in HUGEINT and a result that does not fit BIGINT is NULL (unknown), so no count can make a view fail.
+--   (The flatten already stores a count outside 0..10^12 as NULL: schemas/coerce.py MAX_TOKEN_COUNT.)
+-- * A duration is NULL when the run completed before it started; it never enters a mean or percentile.
+-- * Children join their run by run_id, and criteria their turn by (run_id, turn_result_id): a child id
+--   alone is unique only within its run, so joining by it could multiply rows when ids collide across runs.
 -- * Cost is tokens times the USD-per-million price of the token_prices row marked selected. With no
 --   such row, or no price on it, every cost is NULL (unknown), never 0.
 -- * A day is the UTC calendar day of the run's start, whatever the session's TimeZone setting.
@@ -27,14 +32,15 @@ SELECT
     r.status,
     coalesce(r.status IN ('passed', 'failed', 'error'), false) AS run_is_final,
     r.started_at,
-    r.duration_seconds,
+    CASE WHEN r.duration_seconds >= 0 THEN r.duration_seconds END AS duration_seconds,  -- also for older rows
     r.criteria_count,
     r.passed_criteria_count,
     r.failed_criteria_count,
     r.input_tokens,
     r.output_tokens,
     CASE WHEN r.input_tokens IS NULL AND r.output_tokens IS NULL THEN NULL
-         ELSE coalesce(r.input_tokens, 0) + coalesce(r.output_tokens, 0) END AS total_tokens,
+         ELSE TRY_CAST(coalesce(r.input_tokens::HUGEINT, 0) + coalesce(r.output_tokens, 0) AS BIGINT)
+    END AS total_tokens,
     price.judge_model,
     r.input_tokens * price.input_usd / 1e6 AS input_cost_usd,
     r.output_tokens * price.output_usd / 1e6 AS output_cost_usd,
@@ -66,8 +72,8 @@ SELECT
         AS criteria_pass_rate,
     avg(duration_seconds) FILTER (WHERE run_is_final) AS mean_duration_seconds,
     quantile_cont(duration_seconds, 0.95) FILTER (WHERE run_is_final) AS p95_duration_seconds,
-    sum(input_tokens)::BIGINT AS input_tokens,
-    sum(output_tokens)::BIGINT AS output_tokens,
+    TRY_CAST(sum(input_tokens) AS BIGINT) AS input_tokens,
+    TRY_CAST(sum(output_tokens) AS BIGINT) AS output_tokens,
     sum(estimated_cost_usd) AS estimated_cost_usd,
     min(started_at) AS first_run_at,
     max(started_at) AS last_run_at
@@ -95,8 +101,8 @@ SELECT
     (sum(passed_criteria_count) FILTER (WHERE run_is_final))::DOUBLE
         / nullif(sum(passed_criteria_count + failed_criteria_count) FILTER (WHERE run_is_final), 0)
         AS criteria_pass_rate,
-    sum(input_tokens)::BIGINT AS input_tokens,
-    sum(output_tokens)::BIGINT AS output_tokens,
+    TRY_CAST(sum(input_tokens) AS BIGINT) AS input_tokens,
+    TRY_CAST(sum(output_tokens) AS BIGINT) AS output_tokens,
     sum(estimated_cost_usd) AS estimated_cost_usd
 FROM run_costs
 GROUP BY day, scenario_id, scenario_name;
@@ -128,12 +134,12 @@ counted AS (
         count(*) FILTER (WHERE run_is_final AND verdict = 'FAIL') AS fails,
         count(*) FILTER (WHERE run_is_final AND verdict IS DISTINCT FROM 'PASS' AND verdict IS DISTINCT FROM 'FAIL')
             AS other_verdicts,
-        sum(input_tokens)::BIGINT AS input_tokens,
-        sum(output_tokens)::BIGINT AS output_tokens,
+        sum(input_tokens) AS input_tokens,  -- HUGEINT: the cost below is priced before any overflow
+        sum(output_tokens) AS output_tokens,
         max(run_started_at) FILTER (WHERE run_is_final AND verdict = 'FAIL') AS last_failed_at,
-        arg_max(critique, (run_started_at, criteria_result_id))
+        arg_max(critique, (run_started_at, run_id, criteria_result_id))
             FILTER (WHERE run_is_final AND verdict = 'FAIL' AND run_started_at IS NOT NULL) AS latest_failing_critique,
-        arg_max(run_id, (run_started_at, criteria_result_id))
+        arg_max(run_id, (run_started_at, run_id, criteria_result_id))
             FILTER (WHERE run_is_final AND verdict = 'FAIL' AND run_started_at IS NOT NULL) AS latest_failing_run_id
     FROM judged
     GROUP BY scenario_id, scenario_name, criteria_id, criteria_question, criteria_type
@@ -149,8 +155,8 @@ SELECT
     fails,
     other_verdicts,
     passes::DOUBLE / nullif(passes + fails, 0) AS pass_rate,
-    input_tokens,
-    output_tokens,
+    TRY_CAST(input_tokens AS BIGINT) AS input_tokens,
+    TRY_CAST(output_tokens AS BIGINT) AS output_tokens,
     CASE WHEN price.input_usd IS NULL OR price.output_usd IS NULL
               OR (input_tokens IS NULL AND output_tokens IS NULL) THEN NULL
          ELSE (coalesce(input_tokens * price.input_usd, 0) + coalesce(output_tokens * price.output_usd, 0)) / 1e6
@@ -180,6 +186,6 @@ SELECT
     c.criteria_result_id
 FROM criteria_results AS c
 JOIN runs AS r ON c.run_id = r.run_id
-LEFT JOIN turns AS t ON c.turn_result_id = t.turn_result_id
+LEFT JOIN turns AS t ON c.run_id = t.run_id AND c.turn_result_id = t.turn_result_id
 WHERE c.verdict = 'FAIL'
 ORDER BY r.started_at DESC NULLS LAST, c.run_id, c.turn_index, c.criteria_result_id;

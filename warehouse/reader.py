@@ -36,6 +36,16 @@ class Analytics:
     source: Path
     prices_from_setting: bool
 
+    @property
+    def reads_snapshot(self) -> bool:
+        return self.source.suffix == ".duckdb"
+
+    def source_line(self) -> str:
+        """Which store the connection reads, in words a person can act on (`piper-etl sql` and `report`)."""
+        if self.reads_snapshot:
+            return f"reading the snapshot {self.source} (published by the last load that wrote DuckDB)"
+        return f"reading {self.source} (current state of the Parquet files)"
+
     def close(self) -> None:
         self.con.close()
 

@@ -90,8 +90,9 @@ def collect(
         "count(*) FILTER (WHERE status = 'passed')::DOUBLE / nullif(count(*) FILTER (WHERE run_is_final), 0) "
         "AS run_pass_rate, sum(passed_criteria_count) FILTER (WHERE run_is_final)::DOUBLE / "
         "nullif(sum(passed_criteria_count + failed_criteria_count) FILTER (WHERE run_is_final), 0) "
-        "AS criteria_pass_rate, sum(input_tokens)::BIGINT AS input_tokens, "
-        "sum(output_tokens)::BIGINT AS output_tokens, sum(estimated_cost_usd) AS estimated_cost_usd FROM run_costs",
+        "AS criteria_pass_rate, TRY_CAST(sum(input_tokens) AS BIGINT) AS input_tokens, "
+        "TRY_CAST(sum(output_tokens) AS BIGINT) AS output_tokens, "
+        "sum(estimated_cost_usd) AS estimated_cost_usd FROM run_costs",
     )[0]
     return ReportData(
         generated_at=datetime.now(UTC),

@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from warehouse.report_data import ReportData, Row, excerpt, pct, scenario_label, seconds, tokens, usd
+from warehouse.report_text import terminal_safe
 
 DAYS_SHOWN = 14
 LOADS_SHOWN = 10
@@ -19,13 +20,13 @@ LOADS_SHOWN = 10
 def print_report(data: ReportData, console: Console) -> None:
     """Print the headline, the price note and the scenario, criteria, day and load tables."""
     t = data.totals
-    console.print(f"[bold]Piper report[/] over {escape(str(data.source))} ({escape(data.filters)})")
+    console.print(f"[bold]Piper report[/] over {_text(str(data.source))} ({_text(data.filters)})")
     console.print(
         f"{t['runs']} runs, {t['runs_final']} final: run pass rate {pct(t['run_pass_rate'])}, criteria pass rate "
         f"{pct(t['criteria_pass_rate'])}; judge tokens {tokens(t['input_tokens'])} in / "
         f"{tokens(t['output_tokens'])} out; estimated cost {usd(t['estimated_cost_usd'])}"
     )
-    console.print(escape(data.price.line()), style=None if data.price.is_set else "yellow")
+    console.print(_text(data.price.line()), style=None if data.price.is_set else "yellow")
     if not t["runs"]:
         console.print("No runs match: nothing to tabulate.")
         return
@@ -59,7 +60,7 @@ def _scenarios(scenarios: list[Row], width: int) -> Table:
         table.add_column(name, justify="right", no_wrap=True, min_width=width)
     for row in scenarios:
         table.add_row(
-            escape(scenario_label(row)),
+            _text(scenario_label(row)),
             str(row["runs"]),
             pct(row["run_pass_rate"]),
             str(row["runs_failed"]),
@@ -81,12 +82,12 @@ def _criteria(criteria: list[Row]) -> Table:
     table.add_column("criterion (scenario)", ratio=1, max_width=40, overflow="fold")
     table.add_column("latest failing critique", ratio=1, max_width=44, overflow="fold")
     for row in criteria:
-        question = excerpt(row["criteria_question"] or row["criteria_id"], 70)
+        question = _excerpt(row["criteria_question"] or row["criteria_id"], 70)
         table.add_row(
             str(row["fails"]),
             pct(row["pass_rate"]),
-            f"{escape(question)} [dim]({escape(excerpt(scenario_label(row), 30))})[/]",
-            escape(excerpt(row["latest_failing_critique"], 120)),
+            f"{question} [dim]({_excerpt(scenario_label(row), 30)})[/]",
+            _excerpt(row["latest_failing_critique"], 120),
         )
     return table
 
@@ -129,7 +130,7 @@ def _loads(loads: list[Row]) -> Table:
         started = row["started_at"]
         table.add_row(
             started.strftime("%Y-%m-%d %H:%M:%S") if started else "–",
-            str(row["status"]),
+            _text(str(row["status"])),
             str(row["sessions_requested"]),
             str(row["sessions_loaded"]),
             str(row["sessions_skipped"]),
@@ -138,6 +139,16 @@ def _loads(loads: list[Row]) -> Table:
             str(row["runs_written"]),
         )
     return table
+
+
+def _text(text: str) -> str:
+    """API text as rich markup that prints exactly its visible characters (see warehouse/report_text.py)."""
+    return escape(terminal_safe(text))
+
+
+def _excerpt(text: str | None, limit: int) -> str:
+    # Cleaned before it is cut, so the limit counts visible characters and no cut splits an escape sequence.
+    return escape(excerpt(terminal_safe(text) if text else text, limit))
 
 
 def _total(input_tokens: int | None, output_tokens: int | None) -> int | None:
