@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import unicodedata
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -14,7 +15,7 @@ import httpx
 import orjson
 
 from connector.body import ACCEPT_ENCODING, BadEncoding, BodyTooLarge
-from connector.errors import PiperAuthError, PiperConfigError, PiperStopLoad, PiperUnreachable
+from connector.errors import TOKEN_ENV, PiperAuthError, PiperConfigError, PiperStopLoad, PiperUnreachable
 from connector.retry import Action, RetryPolicy, classify_status, parse_retry_after
 from connector.transport import (
     AiohttpSender,
@@ -96,6 +97,8 @@ class PiperClient:
     One connection pool sized to `concurrency` is shared by all requests. Use as an async context
     manager. Requests go through aiohttp by default (`http_client="httpx"` for httpx); `transport` injects an
     httpx transport (tests use `httpx.MockTransport`); `sleep` and `rng` make backoff testable.
+
+    The token is checked here, before any request: printable ASCII, no white space inside.
     """
 
     def __init__(
@@ -115,8 +118,12 @@ class PiperClient:
     ) -> None:
         if not org_id:
             raise PiperConfigError("org id is empty; pass --org-id or set PIPER_ORG_ID")
+        token = token.strip()
         if not token:
-            raise PiperConfigError("no API token; set the PIPER_API_TOKEN environment variable")
+            raise PiperConfigError(f"no API token; set the {TOKEN_ENV} environment variable")
+        problem = token_problem(token)
+        if problem is not None:
+            raise PiperConfigError(f"the API token in {TOKEN_ENV} {problem}; set it to the token exactly as issued")
         if concurrency < 1:
             raise PiperConfigError("concurrency must be at least 1")
         if http_client not in HTTP_CLIENTS:
@@ -305,6 +312,18 @@ class PiperClient:
             error=error,
             elapsed_ms=round((time.monotonic() - started) * 1000, 3),
         )
+
+
+def token_problem(token: str) -> str | None:
+    """What makes a (stripped) API token unusable in an HTTP header, without quoting any of it."""
+    for position, char in enumerate(token, start=1):
+        if char.isspace():
+            return f"has white space inside (character {position})"
+        if unicodedata.category(char) == "Cc":
+            return f"has a control character (character {position})"
+        if not char.isascii():
+            return f"has a non-ASCII character (character {position})"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
