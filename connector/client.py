@@ -14,7 +14,7 @@ from typing import Literal
 import httpx
 import orjson
 
-from connector.body import ACCEPT_ENCODING, BadEncoding, BodyTooLarge
+from connector.body import ACCEPT_ENCODING, BadEncoding, BodyTooLarge, TokenRedactor
 from connector.errors import TOKEN_ENV, PiperAuthError, PiperConfigError, PiperStopLoad, PiperUnreachable
 from connector.retry import Action, RetryPolicy, classify_status, parse_retry_after
 from connector.transport import (
@@ -48,7 +48,10 @@ class Timeouts:
 
 @dataclass(frozen=True, slots=True)
 class FetchResult:
-    """What happened to one session: `ok` (payload parsed), `not_found`, `failed` or `rejected` (bad id)."""
+    """What happened to one session: `ok` (payload parsed), `not_found`, `failed` or `rejected` (bad id).
+
+    Every text here (`payload`, `body`, `error`) has the API token replaced by `[REDACTED]`.
+    """
 
     session_id: str
     outcome: Outcome
@@ -98,7 +101,8 @@ class PiperClient:
     manager. Requests go through aiohttp by default (`http_client="httpx"` for httpx); `transport` injects an
     httpx transport (tests use `httpx.MockTransport`); `sleep` and `rng` make backoff testable.
 
-    The token is checked here, before any request: printable ASCII, no white space inside.
+    The token is checked here, before any request (printable ASCII, no white space inside), and every
+    body, header and error text from the server is cleared of it before it is parsed or quoted.
     """
 
     def __init__(
@@ -136,6 +140,7 @@ class PiperClient:
         self.timeouts = timeouts or Timeouts()
         self.max_body_bytes = max_body_bytes
         self._token = _Token(token)
+        self._redactor = TokenRedactor(token)
         self._transport = transport
         self._sleep = sleep
         self._rng = rng or random.Random()
@@ -254,7 +259,8 @@ class PiperClient:
                 reason = str(exc)
             else:
                 self._responses += 1
-                status, content_type, body = response.status, response.content_type, response.body
+                status, body = response.status, self._redactor.body(response.body)
+                content_type = self._redactor.text(response.content_type)
                 retry_after_header = response.retry_after
                 action = classify_status(status)
                 if action is Action.OK:
@@ -276,6 +282,7 @@ class PiperClient:
                 else:
                     reason = f"HTTP {status}"
                     retry_after = parse_retry_after(retry_after_header) if status == 429 else None
+            reason = self._redactor.text(reason)  # library messages may quote what the server sent
             never_reached = connect_failures == attempt and self._responses == 0
             if never_reached and attempt >= min(UNREACHABLE_AFTER, self.retry.max_retries + 1):
                 raise PiperUnreachable(self.base_url, reason)
