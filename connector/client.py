@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 import time
 import unicodedata
@@ -12,9 +13,17 @@ from datetime import UTC, datetime
 from typing import Literal
 
 import httpx
-import orjson
 
-from connector.body import ACCEPT_ENCODING, BadEncoding, BodyTooLarge, TokenRedactor
+from connector.body import (
+    ACCEPT_ENCODING,
+    BadEncoding,
+    BodyTooLarge,
+    NotJson,
+    Refetch,
+    TokenRedactor,
+    decode_json,
+    excerpt,
+)
 from connector.errors import TOKEN_ENV, PiperAuthError, PiperConfigError, PiperStopLoad, PiperUnreachable
 from connector.retry import Action, RetryPolicy, classify_status, parse_retry_after
 from connector.transport import (
@@ -48,9 +57,12 @@ class Timeouts:
 
 @dataclass(frozen=True, slots=True)
 class FetchResult:
-    """What happened to one session: `ok` (payload parsed), `not_found`, `failed` or `rejected` (bad id).
+    """What happened to one session: `ok` (payload parsed), `not_found`, `failed` or `rejected`.
 
-    Every text here (`payload`, `body`, `error`) has the API token replaced by `[REDACTED]`.
+    `rejected` is final, never worth fetching again: either the session id is unusable (no request was
+    sent, `body` is None) or the API answered 2xx with a body that will never parse as JSON (`body`
+    holds it raw and `error` says why; keep it as a rejected payload). Every text here (`payload`,
+    `body`, `error`) has the API token replaced by `[REDACTED]`.
     """
 
     session_id: str
@@ -228,6 +240,10 @@ class PiperClient:
         Returns a result for every outcome except those that stop the whole load: a refused token
         (`PiperAuthError`), and connection failures on every attempt while no request of this client
         has ever had a response (`PiperUnreachable`).
+
+        A 2xx body that never parses however often it is fetched (nested too deep for any parser, or a
+        syntax error in the very same bytes twice) is `rejected` with the body kept; a truncated body or
+        an HTML page is retried like a 503.
         """
         problem = session_id_problem(session_id)
         if problem is not None:
@@ -239,6 +255,7 @@ class PiperClient:
         deadline = started + self.retry.budget_seconds
         attempt = 0
         connect_failures = 0
+        unparsed_digest: bytes | None = None  # the last 2xx body with a syntax error, to see it come back
         while True:
             attempt += 1
             status: int | None = None
@@ -260,16 +277,23 @@ class PiperClient:
             else:
                 self._responses += 1
                 status, body = response.status, self._redactor.body(response.body)
-                content_type = self._redactor.text(response.content_type)
                 retry_after_header = response.retry_after
                 action = classify_status(status)
                 if action is Action.OK:
-                    parsed = _parse_json(content_type, body)
-                    if isinstance(parsed, _NotJson):
-                        reason = parsed.reason
-                    else:
+                    parsed = decode_json(self._redactor.text(response.content_type), body)
+                    if not isinstance(parsed, NotJson):
                         return self._result(
                             session_id, "ok", started, attempt, status=status, payload=parsed, body=body
+                        )
+                    reason = parsed.reason
+                    if parsed.refetch is Refetch.ONCE:
+                        digest = hashlib.blake2b(body, digest_size=16).digest()
+                        if digest == unparsed_digest:
+                            parsed = NotJson(f"{reason}; the same bytes came back when fetched again", Refetch.USELESS)
+                        unparsed_digest = digest
+                    if parsed.refetch is Refetch.USELESS:
+                        return self._result(
+                            session_id, "rejected", started, attempt, status=status, body=body, error=parsed.reason
                         )
                 elif action is Action.NOT_FOUND:
                     return self._result(session_id, "not_found", started, attempt, status=status)
@@ -333,26 +357,7 @@ def token_problem(token: str) -> str | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class _NotJson:
-    reason: str
-
-
-def _parse_json(content_type: str, body: bytes) -> object:
-    media_type = content_type.split(";", 1)[0].strip().lower()
-    if media_type and media_type != "application/json" and not media_type.endswith("+json"):
-        return _NotJson(f"expected JSON but got {media_type!r}: {_excerpt(body)}")
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return _NotJson(f"body is not valid JSON ({len(body)} bytes): {_excerpt(body)}")
-
-
-def _excerpt(body: bytes, limit: int = 60) -> str:
-    return repr(body[:limit]) + ("..." if len(body) > limit else "")
-
-
 def _describe_failure(status: int, body: bytes) -> str:
     if 300 <= status < 400:
         return f"HTTP {status}: unexpected redirect, not followed"
-    return f"HTTP {status}: {_excerpt(body, 200)}"
+    return f"HTTP {status}: {excerpt(body, 200)}"

@@ -105,6 +105,19 @@ def test_echo_in_an_unparsable_body_is_redacted_in_the_retry_reason(content_type
     assert_result_clean(result)
 
 
+def test_echo_in_a_body_kept_raw_as_rejected_is_redacted() -> None:
+    deep = b'{"echo": "%s", "deep": ' + b"[" * 1100 + b"]" * 1100 + b"}"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        echoed = deep.replace(b"%s", request.headers["authorization"].encode())
+        return httpx.Response(200, content=echoed, headers={"content-type": "application/json"})
+
+    result = fetch_one(handler)
+    assert result.outcome == "rejected" and result.body is not None
+    assert result.body.startswith(b'{"echo": "Bearer [REDACTED]"')
+    assert_result_clean(result)
+
+
 def test_echo_in_headers_and_library_errors_is_redacted() -> None:
     def content_type(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, content=b"x", headers={"content-type": f"text/{request.headers['authorization']}"})
