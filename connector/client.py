@@ -3,19 +3,36 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 import time
+import unicodedata
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
-import orjson
 
-from connector.body import ACCEPT_ENCODING, BadEncoding, BodyTooLarge
-from connector.errors import PiperAuthError, PiperConfigError, PiperStopLoad, PiperUnreachable
-from connector.retry import Action, RetryPolicy, classify_status, parse_retry_after
+from connector.body import (
+    ACCEPT_ENCODING,
+    BadEncoding,
+    BodyTooLarge,
+    NotJson,
+    Refetch,
+    TokenRedactor,
+    decode_json,
+    excerpt,
+)
+from connector.errors import (
+    TOKEN_ENV,
+    PiperAuthError,
+    PiperCircuitOpen,
+    PiperConfigError,
+    PiperStopLoad,
+    PiperUnreachable,
+)
+from connector.retry import Action, CircuitBreaker, RetryPolicy, classify_status, parse_retry_after
 from connector.transport import (
     AiohttpSender,
     ConnectFailed,
@@ -34,6 +51,7 @@ DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 USER_AGENT = "piper-etl/0.1"
 UNREACHABLE_AFTER = 3
 """Connection failures in a row, with no response from the API ever, after which the load stops."""
+DEFAULT_CIRCUIT_BREAKER = CircuitBreaker()
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +65,13 @@ class Timeouts:
 
 @dataclass(frozen=True, slots=True)
 class FetchResult:
-    """What happened to one session: `ok` (payload parsed), `not_found`, `failed` or `rejected` (bad id)."""
+    """What happened to one session: `ok` (payload parsed), `not_found`, `failed` or `rejected`.
+
+    `rejected` is final, never worth fetching again: either the session id is unusable (no request was
+    sent, `body` is None) or the API answered 2xx with a body that will never parse as JSON (`body`
+    holds it raw and `error` says why; keep it as a rejected payload). Every text here (`payload`,
+    `body`, `error`) has the API token replaced by `[REDACTED]`.
+    """
 
     session_id: str
     outcome: Outcome
@@ -64,9 +88,9 @@ class FetchResult:
 class FetchBatch:
     """Results of `fetch_many`: one per requested session, in request order (none when a callback took them).
 
-    `stopped` is set when no further request could succeed (the token was refused, or the API was
-    unreachable): the batch stopped sending requests, and the sessions it never finished are `failed`
-    with a reason saying so.
+    `stopped` is set when no further request could succeed (the token was refused, the API was
+    unreachable, or the circuit breaker tripped): the batch stopped sending requests, and the sessions
+    it never finished (those waiting to retry included) are `failed` with a reason saying so.
     """
 
     results: list[FetchResult]
@@ -95,7 +119,11 @@ class PiperClient:
 
     One connection pool sized to `concurrency` is shared by all requests. Use as an async context
     manager. Requests go through aiohttp by default (`http_client="httpx"` for httpx); `transport` injects an
-    httpx transport (tests use `httpx.MockTransport`); `sleep` and `rng` make backoff testable.
+    httpx transport (tests use `httpx.MockTransport`); `sleep`, `clock` and `rng` make backoff and the
+    circuit breaker testable. `circuit_breaker=None` turns the breaker off.
+
+    The token is checked here, before any request (printable ASCII, no white space inside), and every
+    body, header and error text from the server is cleared of it before it is parsed or quoted.
     """
 
     def __init__(
@@ -111,12 +139,18 @@ class PiperClient:
         transport: httpx.AsyncBaseTransport | None = None,
         http_client: HttpClient = "aiohttp",
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        circuit_breaker: CircuitBreaker | None = DEFAULT_CIRCUIT_BREAKER,
     ) -> None:
         if not org_id:
             raise PiperConfigError("org id is empty; pass --org-id or set PIPER_ORG_ID")
+        token = token.strip()
         if not token:
-            raise PiperConfigError("no API token; set the PIPER_API_TOKEN environment variable")
+            raise PiperConfigError(f"no API token; set the {TOKEN_ENV} environment variable")
+        problem = token_problem(token)
+        if problem is not None:
+            raise PiperConfigError(f"the API token in {TOKEN_ENV} {problem}; set it to the token exactly as issued")
         if concurrency < 1:
             raise PiperConfigError("concurrency must be at least 1")
         if http_client not in HTTP_CLIENTS:
@@ -128,12 +162,19 @@ class PiperClient:
         self.retry = retry or RetryPolicy()
         self.timeouts = timeouts or Timeouts()
         self.max_body_bytes = max_body_bytes
+        self.circuit_breaker = circuit_breaker
         self._token = _Token(token)
+        self._redactor = TokenRedactor(token)
         self._transport = transport
         self._sleep = sleep
+        self._clock = clock
         self._rng = rng or random.Random()
         self._sender: Sender | None = None
         self._responses = 0  # HTTP responses received, of any status: proof that the API is reachable
+        self._unusable_in_a_row = 0  # attempts without a usable answer since the last one (the breaker's count)
+        self._unusable_since: float | None = None  # the last usable answer, or the first attempt
+        self._stopped: PiperStopLoad | None = None  # set once: no request is sent after it
+        self._stopped_event: asyncio.Event | None = None  # wakes the sessions waiting to retry
 
     def __repr__(self) -> str:
         return f"PiperClient(base_url={self.base_url!r}, org_id={self.org_id!r})"
@@ -152,6 +193,7 @@ class PiperClient:
             )
         else:
             self._sender = AiohttpSender(headers, connect=connect, read=read, pool_size=pool, max_body=cap)
+        self._stopped_event = asyncio.Event()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -213,9 +255,15 @@ class PiperClient:
     async def fetch_run_by_session(self, session_id: str) -> FetchResult:
         """Fetch one session's scenario run, retrying what is worth retrying.
 
-        Returns a result for every outcome except those that stop the whole load: a refused token
-        (`PiperAuthError`), and connection failures on every attempt while no request of this client
-        has ever had a response (`PiperUnreachable`).
+        Returns a result for every outcome except those that stop the whole load (`PiperStopLoad`): a
+        refused token (`PiperAuthError`), connection failures on every attempt while no request of this
+        client has ever had a response (`PiperUnreachable`), and the circuit breaker tripping
+        (`PiperCircuitOpen`). After one of them this client sends nothing more: a session waiting to
+        retry, and every later call, raises the same stop.
+
+        A 2xx body that never parses however often it is fetched (nested too deep for any parser, or a
+        syntax error in the very same bytes twice) is `rejected` with the body kept; a truncated body or
+        an HTML page is retried like a 503.
         """
         problem = session_id_problem(session_id)
         if problem is not None:
@@ -223,11 +271,16 @@ class PiperClient:
         if self._sender is None:
             raise RuntimeError("PiperClient must be used as 'async with PiperClient(...)'")
         url = by_session_url(self.base_url, self.org_id, session_id)
-        started = time.monotonic()
+        started = self._clock()
+        if self._unusable_since is None:
+            self._unusable_since = started
         deadline = started + self.retry.budget_seconds
         attempt = 0
         connect_failures = 0
+        unparsed_digest: bytes | None = None  # the last 2xx body with a syntax error, to see it come back
         while True:
+            if self._stopped is not None:
+                raise self._stopped
             attempt += 1
             status: int | None = None
             retry_after: float | None = None
@@ -237,7 +290,7 @@ class PiperClient:
             except TimeoutError:
                 reason = f"no complete response within {self.timeouts.request:g} s"
             except BodyTooLarge as exc:
-                return self._result(session_id, "failed", started, attempt, status=exc.status, error=str(exc))
+                return self._answered(session_id, "failed", started, attempt, status=exc.status, error=str(exc))
             except BadEncoding as exc:
                 reason, status = str(exc), exc.status
             except (ConnectFailed, ConnectTimedOut) as exc:
@@ -247,44 +300,104 @@ class PiperClient:
                 reason = str(exc)
             else:
                 self._responses += 1
-                status, content_type, body = response.status, response.content_type, response.body
-                retry_after_header = response.retry_after
+                status, body = response.status, self._redactor.body(response.body)
                 action = classify_status(status)
                 if action is Action.OK:
-                    parsed = _parse_json(content_type, body)
-                    if isinstance(parsed, _NotJson):
-                        reason = parsed.reason
-                    else:
-                        return self._result(
+                    parsed = decode_json(self._redactor.text(response.content_type), body)
+                    if not isinstance(parsed, NotJson):
+                        return self._answered(
                             session_id, "ok", started, attempt, status=status, payload=parsed, body=body
                         )
+                    reason = parsed.reason
+                    if parsed.refetch is Refetch.ONCE:
+                        digest = hashlib.blake2b(body, digest_size=16).digest()
+                        if digest == unparsed_digest:
+                            parsed = NotJson(f"{reason}; the same bytes came back when fetched again", Refetch.USELESS)
+                        unparsed_digest = digest
+                    if parsed.refetch is Refetch.USELESS:
+                        return self._answered(
+                            session_id, "rejected", started, attempt, status=status, body=body, error=parsed.reason
+                        )
                 elif action is Action.NOT_FOUND:
-                    return self._result(session_id, "not_found", started, attempt, status=status)
+                    return self._answered(session_id, "not_found", started, attempt, status=status)
                 elif action is Action.AUTH:
-                    raise PiperAuthError(status, session_id)
+                    raise self._stop(PiperAuthError(status, session_id))
                 elif action is Action.FAIL:
-                    return self._result(
+                    return self._answered(
                         session_id, "failed", started, attempt, status=status, error=_describe_failure(status, body)
                     )
                 else:
                     reason = f"HTTP {status}"
-                    retry_after = parse_retry_after(retry_after_header) if status == 429 else None
+                    retry_after = parse_retry_after(response.retry_after) if status == 429 else None
+            reason = self._redactor.text(reason)  # library messages may quote what the server sent
             never_reached = connect_failures == attempt and self._responses == 0
             if never_reached and attempt >= min(UNREACHABLE_AFTER, self.retry.max_retries + 1):
-                raise PiperUnreachable(self.base_url, reason)
+                raise self._stop(PiperUnreachable(self.base_url, reason))
+            self._count_unusable(reason)
             if attempt > self.retry.max_retries:
                 error = f"{reason}; gave up after {attempt} attempts"
                 return self._result(session_id, "failed", started, attempt, status=status, error=error)
             wait = self.retry.delay(attempt, retry_after, self._rng)
-            if time.monotonic() + wait > deadline:
+            if self._clock() + wait > deadline:
                 if never_reached:
-                    raise PiperUnreachable(self.base_url, reason)
+                    raise self._stop(PiperUnreachable(self.base_url, reason))
                 error = f"{reason}; gave up after {attempt} attempts ({self.retry.budget_seconds:g} s budget spent)"
                 return self._result(session_id, "failed", started, attempt, status=status, error=error)
-            await self._sleep(wait)
+            await self._pause(wait)
 
-    @staticmethod
+    def _stop(self, stop: PiperStopLoad) -> PiperStopLoad:
+        """Stop this client for good (the first stop wins) and wake the sessions waiting to retry."""
+        if self._stopped is None:
+            self._stopped = stop
+            if self._stopped_event is not None:
+                self._stopped_event.set()
+        return self._stopped
+
+    def _count_unusable(self, reason: str) -> None:
+        """Count an attempt that got no usable answer; raise `PiperCircuitOpen` if the breaker trips."""
+        self._unusable_in_a_row += 1
+        breaker = self.circuit_breaker
+        if breaker is None or self._unusable_since is None:
+            return
+        seconds = self._clock() - self._unusable_since
+        if breaker.trips(self._unusable_in_a_row, seconds):
+            raise self._stop(PiperCircuitOpen(self._unusable_in_a_row, seconds, reason))
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait before a retry, cut short by a stop of the client (then raised)."""
+        sleeper: asyncio.Future[None] = asyncio.ensure_future(self._sleep(seconds))
+        waits: set[asyncio.Future[Any]] = {sleeper}
+        if self._stopped_event is not None:
+            waits.add(asyncio.ensure_future(self._stopped_event.wait()))
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+        if self._stopped is not None:
+            raise self._stopped
+        sleeper.result()  # a failing sleep function fails the fetch, as it did when awaited directly
+
+    def _answered(
+        self,
+        session_id: str,
+        outcome: Outcome,
+        started: float,
+        attempts: int,
+        *,
+        status: int | None = None,
+        payload: object = None,
+        body: bytes | None = None,
+        error: str | None = None,
+    ) -> FetchResult:
+        """The result of a usable answer: the API is up, so the breaker's count starts again."""
+        self._unusable_in_a_row = 0
+        self._unusable_since = self._clock()
+        return self._result(session_id, outcome, started, attempts, status=status, payload=payload, body=body,
+                            error=error)
+
     def _result(
+        self,
         session_id: str,
         outcome: Outcome,
         started: float,
@@ -303,30 +416,23 @@ class PiperClient:
             http_status=status,
             attempts=attempts,
             error=error,
-            elapsed_ms=round((time.monotonic() - started) * 1000, 3),
+            elapsed_ms=round((self._clock() - started) * 1000, 3),
         )
 
 
-@dataclass(frozen=True, slots=True)
-class _NotJson:
-    reason: str
-
-
-def _parse_json(content_type: str, body: bytes) -> object:
-    media_type = content_type.split(";", 1)[0].strip().lower()
-    if media_type and media_type != "application/json" and not media_type.endswith("+json"):
-        return _NotJson(f"expected JSON but got {media_type!r}: {_excerpt(body)}")
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return _NotJson(f"body is not valid JSON ({len(body)} bytes): {_excerpt(body)}")
-
-
-def _excerpt(body: bytes, limit: int = 60) -> str:
-    return repr(body[:limit]) + ("..." if len(body) > limit else "")
+def token_problem(token: str) -> str | None:
+    """What makes a (stripped) API token unusable in an HTTP header, without quoting any of it."""
+    for position, char in enumerate(token, start=1):
+        if char.isspace():
+            return f"has white space inside (character {position})"
+        if unicodedata.category(char) == "Cc":
+            return f"has a control character (character {position})"
+        if not char.isascii():
+            return f"has a non-ASCII character (character {position})"
+    return None
 
 
 def _describe_failure(status: int, body: bytes) -> str:
     if 300 <= status < 400:
         return f"HTTP {status}: unexpected redirect, not followed"
-    return f"HTTP {status}: {_excerpt(body, 200)}"
+    return f"HTTP {status}: {excerpt(body, 200)}"

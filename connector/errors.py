@@ -4,11 +4,12 @@
     ├── PiperConfigError        fatal: a setting is wrong (org id, base URL, token); fix it and rerun
     └── PiperStopLoad           fatal: no further request can succeed; stop the whole load
         ├── PiperAuthError      the API refused the token (HTTP 401 or 403)
-        └── PiperUnreachable    no connection to the API could be made at all (DNS, refused, timeouts)
+        ├── PiperUnreachable    no connection to the API could be made at all (DNS, refused, timeouts)
+        └── PiperCircuitOpen    the API gave no usable answer for too long (see `retry.CircuitBreaker`)
 
 A session that cannot be fetched (404, retries exhausted, a bad id) is not an exception: it comes back
 as a `FetchResult` with its outcome and reason, so one bad session never stops the others.
-No message here ever contains the API token or request headers.
+No message here ever contains the API token or request headers (the client redacts what servers send).
 """
 
 from __future__ import annotations
@@ -57,4 +58,18 @@ class PiperUnreachable(PiperStopLoad):
         super().__init__(
             f"cannot connect to the Piper API at {base_url} ({reason}); check --base-url / PIPER_BASE_URL "
             "and the network, then rerun"
+        )
+
+
+class PiperCircuitOpen(PiperStopLoad):
+    """The circuit breaker tripped: many attempts in a row, over many seconds, got no usable answer."""
+
+    def __init__(self, failures: int, seconds: float, last_reason: str) -> None:
+        self.failures = failures
+        self.seconds = seconds
+        self.last_reason = last_reason
+        super().__init__(
+            f"the Piper API gave no usable answer to the last {failures} requests in a row, over {seconds:.0f} s "
+            f"(last: {last_reason}); stopped sending requests. Rerun when the API has recovered, or raise the "
+            "threshold with --max-consecutive-failures"
         )

@@ -79,3 +79,31 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max((when - (now or datetime.now(UTC))).total_seconds(), 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitBreaker:
+    """When the client stops the whole load because the API has stopped answering.
+
+    The rule: the breaker trips when the last `failures` attempts in a row, across all sessions, got no
+    usable answer, and at least `seconds` have passed since the last usable answer (or, before any, since
+    the client's first attempt). An attempt without a usable answer is one the client would retry: 429,
+    500/502/503/504, a timeout, a reset or short body, a non-JSON or truncated 200. Any other answer (2xx,
+    404, other 4xx) resets the count. Both conditions are needed: the count alone would stop a load on a
+    blip that 16 concurrent sessions see at once; the time alone would stop a slow but working API.
+    With the defaults, an API answering only errors is given up on after about 30 s instead of every
+    session being retried to exhaustion (about 72 minutes for 5,000 sessions at the default retries).
+    """
+
+    failures: int = 50
+    seconds: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.failures < 1:
+            raise ValueError("the circuit breaker's failures must be >= 1 (pass no breaker to turn it off)")
+        if self.seconds < 0:
+            raise ValueError("the circuit breaker's seconds must be >= 0")
+
+    def trips(self, failures_in_a_row: int, seconds_without_answer: float) -> bool:
+        """Whether a run of `failures_in_a_row` unusable attempts over that many seconds stops the load."""
+        return failures_in_a_row >= self.failures and seconds_without_answer >= self.seconds

@@ -90,8 +90,11 @@ class ChunkBuilder:
         crash_point("fetching")
         outcome: str = result.outcome
         run_id, error = None, result.error
-        if outcome == "ok":
+        unparsable = outcome == "rejected" and result.body is not None  # a 2xx body the client found never parses
+        if outcome == "ok" or unparsable:
             try:
+                if unparsable:
+                    raise PayloadRejected(result.error or "the body does not parse")
                 flat = flatten_run(result.payload, session_id=result.session_id, org_id=self.org_id,
                                    utf8_checked=True)  # decoded by the client's orjson
             except PayloadRejected as exc:

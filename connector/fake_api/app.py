@@ -25,7 +25,7 @@ from starlette.types import Receive, Scope, Send
 from connector.fake_api import _bank, _views
 from connector.fake_api.data import FakeDataset
 
-FAULTS = frozenset({"429", "500", "502", "503", "504", "401", "403", "truncate", "html", "slow"})
+FAULTS = frozenset({"400", "429", "500", "502", "503", "504", "401", "403", "truncate", "html", "slow"})
 _ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
@@ -55,6 +55,7 @@ class FakePiper:
     truncate_rate: float = 0.0
     fault_seed: int = 0
     slow_seconds: float = 2.0
+    echo_authorization: bool = False  # a hostile server: JSON errors and run critiques quote the Authorization header
     requests: list[RecordedRequest] = field(default_factory=list, repr=False)
     session_hits: Counter[str] = field(default_factory=Counter, repr=False)
     _path_hits: Counter[str] = field(default_factory=Counter, repr=False)
@@ -110,6 +111,25 @@ def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Resp
     return Response(orjson.dumps(body), status_code=status, headers=headers, media_type="application/json")
 
 
+def _detail(text: str, echo: str | None) -> dict[str, object]:
+    return {"detail": text} if echo is None else {"detail": text, "request_headers": {"authorization": echo}}
+
+
+def _echoed_in_critiques(payload: bytes, echo: str) -> bytes:
+    """The run with `echo` quoted in every criteria result's critique (left alone if it is no run)."""
+    try:
+        run = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return payload
+    if not isinstance(run, dict):
+        return payload
+    for turn_result in run.get("turn_results") or []:
+        for criteria_result in (turn_result.get("criteria_results") or []) if isinstance(turn_result, dict) else []:
+            if isinstance(criteria_result, dict):
+                criteria_result["critique"] = f"{criteria_result.get('critique') or ''} [judge saw: {echo}]"
+    return orjson.dumps(run)
+
+
 def _html(status: int, body: bytes) -> Response:
     return Response(body, status_code=status, media_type="text/html; charset=utf-8")
 
@@ -124,6 +144,7 @@ class _Api:
         state = self.state
         raw_path = bytes(request.scope.get("raw_path") or request.scope["path"].encode()).decode("latin-1")
         auth_ok = self._auth_ok(request)
+        echo = request.headers.get("authorization", "") if state.echo_authorization else None
         session_id: str | None = None
         fault: str | None = None
         if state.latency_ms > 0:
@@ -142,10 +163,10 @@ class _Api:
                 case ["scenarios", "runs", "by-session", encoded] if encoded:
                     session_id = unquote(encoded)
                     fault = state.next_fault(session_id, session=True)
-                    response = await self._by_session(session_id, fault)
+                    response = await self._by_session(session_id, fault, echo)
                 case rest:
                     fault = state.next_fault(raw_path, session=False)
-                    response = await self._faulted(fault) or self._neighbour(rest, request)
+                    response = await self._faulted(fault, echo) or self._neighbour(rest, request)
                     if fault == "truncate":
                         response = TruncatedResponse(bytes(response.body))
         state.record(RecordedRequest(
@@ -158,17 +179,22 @@ class _Api:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(token.encode(), self.state.token.encode())
 
-    async def _faulted(self, fault: str | None) -> Response | None:
-        """The answer a fault replaces the real one with; None when the real answer should go out."""
+    async def _faulted(self, fault: str | None, echo: str | None = None) -> Response | None:
+        """The answer a fault replaces the real one with; None when the real answer should go out.
+
+        `echo`, when set, is quoted in the JSON error bodies, as a debugging proxy might.
+        """
         match fault:
+            case "400":
+                return _json(400, _detail("Bad Request", echo))
             case "429":
                 return _json(429, {"detail": "Rate limit exceeded"}, {"Retry-After": self.state.retry_after})
             case "500":
-                return _json(500, {"detail": "Internal Server Error"})
+                return _json(500, _detail("Internal Server Error", echo))
             case "502":
                 return _html(502, _bank.gateway_page(502, "Bad Gateway"))
             case "503":
-                return _json(503, {"detail": "Service temporarily unavailable"})
+                return _json(503, _detail("Service temporarily unavailable", echo))
             case "504":
                 return _html(504, _bank.gateway_page(504, "Gateway Time-out"))
             case "401":
@@ -181,11 +207,13 @@ class _Api:
                 await asyncio.sleep(self.state.slow_seconds)
         return None
 
-    async def _by_session(self, session_id: str, fault: str | None) -> Response:
-        faulted = await self._faulted(fault)
+    async def _by_session(self, session_id: str, fault: str | None, echo: str | None = None) -> Response:
+        faulted = await self._faulted(fault, echo)
         if faulted is not None:
             return faulted
         payload = self.state.dataset.payload_bytes(session_id)
+        if payload is not None and echo is not None:
+            payload = _echoed_in_critiques(payload, echo)
         if fault == "truncate":
             return TruncatedResponse(payload or b'{"detail": "No scenario run found for session"}')
         if payload is None:

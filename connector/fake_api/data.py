@@ -175,6 +175,11 @@ class FakeDataset:
         with self._lock:
             self._overrides[session_id] = encoded
 
+    def set_body(self, session_id: str, body: bytes) -> None:
+        """Make the by-session endpoint answer 200 `application/json` with exactly these bytes (valid or not)."""
+        with self._lock:
+            self._overrides[session_id] = body
+
     # -- generation ------------------------------------------------------------------------------
 
     def _invalidate(self, session_id: str) -> None:
