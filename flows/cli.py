@@ -70,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long to wait for another process to release piper.duckdb (default 30)",
     )
     load.add_argument(
+        "--max-consecutive-failures", type=int, default=50, metavar="N",
+        help="stop the load after N requests in a row without a usable answer, over at least 30 s "
+        "(default 50; 0 turns it off)",
+    )
+    load.add_argument(
         "--sessions-per-task", type=int, default=5000,
         help="sessions per fetch task of the Prefect engine (default 5000)",
     )
@@ -166,6 +171,7 @@ SETTINGS_FLAGS = {
     "max_retries": "max_retries", "chunk_size": "chunk_size", "format": "format", "refetch": "refetch",
     "lock_timeout": "lock_timeout", "http_client": "http_client", "pricing_file": "pricing",
     "judge_model": "judge_model", "sessions_per_task": "sessions_per_task",
+    "max_consecutive_failures": "max_consecutive_failures",
 }
 """Each load setting and the `load` flag (argparse dest) that sets it: every flag reaches both engines."""
 

@@ -20,7 +20,7 @@ import httpx
 
 from connector.client import FetchResult, PiperClient
 from connector.errors import PiperConfigError, PiperStopLoad
-from connector.retry import RetryPolicy
+from connector.retry import CircuitBreaker, RetryPolicy
 from flows.chunks import ChunkBuilder, ChunkReport, ChunkSink, OnSession, log_row, log_table
 from flows.settings import LoadSettings
 from warehouse.crash import crash_point
@@ -186,6 +186,7 @@ def make_client(settings: LoadSettings, token: str, transport: httpx.AsyncBaseTr
         retry=RetryPolicy(max_retries=settings.max_retries),
         transport=transport,
         http_client=settings.http_client,
+        circuit_breaker=CircuitBreaker(failures=n) if (n := settings.max_consecutive_failures) else None,
     )
 
 

@@ -100,6 +100,7 @@ async def load_sessions(
     pricing_file: str | None = None,
     judge_model: str | None = None,
     sessions_per_task: int = 5000,
+    max_consecutive_failures: int = 50,
 ) -> pipeline.LoadSummary:
     """Load Piper scenario runs for these session ids into Parquet and DuckDB.
 
@@ -121,6 +122,8 @@ async def load_sessions(
             the only model of the pricing file.
         sessions_per_task: sessions per fetch task; each task streams its sessions over one connection
             pool, so a task boundary is the only point where requests drain.
+        max_consecutive_failures: stop the load after this many requests in a row without a usable answer,
+            over at least 30 s (the circuit breaker); 0 turns it off.
     """
     given = dict(locals())
     settings = LoadSettings.resolve({name: value for name, value in given.items() if name != "session_ids"})

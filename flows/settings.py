@@ -50,6 +50,7 @@ class LoadSettings:
     pricing_file: str | None = None  # TOML of judge token prices; None keeps the prices stored earlier
     judge_model: str | None = None  # the judge model whose price costs the runs
     sessions_per_task: int = 5000  # the Prefect engine's sessions per fetch task
+    max_consecutive_failures: int = 50  # the circuit breaker (connector.retry.CircuitBreaker); 0 turns it off
 
     def __post_init__(self) -> None:
         if not self.org_id:
@@ -66,6 +67,8 @@ class LoadSettings:
             raise PiperConfigError("lock timeout must be 0 or more seconds")
         if self.chunk_size < 1:
             raise PiperConfigError("chunk size must be at least 1")
+        if self.max_consecutive_failures < 0:
+            raise PiperConfigError("max consecutive failures must be 0 (off) or more")
         if self.sessions_per_task < 1:
             raise PiperConfigError("sessions per task must be at least 1")
         object.__setattr__(self, "out_dir", Path(self.out_dir))
