@@ -4,28 +4,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import os
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-import duckdb
-
 from connector.client import HTTP_CLIENTS
-from connector.errors import TOKEN_ENV, PiperConfigError
+from connector.errors import TOKEN_ENV
 from flows.analytics_cli import add_analytics_commands, add_pricing_arguments
 from flows.analytics_cli import run as run_analytics_command
+from flows.errors import PROG, LoadFailed, OutputClosed, UsageError, translate
 from flows.pipeline import LoadSummary
 from flows.settings import DEFAULT_BASE_URL, DEFAULT_OUT, FORMATS, LoadSettings, token_from_env
-from warehouse.store import WarehouseLocked
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH = 0, 1, 2, 3
+EXIT_OK = 0
 DEMO_TOKEN = "pat_fake_demo_token"
-
-
-class UsageError(Exception):
-    """A mistake in how the command was called: exit status 2."""
 
 
 def read_session_ids(lines: Iterable[str]) -> list[str]:
@@ -40,7 +35,7 @@ def read_session_ids(lines: Iterable[str]) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="piper-etl",
+        prog=PROG,
         description="Load Piper scenario-run results into Parquet files and a DuckDB database.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -111,39 +106,46 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one `piper-etl` command; every anticipated failure ends here as one message and its exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.command == "load":
-            return _load(args, sys.stdin)
-        if args.command in ("report", "sql"):
-            return run_analytics_command(args, sys.stdin)
-        if args.command == "demo":
-            from flows.demo import run_demo
-
-            return run_demo(sessions=args.sessions, out_dir=Path(args.out), seed=args.seed)
-        return _fake_api(args)
-    except (UsageError, PiperConfigError) as exc:
-        print(f"piper-etl {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except WarehouseLocked as exc:
-        print(f"piper-etl {args.command}: error: {exc}", file=sys.stderr)
-        print("  the fetched data is kept in the Parquet landing files; the next load merges it", file=sys.stderr)
-        return EXIT_FAILED
-    except (OSError, duckdb.Error) as exc:
-        print(f"piper-etl {args.command}: error: {_describe_io_error(exc)}", file=sys.stderr)
-        print("  earlier loads are intact; fix the cause and rerun", file=sys.stderr)
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        print("piper-etl: interrupted; committed loads are intact, rerun to finish", file=sys.stderr)
-        return 130
+        return _run(args)
+    except BaseException as exc:  # KeyboardInterrupt too; anything `translate` does not know propagates
+        error = translate(exc)
+        if error is None:
+            raise
+    if isinstance(error, OutputClosed):
+        _silence_stdout()
+    for line in error.lines(args.command):
+        print(line, file=sys.stderr)
+    return error.exit_status
 
 
-def _describe_io_error(exc: OSError | duckdb.Error) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        where = f": {exc.filename}" if exc.filename else ""
-        return f"cannot write the output ({exc.strerror}){where}"
-    return f"cannot write the output: {exc}"
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "load":
+        return _load(args, sys.stdin)
+    if args.command in ("report", "sql"):
+        return run_analytics_command(args, sys.stdin)
+    if args.command == "demo":
+        from flows.demo import run_demo
+
+        return run_demo(sessions=args.sessions, out_dir=Path(args.out), seed=args.seed)
+    return _fake_api(args)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null: its reader is gone, and the flush at exit must not fail again.
+
+    What the Python documentation advises for BrokenPipeError (the signal module, "Note on SIGPIPE").
+    """
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, ValueError, io.UnsupportedOperation):  # replaced by a test's capture
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def _collect_ids(args: argparse.Namespace, stdin: TextIO) -> list[str]:
@@ -191,18 +193,22 @@ def _load(args: argparse.Namespace, stdin: TextIO) -> int:
 
 
 def report_summary(summary: LoadSummary, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """Print the summary line (stdout) and the first failures (stderr); return the exit status."""
+    """Print the first failures and the warnings (stderr), then the summary line (stdout).
+
+    Returns 0 for a load that succeeded; raises `LoadFailed` (or `TokenRefused`) for one that did not,
+    once everything is printed.
+    """
     out, err = out or sys.stdout, err or sys.stderr
     for session_id, reason in summary.failures:
         print(f"  {session_id!r}: {reason}", file=err)
     for warning in summary.warnings:
-        print(f"piper-etl load: warning: {warning}", file=err)
+        print(f"{PROG} load: warning: {warning}", file=err)
     if summary.stop_message:
-        print(f"piper-etl load: {summary.stop_message}", file=err)
+        print(f"{PROG} load: {summary.stop_message}", file=err)
     print(summary.line(), file=out)
-    if summary.token_refused:
-        return EXIT_AUTH
-    return EXIT_OK if summary.ok else EXIT_FAILED
+    if not summary.ok:
+        raise LoadFailed.of(summary)
+    return EXIT_OK
 
 
 def _load_local(ids: list[str], settings: LoadSettings, token: str) -> LoadSummary:
