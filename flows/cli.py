@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import io
 import os
+import socket
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -15,7 +16,7 @@ from connector.client import HTTP_CLIENTS
 from connector.errors import TOKEN_ENV
 from flows.analytics_cli import add_analytics_commands, add_pricing_arguments
 from flows.analytics_cli import run as run_analytics_command
-from flows.errors import PROG, LoadFailed, OutputClosed, UsageError, translate
+from flows.errors import PROG, LoadFailed, OutputClosed, PrefectUnavailable, UsageError, translate
 from flows.pipeline import LoadSummary
 from flows.settings import DEFAULT_BASE_URL, DEFAULT_OUT, FORMATS, LoadSettings, token_from_env
 
@@ -31,6 +32,22 @@ def read_session_ids(lines: Iterable[str]) -> list[str]:
         if value and not value.startswith("#"):
             ids.append(value)
     return ids
+
+
+def output_folder(value: str) -> str:
+    """`--out` of a command that writes, checked before any request: a folder, or one we may create.
+
+    The nearest existing path (the folder itself, or the parent it would be created in) must be a
+    folder we can write to, so that a load never fetches what it could not land.
+    """
+    for path in (Path(value), *Path(value).parents):
+        if path.exists():
+            if not path.is_dir():
+                raise argparse.ArgumentTypeError(f"{str(path)!r} is a file, not a folder")
+            if not os.access(path, os.W_OK | os.X_OK):
+                raise argparse.ArgumentTypeError(f"{str(path)!r} is not writable")
+            break
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("PIPER_BASE_URL", DEFAULT_BASE_URL),
         help=f"API base URL (env PIPER_BASE_URL, default {DEFAULT_BASE_URL})",
     )
-    load.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default ./{DEFAULT_OUT})")
+    load.add_argument(
+        "--out", type=output_folder, default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default ./{DEFAULT_OUT})"
+    )
     load.add_argument("--concurrency", type=int, default=16, help="requests in flight at once (default 16)")
     load.add_argument("--max-retries", type=int, default=5, help="retries per session (default 5)")
     load.add_argument("--chunk-size", type=int, default=500, help="sessions per Parquet part, at most (default 500)")
@@ -83,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
         "on a free loopback port, load its sessions over HTTP, and print what landed."
     )
     demo.add_argument("--sessions", type=int, default=200, help="sessions to simulate (default 200)")
-    demo.add_argument("--out", default="piper-demo", metavar="DIR", help="output folder (default ./piper-demo)")
+    demo.add_argument(
+        "--out", type=output_folder, default="piper-demo", metavar="DIR", help="output folder (default ./piper-demo)"
+    )
     demo.add_argument("--seed", type=int, default=7, help="seed of the synthetic data (default 7)")
 
     fake = commands.add_parser(
@@ -185,6 +206,7 @@ def _load(args: argparse.Namespace, stdin: TextIO) -> int:
     if engine == "auto":
         engine = "prefect" if os.environ.get("PREFECT_API_URL") else "local"
     if engine == "prefect":
+        require_prefect_server()
         summary = _load_with_prefect(ids, settings)
     else:
         token = token_from_env()
@@ -252,9 +274,33 @@ def _load_with_prefect(ids: list[str], settings: LoadSettings) -> LoadSummary:
         return exc.summary
 
 
+def require_prefect_server() -> None:
+    """Raise `PrefectUnavailable` when PREFECT_API_URL is set and no server answers there.
+
+    Without a URL, Prefect starts a temporary server of its own, so there is nothing to check. Any
+    HTTP answer counts as reachable: only a failure to connect at all is reported here.
+    """
+    import httpx
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    api_url = PREFECT_API_URL.value()
+    if not api_url:
+        return
+
+    async def problem() -> BaseException | None:
+        async with get_client() as client:
+            return await client.api_healthcheck()
+
+    found = asyncio.run(problem())
+    if isinstance(found, httpx.TransportError):
+        raise PrefectUnavailable(api_url, str(found) or type(found).__name__)
+
+
 def _fake_api(args: argparse.Namespace) -> int:
     from connector.fake_api import FakeDataset, FakePiper, run_forever
 
+    _require_free_port(args.port)
     dataset = FakeDataset.generate(seed=args.seed, sessions=args.sessions, payload_kb=args.payload_kb)
     token = os.environ.get(TOKEN_ENV) or DEMO_TOKEN
     state = FakePiper(
@@ -268,7 +314,10 @@ def _fake_api(args: argparse.Namespace) -> int:
         fault_seed=args.seed,
     )
     if args.sessions_out:
-        Path(args.sessions_out).write_text("\n".join(dataset.session_ids) + "\n", encoding="utf-8")
+        try:
+            Path(args.sessions_out).write_text("\n".join(dataset.session_ids) + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot write --sessions-out {args.sessions_out!r}: {exc.strerror}") from None
     which = f"the value of {TOKEN_ENV}" if os.environ.get(TOKEN_ENV) else f"the demo token {DEMO_TOKEN}"
     print(
         f"simulated Piper API on http://127.0.0.1:{args.port} (org {dataset.org_id}, "
@@ -277,6 +326,18 @@ def _fake_api(args: argparse.Namespace) -> int:
     )
     run_forever(state, port=args.port)
     return EXIT_OK
+
+
+def _require_free_port(port: int) -> None:
+    """A usage error naming the port when another process listens on it (uvicorn would exit 3 after a log line)."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+    try:
+        probe.bind(("127.0.0.1", port))
+    except OSError as exc:
+        raise UsageError(f"cannot serve on 127.0.0.1:{port} ({exc.strerror}); pick another --port") from None
+    finally:
+        probe.close()
 
 
 if __name__ == "__main__":
