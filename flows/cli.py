@@ -10,7 +10,7 @@ import socket
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from connector.client import HTTP_CLIENTS
 from connector.errors import TOKEN_ENV
@@ -34,6 +34,38 @@ def read_session_ids(lines: Iterable[str]) -> list[str]:
     return ids
 
 
+class HelpWithDefaults(argparse.HelpFormatter):
+    """Help that ends each option with its default, unless its text already names it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        unset = action.default is None or action.default is False or action.default is argparse.SUPPRESS
+        if action.option_strings and not unset and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose subcommands' help shows defaults too."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpWithDefaults)
+        super().__init__(**kwargs)
+
+
+class _Version(argparse.Action):
+    """`--version`: the installed distribution's version, looked up only when asked for."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        from importlib.metadata import version
+
+        print(f"{PROG} {version('piper-etl')}")  # on stdout, as argparse's own version action
+        parser.exit()
+
+
 def output_folder(value: str) -> str:
     """`--out` of a command that writes, checked before any request: a folder, or one we may create.
 
@@ -51,10 +83,11 @@ def output_folder(value: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="Load Piper scenario-run results into Parquet files and a DuckDB database.",
     )
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     load = commands.add_parser(
@@ -67,32 +100,29 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--sessions-file", metavar="FILE", help="file of session ids, one a line ('-' for stdin)")
     load.add_argument("--org-id", default=os.environ.get("PIPER_ORG_ID"), help="Piper org id (env PIPER_ORG_ID)")
     load.add_argument(
-        "--base-url",
-        default=os.environ.get("PIPER_BASE_URL", DEFAULT_BASE_URL),
-        help=f"API base URL (env PIPER_BASE_URL, default {DEFAULT_BASE_URL})",
+        "--base-url", default=os.environ.get("PIPER_BASE_URL", DEFAULT_BASE_URL),
+        help="API base URL (env PIPER_BASE_URL)",
     )
-    load.add_argument(
-        "--out", type=output_folder, default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default ./{DEFAULT_OUT})"
-    )
-    load.add_argument("--concurrency", type=int, default=16, help="requests in flight at once (default 16)")
-    load.add_argument("--max-retries", type=int, default=5, help="retries per session (default 5)")
-    load.add_argument("--chunk-size", type=int, default=500, help="sessions per Parquet part, at most (default 500)")
-    load.add_argument("--format", choices=FORMATS, default="both", help="what to write (default both)")
+    load.add_argument("--out", type=output_folder, default=DEFAULT_OUT, metavar="DIR", help="output folder")
+    load.add_argument("--concurrency", type=int, default=16, help="requests in flight at once")
+    load.add_argument("--max-retries", type=int, default=5, help="retries per session")
+    load.add_argument("--chunk-size", type=int, default=500, help="sessions per Parquet part, at most")
+    load.add_argument("--format", choices=FORMATS, default="both", help="what to write")
     load.add_argument("--refetch", action="store_true", help="fetch sessions whose stored run is final again")
     load.add_argument(
         "--http-client", choices=HTTP_CLIENTS, default="aiohttp",
-        help="HTTP library for the requests (default aiohttp; httpx is slower at high concurrency)",
+        help="HTTP library for the requests (httpx is slower at high concurrency)",
     )
     load.add_argument(
         "--lock-timeout", type=float, default=30.0, metavar="SECONDS",
-        help="how long to wait for another process to release piper.duckdb (default 30)",
+        help="how long to wait for another process to release piper.duckdb",
     )
     load.add_argument(
         "--engine",
         choices=("auto", "local", "prefect"),
         default="auto",
         help="'prefect' runs the load_sessions flow (run history in your Prefect server); 'local' runs the same "
-        "steps in this process with no Prefect; 'auto' (default) picks prefect when PREFECT_API_URL is set",
+        "steps in this process with no Prefect; 'auto' picks prefect when PREFECT_API_URL is set",
     )
     add_pricing_arguments(load)
     add_analytics_commands(commands)
@@ -101,11 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="run a load against a simulated Piper API", description="Start the simulated Piper API "
         "on a free loopback port, load its sessions over HTTP, and print what landed."
     )
-    demo.add_argument("--sessions", type=int, default=200, help="sessions to simulate (default 200)")
-    demo.add_argument(
-        "--out", type=output_folder, default="piper-demo", metavar="DIR", help="output folder (default ./piper-demo)"
-    )
-    demo.add_argument("--seed", type=int, default=7, help="seed of the synthetic data (default 7)")
+    demo.add_argument("--sessions", type=int, default=200, help="sessions to simulate")
+    demo.add_argument("--out", type=output_folder, default="piper-demo", metavar="DIR", help="output folder")
+    demo.add_argument("--seed", type=int, default=7, help="seed of the synthetic data")
 
     fake = commands.add_parser(
         "fake-api",
@@ -113,10 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
         description=f"Serve the simulated Piper API on 127.0.0.1. It accepts the token in {TOKEN_ENV} "
         "(or the demo token when that is unset).",
     )
-    fake.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+    fake.add_argument("--port", type=int, default=8765, help="port")
     fake.add_argument("--seed", type=int, default=0, help="seed of the synthetic data")
     fake.add_argument("--sessions", type=int, default=100, help="number of sessions with a run")
-    fake.add_argument("--latency-ms", type=float, default=0.0, help="added latency per request")
+    fake.add_argument("--latency-ms", type=float, default=0.0, help="added latency per request, in ms")
     fake.add_argument("--error-rate", type=float, default=0.0, help="share of requests answered 500/502/503/504")
     fake.add_argument("--rate-limit-rate", type=float, default=0.0, help="share of requests answered 429")
     fake.add_argument("--retry-after", default="1", help="Retry-After value sent with 429 (seconds or HTTP date)")
@@ -227,7 +255,10 @@ def report_summary(summary: LoadSummary, out: TextIO | None = None, err: TextIO 
         print(f"{PROG} load: warning: {warning}", file=err)
     if summary.stop_message:
         print(f"{PROG} load: {summary.stop_message}", file=err)
-    print(summary.line(), file=out)
+    try:
+        print(summary.line(), file=out)
+    except BrokenPipeError:  # `load | head -0`: the exit status must still say how the load went
+        _silence_stdout()
     if not summary.ok:
         raise LoadFailed.of(summary)
     return EXIT_OK
