@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import io
 import os
+import shlex
 import socket
 import sys
 from collections.abc import Iterable, Sequence
@@ -251,6 +252,9 @@ def report_summary(summary: LoadSummary, out: TextIO | None = None, err: TextIO 
     out, err = out or sys.stdout, err or sys.stderr
     for session_id, reason in summary.failures:
         print(f"  {session_id!r}: {reason}", file=err)
+    more = more_failures(summary)
+    if more:
+        print(more, file=err)
     for warning in summary.warnings:
         print(f"{PROG} load: warning: {warning}", file=err)
     if summary.stop_message:
@@ -262,6 +266,27 @@ def report_summary(summary: LoadSummary, out: TextIO | None = None, err: TextIO 
     if not summary.ok:
         raise LoadFailed.of(summary)
     return EXIT_OK
+
+
+def more_failures(summary: LoadSummary) -> str | None:
+    """The line after the listed failures: how many more there are, and the query that lists them all.
+
+    Sessions never sent because the load stopped are not listed (they share one reason) but are
+    counted, as `failed` rows of `fetch_log`.
+    """
+    shown = len(summary.failures)  # the first few, as the load kept them
+    rest = summary.outcomes["failed"] + summary.outcomes["rejected"] - shown
+    if rest <= 0:
+        return None
+    what = f"{rest} more failed or rejected session" if shown else f"{rest} failed or rejected session"
+    plural = "" if rest == 1 else "s"
+    unsent = " (including those never sent after the load stopped)" if summary.stop_message else ""
+    query = (
+        f"SELECT session_id, outcome, error FROM fetch_log WHERE load_id = '{summary.load_id}' "
+        "AND outcome IN ('failed', 'rejected')"
+    )
+    lead = "  ... and " if shown else "  "
+    return f"{lead}{what}{plural}{unsent}: {PROG} sql --out {shlex.quote(str(summary.out_dir))} \"{query}\""
 
 
 def _load_local(ids: list[str], settings: LoadSettings, token: str) -> LoadSummary:

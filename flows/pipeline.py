@@ -342,7 +342,7 @@ def close_merge(merge: LoadMerge) -> None:
 def load_warnings(outcomes: Counter[str], settings: LoadSettings) -> list[str]:
     """Hints for outcomes that point at a setting rather than at the sessions."""
     fetched = outcomes["loaded"] + outcomes["not_found"] + outcomes["rejected"]
-    if fetched and outcomes["not_found"] == fetched and fetched >= 2:
+    if fetched and outcomes["not_found"] == fetched:
         return [
             f"every one of the {fetched} sessions fetched was not found (404): the org id {settings.org_id!r} "
             f"or the base URL {settings.base_url!r} is probably wrong"
