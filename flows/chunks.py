@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from connector.client import FetchResult
 from connector.errors import PiperAuthError, PiperStopLoad
+from connector.urls import printable_session_id
 from schemas.flatten import FlatRun, PayloadRejected, build_tables, flatten_run
 from schemas.tables import FETCH_LOG, REJECTED_PAYLOADS
 from warehouse import landing
@@ -40,7 +41,7 @@ def log_row(
     """The `fetch_log` row of one session."""
     return {
         "load_id": load_id,
-        "session_id": result.session_id,
+        "session_id": printable_session_id(result.session_id),  # argv bytes that are not UTF-8 stay visible
         "outcome": outcome,
         "http_status": result.http_status,
         "attempts": result.attempts,

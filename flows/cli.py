@@ -11,7 +11,7 @@ import socket
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any, TextIO
 
 from connector.client import HTTP_CLIENTS
 from connector.errors import TOKEN_ENV
@@ -33,6 +33,19 @@ def read_session_ids(lines: Iterable[str]) -> list[str]:
         if value and not value.startswith("#"):
             ids.append(value)
     return ids
+
+
+def read_id_file(binary: IO[bytes]) -> list[str]:
+    """`read_session_ids` over bytes (a sessions file, stdin): what is not UTF-8 stays, escaped.
+
+    Bytes that are not UTF-8 become lone surrogates (`surrogateescape`, as Python does for argv), so
+    that one id is refused with its bytes shown while the others load; a UTF-8 byte order mark is dropped.
+    """
+    text = io.TextIOWrapper(binary, encoding="utf-8-sig", errors="surrogateescape")
+    try:
+        return read_session_ids(text)
+    finally:
+        text.detach()  # leaves `binary` open: stdin stays usable, a file is closed by its opener
 
 
 class HelpWithDefaults(argparse.HelpFormatter):
@@ -199,13 +212,14 @@ def _silence_stdout() -> None:
 
 
 def _collect_ids(args: argparse.Namespace, stdin: TextIO) -> list[str]:
-    ids = list(args.session_ids)
+    ids = [session_id.strip() for session_id in args.session_ids]  # stripped as the lines of a file are
     if args.sessions_file == "-":
-        ids += read_session_ids(stdin)
+        buffer = getattr(stdin, "buffer", None)  # None: a test's StringIO, already text
+        ids += read_session_ids(stdin) if buffer is None else read_id_file(buffer)
     elif args.sessions_file:
         try:
-            with open(args.sessions_file, encoding="utf-8") as handle:
-                ids += read_session_ids(handle)
+            with open(args.sessions_file, "rb") as handle:
+                ids += read_id_file(handle)
         except OSError as exc:
             raise UsageError(f"cannot read sessions file {args.sessions_file!r}: {exc.strerror}") from None
     if not ids:
