@@ -24,7 +24,7 @@ def session_id_problem(session_id: str) -> str | None:
     if len(session_id) > MAX_SESSION_ID_LENGTH:
         return f"session id is {len(session_id)} characters long (the limit is {MAX_SESSION_ID_LENGTH})"
     if not _is_utf8(session_id):
-        return f"session id is not valid UTF-8: {_raw_bytes(session_id)!r}"
+        return f"session id is not valid UTF-8: {session_id_bytes(session_id)!r}"
     for char in session_id:
         if ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0:
             return f"session id contains the control character {char!r}"
@@ -39,7 +39,19 @@ def printable_session_id(session_id: str) -> str:
     """
     if _is_utf8(session_id):
         return session_id
-    return _raw_bytes(session_id).decode("utf-8", errors="backslashreplace")
+    return session_id_bytes(session_id).decode("utf-8", errors="backslashreplace")
+
+
+def session_id_bytes(session_id: str) -> bytes:
+    """The bytes a session id was read as: a surrogate-escaped str gives back its undecodable bytes.
+
+    Other lone surrogates (U+D800 to U+DC7F, which surrogateescape never makes) come out as their
+    three-byte form.
+    """
+    try:
+        return session_id.encode("utf-8", errors="surrogateescape")
+    except UnicodeEncodeError:
+        return session_id.encode("utf-8", errors="surrogatepass")
 
 
 def path_segment(value: str) -> str:
@@ -78,14 +90,6 @@ def _is_utf8(text: str) -> bool:
     except UnicodeEncodeError:  # lone surrogates
         return False
     return True
-
-
-def _raw_bytes(text: str) -> bytes:
-    """The bytes a surrogate-escaped str was decoded from (other lone surrogates as their UTF-8 form)."""
-    try:
-        return text.encode("utf-8", errors="surrogateescape")
-    except UnicodeEncodeError:  # a surrogate surrogateescape did not make (U+D800 to U+DC7F)
-        return text.encode("utf-8", errors="surrogatepass")
 
 
 def _is_loopback(host: str) -> bool:

@@ -15,6 +15,7 @@ from typing import IO, Any, TextIO
 
 from connector.client import HTTP_CLIENTS
 from connector.errors import TOKEN_ENV
+from connector.urls import printable_session_id, session_id_bytes
 from flows.analytics_cli import add_analytics_commands, add_pricing_arguments
 from flows.analytics_cli import run as run_analytics_command
 from flows.errors import PROG, LoadFailed, OutputClosed, PrefectUnavailable, UsageError, translate
@@ -249,6 +250,7 @@ def _load(args: argparse.Namespace, stdin: TextIO) -> int:
     if engine == "auto":
         engine = "prefect" if os.environ.get("PREFECT_API_URL") else "local"
     if engine == "prefect":
+        require_text_ids(ids)
         require_prefect_server()
         summary = _load_with_prefect(ids, settings)
     else:
@@ -342,6 +344,20 @@ def _load_with_prefect(ids: list[str], settings: LoadSettings) -> LoadSummary:
         )
     except LoadFailed as exc:
         return exc.summary
+
+
+def require_text_ids(ids: list[str]) -> None:
+    """A usage error for an id that is not UTF-8: a Prefect flow's parameters travel as JSON text.
+
+    The local engine records such an id `rejected` and loads the rest; a flow run cannot even be created.
+    """
+    for session_id in ids:
+        if printable_session_id(session_id) != session_id:
+            raise UsageError(
+                f"session id {session_id_bytes(session_id)!r} is not valid UTF-8, and a Prefect flow takes only "
+                "text parameters: fix or drop it, or load with --engine local, which records it rejected and "
+                "loads the rest"
+            )
 
 
 def require_prefect_server() -> None:

@@ -89,3 +89,13 @@ def test_real_argv_and_stdin_bytes(piper: SimulatedPiper, out_dir: Path) -> None
         "argv-\\xff": ("rejected", "session id is not valid UTF-8: b'argv-\\xff'"),
         "stdin-\\x80": ("rejected", "session id is not valid UTF-8: b'stdin-\\x80'"),
     }
+
+
+def test_the_prefect_engine_refuses_them_before_creating_a_flow_run(cli: Cli, out_dir: Path) -> None:
+    result = cli("load", "--engine", "prefect", "--org-id", "org", "--out", str(out_dir), "s-1", os.fsdecode(b"w\xff"))
+    assert result.code == 2
+    assert result.stderr == (
+        "piper-etl load: error: session id b'w\\xff' is not valid UTF-8, and a Prefect flow takes only text "
+        "parameters: fix or drop it, or load with --engine local, which records it rejected and loads the rest\n"
+    )
+    assert not out_dir.exists()
