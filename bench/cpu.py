@@ -80,7 +80,7 @@ def piper(params: dict[str, Any]) -> dict[str, Any]:
             t2 = time.process_time()
             tables = build_tables(flat, load_id=load_id, loaded_at=loaded_at)
             t3 = time.process_time()
-            landing.write_chunk(out, load_id, index, tables)
+            landing.write_chunk(out, load_id, f"main-{index + 1:04d}", dict(tables))
             t4 = time.process_time()
             stages.update({"parse": t1 - t0, "flatten": t2 - t1, "build_tables": t3 - t2, "write_parquet": t4 - t3})
             rows.update({name: table.num_rows for name, table in tables.items()})

@@ -71,7 +71,7 @@ class RssSampler:
 
 
 class PhaseMarks:
-    """When the load's plan and its merge step (`finish_load`) begin and end, in seconds from `begin()`.
+    """When the load's plan and its commit step (`commit_load`) begin and end, in seconds from `begin()`.
 
     Wraps the two functions in `flows.pipeline`, which `run_load` and the flow both call, so the same
     marks split the wall time of either engine: before the plan, fetching, the merge, after it.
@@ -83,8 +83,8 @@ class PhaseMarks:
 
         self.started = time.perf_counter()
         self.marks: dict[str, float] = {}
-        for name in ("plan_load", "finish_load"):
-            self._wrap(pipeline, name, name)
+        for name, label in (("plan_load", "plan_load"), ("commit_load", "finish_load")):
+            self._wrap(pipeline, name, label)
         if prefect:
             import importlib
 
@@ -131,7 +131,7 @@ PREFECT_STEPS = (
     ("validate_parameters", "prefect.flows", "Flow.validate_parameters"),
     ("set_state", "prefect.flow_engine", "AsyncFlowRunEngine.set_state"),
     ("resolve_token", "flows.prefect_flow", "resolve_token"),  # the first call in the flow's body
-    ("verdicts_read", "flows.publish", "_verdicts_from_writer"),  # in the merge step, alongside the copy
+    ("verdicts_read", "warehouse.publish", "_verdicts_from_writer"),  # in the commit, alongside the copy
     ("artifact_create", "flows.prefect_flow", "acreate_markdown_artifact"),
     ("handle_success", "prefect.flow_engine", "AsyncFlowRunEngine.handle_success"),
 )

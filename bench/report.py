@@ -349,7 +349,8 @@ class Report:
         sessions = int(data.get("sessions", 0))
         self.add(
             f"{_f(sessions)} sessions at L = {data.get('latency_ms')} ms, C = {data.get('concurrency')}, format both, "
-            f"chunks of 500 landed by {-(-sessions // 5000)} fetch tasks of up to 5,000 sessions + 1 merge task, "
+            f"chunks of 500 landed by {-(-sessions // 5000)} fetch tasks of up to 5,000 sessions, "
+            "then the flow commits, "
             "the two engines run alternately. "
             f"Flow ÷ run_load = **{_f(data.get('ratio'), 3)}**. Not in the flow's wall time: "
             f"`import flows.prefect_flow` ({_f(imports, 2)} s), the Prefect server's own CPU (last column, on the "
@@ -481,10 +482,10 @@ class Report:
                              f"1,000 sessions (a one-core ceiling of {_f(1000 / cpu_k if cpu_k else None)}/s) and "
                              f"{_f(_median(tails), 1)} s after the last response")
             profile = self.r.get("e2e", {}).get("profile", {}).get("profile_cumulative", "")
-            finish, merge = _profile_cumtime(profile, "(finish_load)"), _profile_cumtime(profile, "(commit)")
+            finish, merge = _profile_cumtime(profile, "(commit_load)"), _profile_cumtime(profile, "(commit)")
             total = _profile_total(profile)
             if finish and total:
-                parts.append(f"under the profiler (format both), `finish_load` takes {_f(finish, 2)} s of "
+                parts.append(f"under the profiler (format both), `commit_load` takes {_f(finish, 2)} s of "
                              f"{_f(total, 2)} s" + (f", the DuckDB COMMIT {_f(merge, 2)} s of it" if merge else ""))
             self.add(
                 f"* **End to end.** The fetch alone reaches {_f(fetch.get('per_second') if fetch else None)}/s at "
@@ -538,8 +539,8 @@ class Report:
                 self.add(
                     f"* **Prefect overhead.** The flow takes {_f(extra, 1)} s longer than `run_load` for the same "
                     f"{_f(overhead.get('sessions'))} sessions ({tasks} fetch task(s) of up to 5,000 sessions, each "
-                    "streaming its requests and inserting its chunks into the load's transaction as `run_load` does, "
-                    "then 1 merge task that commits). By phase, flow vs `run_load` (medians, seconds): "
+                    "streaming its requests and landing its chunks, which the load transaction inserts as they land, "
+                    "then the flow commits). By phase, flow vs `run_load` (medians, seconds): "
                     + "; ".join(f"{label} {flow_phases[key]:.2f} vs {local_phases[key]:.2f}"
                                 for key, label in PHASES)
                     + ". " + _prefect_steps_text(flow.get("runs", []), artifact)
@@ -551,8 +552,8 @@ class Report:
             self.add(
                 f"* **Prefect overhead.** The flow takes {_f(extra, 1)} s longer than `run_load` for the same "
                 f"{_f(overhead.get('sessions'))} sessions, with {tasks} fetch task(s) of up to 5,000 sessions (each "
-                "streams its requests and lands chunk by chunk as `run_load` does) and 1 merge task. Where the rest "
-                "goes: the summary artifact's analytics read, which `run_load` does not do "
+                "streams its requests and lands chunk by chunk as `run_load` does), then the flow's commit. "
+                "Where the rest goes: the summary artifact's analytics read, which `run_load` does not do "
                 f"({_f(artifact, 2)} s under the profiler); Prefect's own work on the same core, "
                 f"{_f(flow.get('cpu_seconds_per_1000'), 2)} CPU s per 1,000 sessions against "
                 f"{_f(local.get('cpu_seconds_per_1000'), 2)} for `run_load` (flow and task run bookkeeping over its "

@@ -10,6 +10,8 @@
 A session that cannot be fetched (404, retries exhausted, a bad id) is not an exception: it comes back
 as a `FetchResult` with its outcome and reason, so one bad session never stops the others.
 No message here ever contains the API token or request headers (the client redacts what servers send).
+The command line turns these into its own errors and exit statuses in one place, `flows.errors.translate`
+(a config error is a usage error, exit 2; a refused token exits 3; any other stop exits 1).
 """
 
 from __future__ import annotations

@@ -23,10 +23,35 @@ def session_id_problem(session_id: str) -> str | None:
         return f"session id {session_id!r} is a relative path segment"
     if len(session_id) > MAX_SESSION_ID_LENGTH:
         return f"session id is {len(session_id)} characters long (the limit is {MAX_SESSION_ID_LENGTH})"
+    if not _is_utf8(session_id):
+        return f"session id is not valid UTF-8: {session_id_bytes(session_id)!r}"
     for char in session_id:
         if ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0:
             return f"session id contains the control character {char!r}"
     return None
+
+
+def printable_session_id(session_id: str) -> str:
+    """The session id as valid text for tables and logs: bytes that are not UTF-8 shown as `\\xff`.
+
+    An id read from argv, a file or stdin keeps its undecodable bytes as lone surrogates
+    (`surrogateescape`); Arrow, DuckDB and JSON refuse those. Valid ids come back unchanged.
+    """
+    if _is_utf8(session_id):
+        return session_id
+    return session_id_bytes(session_id).decode("utf-8", errors="backslashreplace")
+
+
+def session_id_bytes(session_id: str) -> bytes:
+    """The bytes a session id was read as: a surrogate-escaped str gives back its undecodable bytes.
+
+    Other lone surrogates (U+D800 to U+DC7F, which surrogateescape never makes) come out as their
+    three-byte form.
+    """
+    try:
+        return session_id.encode("utf-8", errors="surrogateescape")
+    except UnicodeEncodeError:
+        return session_id.encode("utf-8", errors="surrogatepass")
 
 
 def path_segment(value: str) -> str:
@@ -55,6 +80,16 @@ def normalise_base_url(base_url: str) -> str:
 def by_session_url(base_url: str, org_id: str, session_id: str) -> str:
     """URL of `GET /v1/orgs/{org_id}/scenarios/runs/by-session/{session_id}`."""
     return f"{base_url}/v1/orgs/{path_segment(org_id)}/scenarios/runs/by-session/{path_segment(session_id)}"
+
+
+def _is_utf8(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates
+        return False
+    return True
 
 
 def _is_loopback(host: str) -> bool:

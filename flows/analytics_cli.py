@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 from flows.settings import DEFAULT_OUT
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from warehouse.reader import Analytics
 
 EXIT_OK, EXIT_QUERY_FAILED, EXIT_USAGE = 0, 1, 2
@@ -56,7 +58,7 @@ def add_analytics_commands(commands: Any) -> None:
         "Reads OUT/parquet when it has files, else the snapshot OUT/piper-bi.duckdb, and names the one it reads "
         "on stderr; never the file a load writes.",
     )
-    report.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default ./{DEFAULT_OUT})")
+    report.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help="output folder")
     report.add_argument("--html", metavar="FILE", help="where to write the HTML report (default OUT/report.html)")
     report.add_argument("--since", type=utc_date, metavar="DATE", help="only runs started on or after DATE (UTC)")
     report.add_argument("--scenario", metavar="NAME", help="only runs of the scenario with this exact name")
@@ -70,7 +72,7 @@ def add_analytics_commands(commands: Any) -> None:
         "the tables and views. The store it reads is named on stderr. Exit status 1 when the query fails.",
     )
     sql.add_argument("query", nargs="?", metavar="QUERY", help="SQL to run ('-' reads it from stdin)")
-    sql.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default ./{DEFAULT_OUT})")
+    sql.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help="output folder")
     sql.add_argument("--csv", action="store_true", help="print the result as CSV (every row) instead of a table")
     add_pricing_arguments(sql)
 
@@ -116,14 +118,12 @@ def write_report(out_dir: Path, html: Path) -> Path:
 
 
 def _report(args: argparse.Namespace, opened: Analytics) -> int:
-    from rich.console import Console
-
     from warehouse.report_data import collect
     from warehouse.report_html import write_html
     from warehouse.report_terminal import print_report
 
     data = collect(opened, since=args.since, scenario=args.scenario)
-    console = Console(highlight=False, width=None if sys.stdout.isatty() else 100)
+    console = terminal_console()
     print_report(data, console)
     started = time.perf_counter()
     path = write_html(data, Path(args.html) if args.html else Path(args.out) / "report.html")
@@ -178,7 +178,6 @@ def _write_csv(stdout: TextIO, names: list[str], rows: list[tuple[Any, ...]]) ->
 
 def _print_table(names: list[str], rows: list[tuple[Any, ...]], stdout: TextIO) -> None:
     """The first rows as a table, every value cleaned of escape sequences (warehouse/report_text.py)."""
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
@@ -187,11 +186,28 @@ def _print_table(names: list[str], rows: list[tuple[Any, ...]], stdout: TextIO) 
     table = Table(*(escape(terminal_safe(name)) for name in names), highlight=False)
     for row in rows[:SQL_ROWS_SHOWN]:
         table.add_row(*(escape(terminal_safe("NULL" if value is None else str(value))) for value in row))
-    console = Console(file=stdout, highlight=False, width=None if stdout.isatty() else 100)
+    console = terminal_console(stdout)
     console.print(table)
     shown = min(len(rows), SQL_ROWS_SHOWN)
     more = " (more not shown: use --csv for every row)" if len(rows) > SQL_ROWS_SHOWN else ""
     console.print(f"{shown} row{'' if shown == 1 else 's'}{more}")
+
+
+def terminal_console(file: TextIO | None = None) -> Console:
+    """A rich console on stdout (100 columns when piped) on which a closed pipe raises BrokenPipeError.
+
+    rich's own handling exits with status 1; `piper-etl report | head` is not a failure, and `main`
+    handles a reader that went away in one place for every command.
+    """
+    from rich.console import Console
+
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True  # nothing more reaches the closed pipe
+            raise BrokenPipeError("stdout was closed by its reader")
+
+    out = file or sys.stdout
+    return _Console(file=out, highlight=False, width=None if out.isatty() else 100)
 
 
 def _list_views(opened: Analytics) -> None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -12,6 +13,7 @@ import pyarrow as pa
 
 from connector.client import FetchResult
 from connector.errors import PiperAuthError, PiperStopLoad
+from connector.urls import printable_session_id
 from schemas.flatten import FlatRun, PayloadRejected, build_tables, flatten_run
 from schemas.tables import FETCH_LOG, REJECTED_PAYLOADS
 from warehouse.crash import crash_point
@@ -54,7 +56,7 @@ def log_row(
     """The `fetch_log` row of one session: the one place such a row is built."""
     return {
         "load_id": load_id,
-        "session_id": session_id,
+        "session_id": printable_session_id(session_id),  # argv bytes that are not UTF-8 stay visible
         "outcome": outcome,
         "http_status": http_status,
         "attempts": attempts,
@@ -137,3 +139,62 @@ class ChunkBuilder:
             self.report.rows[name] = tables[name].num_rows
         sink(self.report.part, tables)
         return self.report
+
+
+class StreamLander:
+    """Receives results one by one and lands a chunk whenever `chunk_size` results have arrived.
+
+    The stream's last chunk is split once, so that less of it is left to land after the last response
+    (docs/performance.md, end to end): it is handed over as soon as what is still to come is at most half
+    of what it holds, and lands while the last responses arrive.
+    """
+
+    def __init__(self, chunk_size: int, sink: ChunkSink, *, stream: str, load_id: str, loaded_at: datetime,
+                 org_id: str, on_session: OnSession | None, expected: int = 0) -> None:
+        self.chunk_size, self.sink, self.stream = chunk_size, sink, stream
+        self.load_id, self.loaded_at, self.org_id, self.on_session = load_id, loaded_at, org_id, on_session
+        self.still_to_come = expected  # results not recorded yet (0: unknown, never split)
+        self.split = False
+        self.reports: list[ChunkReport] = []
+        self.landing: asyncio.Future[ChunkReport] | None = None
+        self.hand_over_lock = asyncio.Lock()
+        self.chunks = 0
+        self.builder = self._new_builder()
+
+    def _new_builder(self) -> ChunkBuilder:
+        self.chunks += 1
+        return ChunkBuilder(load_id=self.load_id, loaded_at=self.loaded_at, part=f"{self.stream}-{self.chunks:04d}",
+                            org_id=self.org_id, on_session=self.on_session)
+
+    def record(self, result: FetchResult) -> Awaitable[None] | None:
+        self.builder.record(result)
+        self.still_to_come -= 1
+        if self.builder.size < self.chunk_size and not self._split_now():
+            return None
+        full, self.builder = self.builder, self._new_builder()
+        return self._hand_over(full)
+
+    def _split_now(self) -> bool:
+        if self.split or not 0 < self.still_to_come * 2 <= self.builder.size:
+            return False
+        self.split = True
+        return True
+
+    async def _hand_over(self, full: ChunkBuilder) -> None:
+        # Back-pressure: one chunk lands at a time, and hand-overs queue up behind the lock, so a
+        # landing's report is collected exactly once.
+        async with self.hand_over_lock:
+            if self.landing is not None:
+                self.reports.append(await self.landing)
+            self.landing = asyncio.ensure_future(asyncio.to_thread(full.land, self.sink))
+
+    async def finish(self, stopped: PiperStopLoad | None) -> list[ChunkReport]:
+        if stopped is not None:
+            self.builder.stopped(stopped)
+        if self.builder.size or stopped is not None:
+            await self._hand_over(self.builder)
+        async with self.hand_over_lock:
+            if self.landing is not None:
+                self.reports.append(await self.landing)
+                self.landing = None
+        return self.reports

@@ -4,28 +4,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import os
+import shlex
+import socket
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, TextIO, cast
-
-import duckdb
+from typing import IO, Any, TextIO, cast
 
 from connector.client import HTTP_CLIENTS
-from connector.errors import TOKEN_ENV, PiperConfigError
+from connector.errors import TOKEN_ENV
+from connector.urls import printable_session_id, session_id_bytes
 from flows.analytics_cli import add_analytics_commands, add_pricing_arguments
 from flows.analytics_cli import run as run_analytics_command
+from flows.errors import PROG, LoadFailed, OutputClosed, PrefectUnavailable, UsageError, translate
 from flows.pipeline import LoadSummary
-from flows.settings import DEFAULT_BASE_URL, DEFAULT_OUT, FORMATS, LoadSettings, token_from_env
-from warehouse.store import WarehouseLocked
+from flows.settings import DEFAULT_BASE_URL, DEFAULT_OUT, ENVIRONMENT, FORMATS, LoadSettings, token_from_env
+from warehouse.report_text import terminal_safe
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH = 0, 1, 2, 3
+EXIT_OK = 0
 DEMO_TOKEN = "pat_fake_demo_token"
-
-
-class UsageError(Exception):
-    """A mistake in how the command was called: exit status 2."""
 
 
 def read_session_ids(lines: Iterable[str]) -> list[str]:
@@ -38,11 +37,73 @@ def read_session_ids(lines: Iterable[str]) -> list[str]:
     return ids
 
 
+def read_id_file(binary: IO[bytes]) -> list[str]:
+    """`read_session_ids` over bytes (a sessions file, stdin): what is not UTF-8 stays, escaped.
+
+    Bytes that are not UTF-8 become lone surrogates (`surrogateescape`, as Python does for argv), so
+    that one id is refused with its bytes shown while the others load; a UTF-8 byte order mark is dropped.
+    """
+    text = io.TextIOWrapper(binary, encoding="utf-8-sig", errors="surrogateescape")
+    try:
+        return read_session_ids(text)
+    finally:
+        text.detach()  # leaves `binary` open: stdin stays usable, a file is closed by its opener
+
+
+class HelpWithDefaults(argparse.HelpFormatter):
+    """Help that ends each option with its default, unless its text already names it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        unset = action.default is None or action.default is False or action.default is argparse.SUPPRESS
+        if action.option_strings and not unset and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose subcommands' help shows defaults too."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpWithDefaults)
+        super().__init__(**kwargs)
+
+
+class _Version(argparse.Action):
+    """`--version`: the installed distribution's version, looked up only when asked for."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        from importlib.metadata import version
+
+        print(f"{PROG} {version('piper-etl')}")  # on stdout, as argparse's own version action
+        parser.exit()
+
+
+def output_folder(value: str) -> str:
+    """`--out` of a command that writes, checked before any request: a folder, or one we may create.
+
+    The nearest existing path (the folder itself, or the parent it would be created in) must be a
+    folder we can write to, so that a load never fetches what it could not land.
+    """
+    for path in (Path(value), *Path(value).parents):
+        if path.exists():
+            if not path.is_dir():
+                raise argparse.ArgumentTypeError(f"{str(path)!r} is a file, not a folder")
+            if not os.access(path, os.W_OK | os.X_OK):
+                raise argparse.ArgumentTypeError(f"{str(path)!r} is not writable")
+            break
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="piper-etl",
+    parser = _Parser(
+        prog=PROG,
         description="Load Piper scenario-run results into Parquet files and a DuckDB database.",
     )
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     load = commands.add_parser(
@@ -53,37 +114,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     load.add_argument("session_ids", nargs="*", metavar="SESSION_ID", help="session ids to load")
     load.add_argument("--sessions-file", metavar="FILE", help="file of session ids, one a line ('-' for stdin)")
-    load.add_argument("--org-id", help="Piper org id (default: env PIPER_ORG_ID)")
-    load.add_argument("--base-url", help=f"API base URL (default: env PIPER_BASE_URL, else {DEFAULT_BASE_URL})")
-    load.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default ./{DEFAULT_OUT})")
-    load.add_argument("--concurrency", type=int, default=16, help="requests in flight at once (default 16)")
-    load.add_argument("--max-retries", type=int, default=5, help="retries per session (default 5)")
-    load.add_argument("--chunk-size", type=int, default=500, help="sessions per Parquet part, at most (default 500)")
-    load.add_argument("--format", choices=FORMATS, default="both", help="what to write (default both)")
+    load.add_argument("--org-id", default=os.environ.get(ENVIRONMENT["org_id"]), help="Piper org id (env PIPER_ORG_ID)")
+    load.add_argument(
+        "--base-url", default=os.environ.get(ENVIRONMENT["base_url"], DEFAULT_BASE_URL),
+        help="API base URL (env PIPER_BASE_URL)",
+    )
+    load.add_argument("--out", type=output_folder, default=DEFAULT_OUT, metavar="DIR", help="output folder")
+    load.add_argument("--concurrency", type=int, default=16, help="requests in flight at once")
+    load.add_argument("--max-retries", type=int, default=5, help="retries per session")
+    load.add_argument("--chunk-size", type=int, default=500, help="sessions per Parquet part, at most")
+    load.add_argument("--format", choices=FORMATS, default="both", help="what to write")
     load.add_argument("--refetch", action="store_true", help="fetch sessions whose stored run is final again")
     load.add_argument(
         "--http-client", choices=HTTP_CLIENTS, default="aiohttp",
-        help="HTTP library for the requests (default aiohttp; httpx is slower at high concurrency)",
+        help="HTTP library for the requests (httpx is slower at high concurrency)",
     )
     load.add_argument(
         "--lock-timeout", type=float, default=30.0, metavar="SECONDS",
-        help="how long to wait for another process to release piper.duckdb (default 30)",
+        help="how long to wait for another process to release piper.duckdb",
     )
     load.add_argument(
         "--max-consecutive-failures", type=int, default=50, metavar="N",
-        help="stop the load after N requests in a row without a usable answer, over at least 30 s "
-        "(default 50; 0 turns it off)",
+        help="stop the load after N requests in a row without a usable answer, over at least 30 s (0: never)",
     )
     load.add_argument(
         "--sessions-per-task", type=int, default=5000,
-        help="sessions per fetch task of the Prefect engine (default 5000)",
+        help="sessions per fetch task of the Prefect engine",
     )
     load.add_argument(
         "--engine",
         choices=("auto", "local", "prefect"),
         default="auto",
         help="'prefect' runs the load_sessions flow (run history in your Prefect server); 'local' runs the same "
-        "steps in this process with no Prefect; 'auto' (default) picks prefect when PREFECT_API_URL is set",
+        "steps in this process with no Prefect; 'auto' picks prefect when PREFECT_API_URL is set",
     )
     add_pricing_arguments(load)
     add_analytics_commands(commands)
@@ -92,9 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="run a load against a simulated Piper API", description="Start the simulated Piper API "
         "on a free loopback port, load its sessions over HTTP, and print what landed."
     )
-    demo.add_argument("--sessions", type=int, default=200, help="sessions to simulate (default 200)")
-    demo.add_argument("--out", default="piper-demo", metavar="DIR", help="output folder (default ./piper-demo)")
-    demo.add_argument("--seed", type=int, default=7, help="seed of the synthetic data (default 7)")
+    demo.add_argument("--sessions", type=int, default=200, help="sessions to simulate")
+    demo.add_argument("--out", type=output_folder, default="piper-demo", metavar="DIR", help="output folder")
+    demo.add_argument("--seed", type=int, default=7, help="seed of the synthetic data")
 
     fake = commands.add_parser(
         "fake-api",
@@ -102,10 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
         description=f"Serve the simulated Piper API on 127.0.0.1. It accepts the token in {TOKEN_ENV} "
         "(or the demo token when that is unset).",
     )
-    fake.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+    fake.add_argument("--port", type=int, default=8765, help="port")
     fake.add_argument("--seed", type=int, default=0, help="seed of the synthetic data")
     fake.add_argument("--sessions", type=int, default=100, help="number of sessions with a run")
-    fake.add_argument("--latency-ms", type=float, default=0.0, help="added latency per request")
+    fake.add_argument("--latency-ms", type=float, default=0.0, help="added latency per request, in ms")
     fake.add_argument("--error-rate", type=float, default=0.0, help="share of requests answered 500/502/503/504")
     fake.add_argument("--rate-limit-rate", type=float, default=0.0, help="share of requests answered 429")
     fake.add_argument("--retry-after", default="1", help="Retry-After value sent with 429 (seconds or HTTP date)")
@@ -116,49 +179,57 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one `piper-etl` command; every anticipated failure ends here as one message and its exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.command == "load":
-            return _load(args, sys.stdin)
-        if args.command in ("report", "sql"):
-            return run_analytics_command(args, sys.stdin)
-        if args.command == "demo":
-            from flows.demo import run_demo
-
-            return run_demo(sessions=args.sessions, out_dir=Path(args.out), seed=args.seed)
-        return _fake_api(args)
-    except (UsageError, PiperConfigError) as exc:
-        print(f"piper-etl {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except WarehouseLocked as exc:
-        print(f"piper-etl {args.command}: error: {exc}", file=sys.stderr)
-        print("  the fetched data is kept in the Parquet landing files; the next load merges it", file=sys.stderr)
-        return EXIT_FAILED
-    except (OSError, duckdb.Error) as exc:
-        print(f"piper-etl {args.command}: error: {_describe_io_error(exc)}", file=sys.stderr)
-        print("  earlier loads are intact; fix the cause and rerun", file=sys.stderr)
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        print("piper-etl: interrupted; committed loads are intact, rerun to finish", file=sys.stderr)
-        return 130
+        return _run(args)
+    except BaseException as exc:  # KeyboardInterrupt too; anything `translate` does not know propagates
+        error = translate(exc)
+        if error is None:
+            raise
+    if isinstance(error, OutputClosed):
+        _silence_stdout()
+    for line in error.lines(args.command):
+        print(line, file=sys.stderr)
+    return error.exit_status
 
 
-def _describe_io_error(exc: OSError | duckdb.Error) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        where = f": {exc.filename}" if exc.filename else ""
-        return f"cannot write the output ({exc.strerror}){where}"
-    return f"cannot write the output: {exc}"
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "load":
+        return _load(args, sys.stdin)
+    if args.command in ("report", "sql"):
+        return run_analytics_command(args, sys.stdin)
+    if args.command == "demo":
+        from flows.demo import run_demo
+
+        return run_demo(sessions=args.sessions, out_dir=Path(args.out), seed=args.seed)
+    return _fake_api(args)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null: its reader is gone, and the flush at exit must not fail again.
+
+    What the Python documentation advises for BrokenPipeError (the signal module, "Note on SIGPIPE").
+    """
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, ValueError, io.UnsupportedOperation):  # replaced by a test's capture
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def _collect_ids(args: argparse.Namespace, stdin: TextIO) -> list[str]:
-    ids = list(args.session_ids)
+    ids = [session_id.strip() for session_id in args.session_ids]  # stripped as the lines of a file are
     if args.sessions_file == "-":
-        ids += read_session_ids(stdin)
+        buffer = getattr(stdin, "buffer", None)  # None: a test's StringIO, already text
+        ids += read_session_ids(stdin) if buffer is None else read_id_file(buffer)
     elif args.sessions_file:
         try:
-            with open(args.sessions_file, encoding="utf-8") as handle:
-                ids += read_session_ids(handle)
+            with open(args.sessions_file, "rb") as handle:
+                ids += read_id_file(handle)
         except OSError as exc:
             raise UsageError(f"cannot read sessions file {args.sessions_file!r}: {exc.strerror}") from None
     if not ids:
@@ -183,6 +254,8 @@ def _load(args: argparse.Namespace, stdin: TextIO) -> int:
     if engine == "auto":
         engine = "prefect" if os.environ.get("PREFECT_API_URL") else "local"
     if engine == "prefect":
+        require_text_ids(ids)
+        require_prefect_server()
         summary = _load_with_prefect(ids, settings)
     else:
         token = token_from_env()
@@ -191,18 +264,49 @@ def _load(args: argparse.Namespace, stdin: TextIO) -> int:
 
 
 def report_summary(summary: LoadSummary, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """Print the summary line (stdout) and the first failures (stderr); return the exit status."""
+    """Print the first failures and the warnings (stderr), then the summary line (stdout).
+
+    Returns 0 for a load that succeeded; raises `LoadFailed` (or `TokenRefused`) for one that did not,
+    once everything is printed.
+    """
     out, err = out or sys.stdout, err or sys.stderr
     for session_id, reason in summary.failures:
-        print(f"  {session_id!r}: {reason}", file=err)
+        print(f"  {session_id!r}: {terminal_safe(reason)}", file=err)  # a reason may quote what the API sent
+    more = more_failures(summary)
+    if more:
+        print(more, file=err)
     for warning in summary.warnings:
-        print(f"piper-etl load: warning: {warning}", file=err)
+        print(f"{PROG} load: warning: {warning}", file=err)
     if summary.stop_message:
-        print(f"piper-etl load: {summary.stop_message}", file=err)
-    print(summary.line(), file=out)
-    if summary.token_refused:
-        return EXIT_AUTH
-    return EXIT_OK if summary.ok else EXIT_FAILED
+        print(f"{PROG} load: {summary.stop_message}", file=err)
+    try:
+        print(summary.line(), file=out)
+    except BrokenPipeError:  # `load | head -0`: the exit status must still say how the load went
+        _silence_stdout()
+    if not summary.ok:
+        raise LoadFailed.of(summary)
+    return EXIT_OK
+
+
+def more_failures(summary: LoadSummary) -> str | None:
+    """The line after the listed failures: how many more there are, and the query that lists them all.
+
+    Sessions never sent because the load stopped are not listed (they share one reason) but are
+    counted, as `failed` rows of `fetch_log`.
+    """
+    shown = len(summary.failures)  # the first few, as the load kept them
+    rest = summary.outcomes["failed"] + summary.outcomes["rejected"] - shown
+    if rest <= 0:
+        return None
+    what = f"{rest} more failed or rejected session" if shown else f"{rest} failed or rejected session"
+    plural = "" if rest == 1 else "s"
+    unsent = " (including those never sent after the load stopped)" if summary.stop_message else ""
+    query = (
+        f"SELECT session_id, outcome, error FROM fetch_log WHERE load_id = '{summary.load_id}' "
+        "AND outcome IN ('failed', 'rejected')"
+    )
+    lead = "  ... and " if shown else "  "
+    return f"{lead}{what}{plural}{unsent}: {PROG} sql --out {shlex.quote(str(summary.out_dir))} \"{query}\""
 
 
 def _load_local(ids: list[str], settings: LoadSettings, token: str) -> LoadSummary:
@@ -224,18 +328,58 @@ def _load_local(ids: list[str], settings: LoadSettings, token: str) -> LoadSumma
 
 
 def _load_with_prefect(ids: list[str], settings: LoadSettings) -> LoadSummary:
-    from flows.prefect_flow import LoadFailed, load_sessions
+    from flows.prefect_flow import load_sessions
 
     try:
         flow_run: Any = load_sessions(session_ids=ids, **settings.as_parameters())  # type: ignore[call-overload]
         return cast(LoadSummary, asyncio.run(flow_run))
     except LoadFailed as exc:
+        if exc.summary is None:
+            raise
         return exc.summary
+
+
+def require_text_ids(ids: list[str]) -> None:
+    """A usage error for an id that is not UTF-8: a Prefect flow's parameters travel as JSON text.
+
+    The local engine records such an id `rejected` and loads the rest; a flow run cannot even be created.
+    """
+    for session_id in ids:
+        if printable_session_id(session_id) != session_id:
+            raise UsageError(
+                f"session id {session_id_bytes(session_id)!r} is not valid UTF-8, and a Prefect flow takes only "
+                "text parameters: fix or drop it, or load with --engine local, which records it rejected and "
+                "loads the rest"
+            )
+
+
+def require_prefect_server() -> None:
+    """Raise `PrefectUnavailable` when PREFECT_API_URL is set and no server answers there.
+
+    Without a URL, Prefect starts a temporary server of its own, so there is nothing to check. Any
+    HTTP answer counts as reachable: only a failure to connect at all is reported here.
+    """
+    import httpx
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    api_url = PREFECT_API_URL.value()
+    if not api_url:
+        return
+
+    async def problem() -> BaseException | None:
+        async with get_client() as client:
+            return await client.api_healthcheck()
+
+    found = asyncio.run(problem())
+    if isinstance(found, httpx.TransportError):
+        raise PrefectUnavailable(api_url, str(found) or type(found).__name__)
 
 
 def _fake_api(args: argparse.Namespace) -> int:
     from connector.fake_api import FakeDataset, FakePiper, run_forever
 
+    _require_free_port(args.port)
     dataset = FakeDataset.generate(seed=args.seed, sessions=args.sessions, payload_kb=args.payload_kb)
     token = os.environ.get(TOKEN_ENV) or DEMO_TOKEN
     state = FakePiper(
@@ -249,7 +393,10 @@ def _fake_api(args: argparse.Namespace) -> int:
         fault_seed=args.seed,
     )
     if args.sessions_out:
-        Path(args.sessions_out).write_text("\n".join(dataset.session_ids) + "\n", encoding="utf-8")
+        try:
+            Path(args.sessions_out).write_text("\n".join(dataset.session_ids) + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot write --sessions-out {args.sessions_out!r}: {exc.strerror}") from None
     which = f"the value of {TOKEN_ENV}" if os.environ.get(TOKEN_ENV) else f"the demo token {DEMO_TOKEN}"
     print(
         f"simulated Piper API on http://127.0.0.1:{args.port} (org {dataset.org_id}, "
@@ -258,6 +405,18 @@ def _fake_api(args: argparse.Namespace) -> int:
     )
     run_forever(state, port=args.port)
     return EXIT_OK
+
+
+def _require_free_port(port: int) -> None:
+    """A usage error naming the port when another process listens on it (uvicorn would exit 3 after a log line)."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+    try:
+        probe.bind(("127.0.0.1", port))
+    except OSError as exc:
+        raise UsageError(f"cannot serve on 127.0.0.1:{port} ({exc.strerror}); pick another --port") from None
+    finally:
+        probe.close()
 
 
 if __name__ == "__main__":

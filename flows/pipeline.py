@@ -10,7 +10,7 @@ import asyncio
 import gc
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,10 +18,11 @@ from pathlib import Path
 
 import httpx
 
-from connector.client import FetchResult, PiperClient
-from connector.errors import PiperConfigError, PiperStopLoad
+from connector.client import PiperClient
+from connector.errors import PiperConfigError
 from connector.retry import CircuitBreaker, RetryPolicy
-from flows.chunks import ChunkBuilder, ChunkReport, ChunkSink, OnSession, log_row, log_table
+from connector.urls import session_id_problem
+from flows.chunks import ChunkReport, ChunkSink, OnSession, StreamLander, log_row, log_table
 from flows.settings import LoadSettings
 from warehouse.crash import crash_point
 from warehouse.load import LoadTransaction, open_load
@@ -88,7 +89,8 @@ def unique_session_ids(session_ids: Iterable[str]) -> list[str]:
 def plan_load(load: LoadTransaction, session_ids: Iterable[str], settings: LoadSettings) -> LoadPlan:
     """Deduplicate the ids and, unless `refetch`, set aside sessions already stored with a final run."""
     requested = unique_session_ids(session_ids)
-    skipped = {} if settings.refetch else load.stored_final_runs(requested)
+    storable = [s for s in requested if session_id_problem(s) is None]  # the others are rejected, never stored
+    skipped = {} if settings.refetch else load.stored_final_runs(storable)
     return LoadPlan(load.load_id, load.started_at, requested, [s for s in requested if s not in skipped], skipped)
 
 
@@ -122,7 +124,7 @@ async def fetch_and_land(
     on into the next, and at most one chunk lands at a time, so at most two are in memory whatever the
     number of sessions. Every session ends in a report, including those never sent after a stop.
     """
-    lander = _StreamLander(settings.chunk_size, sink, stream=stream, load_id=load_id, loaded_at=loaded_at,
+    lander = StreamLander(settings.chunk_size, sink, stream=stream, load_id=load_id, loaded_at=loaded_at,
                            org_id=client.org_id, on_session=on_session, expected=len(session_ids))
     batch = await client.fetch_many(session_ids, on_result=lander.record)
     crash_point("fetched")
@@ -168,11 +170,12 @@ def commit_load(
 
 def load_warnings(outcomes: Counter[str], settings: LoadSettings) -> list[str]:
     """Hints for outcomes that point at a setting rather than at the sessions."""
-    fetched = outcomes["loaded"] + outcomes["not_found"] + outcomes["rejected"]
-    if fetched and outcomes["not_found"] == fetched and fetched >= 2:
+    not_found = outcomes["not_found"]
+    if not_found and not outcomes["loaded"] and not outcomes["skipped"]:  # a stored run proves the org and URL
+        what = "the one session fetched was" if not_found == 1 else f"every one of the {not_found} sessions fetched was"
         return [
-            f"every one of the {fetched} sessions fetched was not found (404): the org id {settings.org_id!r} "
-            f"or the base URL {settings.base_url!r} is probably wrong"
+            f"{what} not found (404): the org id {settings.org_id!r} or the base URL {settings.base_url!r} "
+            "is probably wrong"
         ]
     return []
 
@@ -216,65 +219,6 @@ async def run_load_async(
             reports += await fetch_and_land(client, plan.to_fetch, settings, sink=load.land, stream="main",
                                             load_id=plan.load_id, loaded_at=plan.started_at, on_session=on_session)
         return commit_load(load, plan, settings, reports)
-
-
-class _StreamLander:
-    """Receives results one by one and lands a chunk whenever `chunk_size` results have arrived.
-
-    The stream's last chunk is split once, so that less of it is left to land after the last response
-    (docs/performance.md, end to end): it is handed over as soon as what is still to come is at most half
-    of what it holds, and lands while the last responses arrive.
-    """
-
-    def __init__(self, chunk_size: int, sink: ChunkSink, *, stream: str, load_id: str, loaded_at: datetime,
-                 org_id: str, on_session: OnSession | None, expected: int = 0) -> None:
-        self.chunk_size, self.sink, self.stream = chunk_size, sink, stream
-        self.load_id, self.loaded_at, self.org_id, self.on_session = load_id, loaded_at, org_id, on_session
-        self.still_to_come = expected  # results not recorded yet (0: unknown, never split)
-        self.split = False
-        self.reports: list[ChunkReport] = []
-        self.landing: asyncio.Future[ChunkReport] | None = None
-        self.hand_over_lock = asyncio.Lock()
-        self.chunks = 0
-        self.builder = self._new_builder()
-
-    def _new_builder(self) -> ChunkBuilder:
-        self.chunks += 1
-        return ChunkBuilder(load_id=self.load_id, loaded_at=self.loaded_at, part=f"{self.stream}-{self.chunks:04d}",
-                            org_id=self.org_id, on_session=self.on_session)
-
-    def record(self, result: FetchResult) -> Awaitable[None] | None:
-        self.builder.record(result)
-        self.still_to_come -= 1
-        if self.builder.size < self.chunk_size and not self._split_now():
-            return None
-        full, self.builder = self.builder, self._new_builder()
-        return self._hand_over(full)
-
-    def _split_now(self) -> bool:
-        if self.split or not 0 < self.still_to_come * 2 <= self.builder.size:
-            return False
-        self.split = True
-        return True
-
-    async def _hand_over(self, full: ChunkBuilder) -> None:
-        # Back-pressure: one chunk lands at a time, and hand-overs queue up behind the lock, so a
-        # landing's report is collected exactly once.
-        async with self.hand_over_lock:
-            if self.landing is not None:
-                self.reports.append(await self.landing)
-            self.landing = asyncio.ensure_future(asyncio.to_thread(full.land, self.sink))
-
-    async def finish(self, stopped: PiperStopLoad | None) -> list[ChunkReport]:
-        if stopped is not None:
-            self.builder.stopped(stopped)
-        if self.builder.size or stopped is not None:
-            await self._hand_over(self.builder)
-        async with self.hand_over_lock:
-            if self.landing is not None:
-                self.reports.append(await self.landing)
-                self.landing = None
-        return self.reports
 
 
 @contextmanager

@@ -24,6 +24,7 @@ from prefect.utilities.annotations import quote
 from connector.errors import TOKEN_ENV, PiperConfigError
 from flows import pipeline
 from flows.chunks import ChunkReport
+from flows.errors import LoadFailed
 from flows.report import load_summary_markdown
 from flows.settings import DEFAULT_OUT, TOKEN_BLOCK, HttpClient, LoadSettings, OutputFormat
 from warehouse.load import LoadTarget, land_chunk, open_load
@@ -41,13 +42,13 @@ def unwalked(value: T) -> T:
     return cast(T, quote(value))
 
 
-class LoadFailed(Exception):
-    """Raised after everything was committed, when sessions failed or the token was refused."""
-
-    def __init__(self, summary: pipeline.LoadSummary) -> None:
-        self.summary = summary
-        stopped = f"; {summary.stop_message}" if summary.stop_message else ""
-        super().__init__(summary.line() + stopped)
+def load_failed(summary: pipeline.LoadSummary) -> LoadFailed:
+    """The flow's error after everything was committed, when sessions failed or the token was refused."""
+    stopped = f"; {summary.stop_message}" if summary.stop_message else ""
+    error = LoadFailed.of(summary)
+    error.message = summary.line() + stopped
+    error.args = (error.message,)
+    return error
 
 
 async def resolve_token() -> str:
@@ -161,5 +162,5 @@ async def load_sessions(
     for warning in summary.warnings:
         logger.warning(warning)
     if not summary.ok:
-        raise LoadFailed(summary)
+        raise load_failed(summary)
     return summary

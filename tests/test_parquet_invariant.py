@@ -11,7 +11,7 @@ import duckdb
 from tests.conftest import Cli, SimulatedPiper, load_args, query
 from warehouse.views import open_current_state
 
-TABLES = {"runs": "run_id", "turns": "turn_result_id", "criteria_results": "criteria_result_id",
+TABLES = {"runs": "run_id", "turns": "turn_result_id, run_id", "criteria_results": "criteria_result_id, run_id",
           "fetch_log": "load_id, session_id", "rejected_payloads": "load_id, session_id", "loads": "load_id"}
 
 

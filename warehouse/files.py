@@ -28,8 +28,9 @@ def temporary_name(path: Path, tag: str = "") -> Path:
 def write_atomically(path: Path, write: Callable[[BinaryIO], None], *, tag: str = "") -> Path:
     """Call `write` on a temporary file, then rename it to `path` durably; returns `path`."""
     tmp = temporary_name(path, tag)
+    sink = _create(tmp)  # before the clean-up below: a failure here has nothing to remove
     try:
-        with _create(tmp) as sink:
+        with sink:
             write(sink)
             sink.flush()
             os.fsync(sink.fileno())

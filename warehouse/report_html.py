@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import html
-import os
-import secrets
 from pathlib import Path
 
+from warehouse import files
 from warehouse.report_charts import CHARTS, build_figures, cost_note
 from warehouse.report_data import ReportData, Row, excerpt, pct, scenario_label, seconds, tokens, usd
 
@@ -69,15 +68,8 @@ def render_html(data: ReportData) -> str:
 
 
 def write_html(data: ReportData, path: Path) -> Path:
-    """Write the report atomically (temporary file, then rename) and return its path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        tmp.write_text(render_html(data), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    """Write the report atomically (warehouse/files.py) and return its path."""
+    return files.write_text_atomically(path, render_html(data))
 
 
 def _e(value: object) -> str:

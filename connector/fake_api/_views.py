@@ -1,4 +1,4 @@
-"""JSON shapes of the neighbouring endpoints (sessions, scenarios, run summaries), per piper-api.md."""
+"""JSON shapes of the neighbouring endpoints (sessions, scenarios, run summaries), per docs/piper-api.md."""
 
 from __future__ import annotations
 
