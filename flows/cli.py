@@ -135,7 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     load.add_argument(
         "--max-consecutive-failures", type=int, default=50, metavar="N",
-        help="stop the load after N requests in a row without a usable answer, over at least 30 s (0: never)",
+        help="stop the load after N requests in a row without a usable answer (0: never); see "
+        "--circuit-breaker-seconds",
+    )
+    load.add_argument(
+        "--circuit-breaker-seconds", type=float, default=30.0, metavar="SECONDS",
+        help="... and only once that long has passed without a usable answer",
     )
     load.add_argument(
         "--sessions-per-task", type=int, default=5000,
@@ -242,7 +247,7 @@ SETTINGS_FLAGS = {
     "max_retries": "max_retries", "chunk_size": "chunk_size", "format": "format", "refetch": "refetch",
     "lock_timeout": "lock_timeout", "http_client": "http_client", "pricing_file": "pricing",
     "judge_model": "judge_model", "sessions_per_task": "sessions_per_task",
-    "max_consecutive_failures": "max_consecutive_failures",
+    "max_consecutive_failures": "max_consecutive_failures", "circuit_breaker_seconds": "circuit_breaker_seconds",
 }
 """Each load setting and the `load` flag (argparse dest) that sets it: every flag reaches both engines."""
 

@@ -40,8 +40,8 @@ def run_demo(*, sessions: int = 200, out_dir: Path = Path("piper-demo"), seed: i
         _print_load(console, "second load, after the pending runs finished", second)
     _print_tables(console, out_dir / DATABASE_FILE)
     console.print(f"\n[bold]Written[/] under {out_dir}/:")
-    console.print(f"  {out_dir / DATABASE_FILE}   DuckDB: runs, turns, criteria_results, fetch_log, loads")
-    console.print(f"  {out_dir / 'parquet'}/<table>/*.parquet   landing files, one set per load")
+    console.print(f"  {out_dir / DATABASE_FILE}   DuckDB: the tables and the analytics views")
+    console.print(f"  {out_dir / 'parquet'}/<table>/*.parquet   landing files of every committed load")
     console.print(f"  {out_dir / 'current_state.sql'}   views giving the current state over the Parquet files")
     console.print("\n[bold]Try[/]:")
     console.print(

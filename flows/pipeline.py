@@ -189,7 +189,8 @@ def make_client(settings: LoadSettings, token: str, transport: httpx.AsyncBaseTr
         retry=RetryPolicy(max_retries=settings.max_retries),
         transport=transport,
         http_client=settings.http_client,
-        circuit_breaker=CircuitBreaker(failures=n) if (n := settings.max_consecutive_failures) else None,
+        circuit_breaker=CircuitBreaker(failures=n, seconds=settings.circuit_breaker_seconds)
+        if (n := settings.max_consecutive_failures) else None,
     )
 
 

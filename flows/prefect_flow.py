@@ -102,6 +102,7 @@ async def load_sessions(
     judge_model: str | None = None,
     sessions_per_task: int = 5000,
     max_consecutive_failures: int = 50,
+    circuit_breaker_seconds: float = 30.0,
 ) -> pipeline.LoadSummary:
     """Load Piper scenario runs for these session ids into Parquet and DuckDB.
 
@@ -124,11 +125,12 @@ async def load_sessions(
         sessions_per_task: sessions per fetch task; each task streams its sessions over one connection
             pool, so a task boundary is the only point where requests drain.
         max_consecutive_failures: stop the load after this many requests in a row without a usable answer,
-            over at least 30 s (the circuit breaker); 0 turns it off.
+            over at least `circuit_breaker_seconds` (the circuit breaker); 0 turns it off.
+        circuit_breaker_seconds: the least time without a usable answer before the circuit breaker trips.
     """
     given = dict(locals())
     settings = LoadSettings.resolve({name: value for name, value in given.items() if name != "session_ids"})
-    await resolve_token()  # fail before any work when no token can be found
+    pipeline.make_client(settings, await resolve_token())  # a missing or unusable token fails before any work
     logger = get_run_logger()
     ids = pipeline.unique_session_ids(session_ids)
     with open_load(settings.out_dir, format=settings.format, lock_timeout=settings.lock_timeout,

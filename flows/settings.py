@@ -51,6 +51,7 @@ class LoadSettings:
     judge_model: str | None = None  # the judge model whose price costs the runs
     sessions_per_task: int = 5000  # the Prefect engine's sessions per fetch task
     max_consecutive_failures: int = 50  # the circuit breaker (connector.retry.CircuitBreaker); 0 turns it off
+    circuit_breaker_seconds: float = 30.0  # ... and the least time without a usable answer before it trips
 
     def __post_init__(self) -> None:
         if not self.org_id:
@@ -69,18 +70,12 @@ class LoadSettings:
             raise PiperConfigError("chunk size must be at least 1")
         if self.max_consecutive_failures < 0:
             raise PiperConfigError("max consecutive failures must be 0 (off) or more")
+        if self.circuit_breaker_seconds < 0:
+            raise PiperConfigError("circuit breaker seconds must be 0 or more")
         if self.sessions_per_task < 1:
             raise PiperConfigError("sessions per task must be at least 1")
         object.__setattr__(self, "out_dir", Path(self.out_dir))
         self.price_list()  # a bad pricing file is a usage error before any request, not after the fetch
-
-    @property
-    def writes_parquet(self) -> bool:
-        return self.format in ("parquet", "both")
-
-    @property
-    def writes_duckdb(self) -> bool:
-        return self.format in ("duckdb", "both")
 
     def price_list(self) -> PriceList | None:
         """The judge prices this load stores, or None to keep those stored by an earlier load."""

@@ -75,7 +75,7 @@ def test_flow_loads_in_chunks_and_publishes_a_summary(
     assert_no_canary(*markdown, repr(state.state_details), folder=out_dir)
 
 
-def test_flow_tasks_insert_their_chunks_into_the_load_transaction_the_merge_task_commits(
+def test_flow_tasks_land_chunks_that_the_load_transaction_inserts_before_the_flow_commits(
     prefect_harness: None, token_env: None, piper: SimulatedPiper, out_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     added = inserted_before_each_commit(monkeypatch)

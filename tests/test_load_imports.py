@@ -30,7 +30,7 @@ settings = LoadSettings(org_id=org_id, out_dir=Path(out_dir), format={format!r})
 with open_load(settings.out_dir, format=settings.format) as load:
     plan = plan_load(load, ids, settings)
 assert plan.skipped, "the stored state was not read"
-if settings.writes_duckdb:
+if settings.format != "parquet":
     con = store.connect(Path(out_dir) / store.DATABASE_FILE)
     pricing.replace_prices(con, pricing.read_pricing(Path(prices_file), None), datetime.now(UTC))
     con.close()

@@ -25,8 +25,14 @@ def temporary_name(path: Path, tag: str = "") -> Path:
     return path.with_name(f".{path.name}.{middle}{secrets.token_hex(4)}{TMP_SUFFIX}")
 
 
-def write_atomically(path: Path, write: Callable[[BinaryIO], None], *, tag: str = "") -> Path:
-    """Call `write` on a temporary file, then rename it to `path` durably; returns `path`."""
+def write_atomically(
+    path: Path, write: Callable[[BinaryIO], None], *, tag: str = "", sync_folder: bool = True
+) -> Path:
+    """Call `write` on a temporary file, then rename it to `path` durably; returns `path`.
+
+    `sync_folder=False` leaves the rename's durability to the caller, who fsyncs the folder once for
+    many files (a load's parts: before the `loads` row that commits them).
+    """
     tmp = temporary_name(path, tag)
     sink = _create(tmp)  # before the clean-up below: a failure here has nothing to remove
     try:
@@ -35,7 +41,8 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], None], *, tag: str 
             sink.flush()
             os.fsync(sink.fileno())
         os.replace(tmp, path)
-        fsync_folder(path.parent)
+        if sync_folder:
+            fsync_folder(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
     return path

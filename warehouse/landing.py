@@ -56,14 +56,14 @@ def load_id_of(part: Path) -> str:
     return stem.rsplit("-", 1)[0] if stem.count("-") >= 2 else stem
 
 
-def write_part(table: pa.Table, path: Path, *, tag: str = "") -> Path:
-    """Write `table` to `path` atomically; returns `path`."""
+def write_part(table: pa.Table, path: Path, *, tag: str = "", sync_folder: bool = True) -> Path:
+    """Write `table` to `path` atomically; returns `path` (`sync_folder`: see `files.write_atomically`)."""
     def write(sink: BinaryIO) -> None:
         names = [name for name in table.column_names if name not in _NO_DICTIONARY]
         pq.write_table(table, sink, compression="zstd", use_dictionary=names)
         crash_point("parquet-written")
 
-    return files.write_atomically(path, write, tag=tag)
+    return files.write_atomically(path, write, tag=tag, sync_folder=sync_folder)
 
 
 def write_chunk(root: Path, load_id: str, part: str, tables: dict[str, pa.Table]) -> list[Path]:
@@ -81,7 +81,8 @@ def write_chunk(root: Path, load_id: str, part: str, tables: dict[str, pa.Table]
             if table.num_rows == 0:
                 continue
             path = part_path(root, name, load_id, part)
-            written.append(write_part(table.cast(LANDED_TABLES[name]), path, tag=load_id))
+            # the folders are fsynced once, by the commit (`write_load_row`), not once a part
+            written.append(write_part(table.cast(LANDED_TABLES[name]), path, tag=load_id, sync_folder=False))
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)
@@ -90,8 +91,15 @@ def write_chunk(root: Path, load_id: str, part: str, tables: dict[str, pa.Table]
 
 
 def write_load_row(root: Path, load_row: dict[str, object]) -> Path:
-    """Land the `loads` row of a finished load: the last file of a load, which commits it."""
+    """Land the `loads` row of a finished load: the last file of a load, which commits it.
+
+    First the renames of the load's parts are made durable (one fsync a table folder), so that a
+    committed load never lacks a part after a power cut.
+    """
     load_id = str(load_row["load_id"])
+    for table in LANDED_TABLES:
+        if (root / table).is_dir():
+            files.fsync_folder(root / table)
     table = pa.Table.from_pylist([load_row], schema=LOADS)
     return write_part(table, load_row_path(root, load_id), tag=load_id)
 

@@ -123,17 +123,14 @@ def claim_dead(out_dir: Path) -> list[Lease]:
     claimed: list[Lease] = []
     with folder_lock(out_dir):
         for path in sorted(folder.glob("*.json")):
-            try:
-                fd = os.open(path, os.O_RDWR)
-            except FileNotFoundError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)  # its writer is alive
-                continue
+            fd = _lock_if_free(path)
+            if fd is None:
+                continue  # its writer is alive (or it is gone already)
             try:
                 manifest = Manifest.from_json(path.read_text(encoding="utf-8"))
+            except FileNotFoundError:  # its load finished and forgot it while we waited for the lock
+                os.close(fd)
+                continue
             except (ValueError, KeyError, TypeError):
                 os.close(fd)
                 path.unlink(missing_ok=True)  # not ours to understand; it names no files
@@ -145,18 +142,29 @@ def claim_dead(out_dir: Path) -> list[Lease]:
 def live_load_ids(out_dir: Path) -> set[str]:
     """The loads whose writer holds its manifest right now."""
     folder = loads_dir(out_dir)
-    live: set[str] = set()
     if not folder.is_dir():
-        return live
-    for path in folder.glob("*.json"):
-        try:
-            fd = os.open(path, os.O_RDWR)
-        except FileNotFoundError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            live.add(path.name.removesuffix(".json"))
-        finally:
-            os.close(fd)
+        return set()
+    live: set[str] = set()
+    with folder_lock(out_dir):  # as `begin`: a manifest is never seen between its creation and its lock
+        for path in folder.glob("*.json"):
+            fd = _lock_if_free(path)
+            if fd is None:
+                if path.exists():
+                    live.add(path.name.removesuffix(".json"))
+            else:
+                os.close(fd)
     return live
+
+
+def _lock_if_free(path: Path) -> int | None:
+    """A descriptor holding the exclusive lock of `path`, or None when another process holds it (or it is gone)."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd

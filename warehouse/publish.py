@@ -8,19 +8,24 @@ from pathlib import Path
 
 import duckdb
 
-from warehouse import analytics, files, pricing, reader, snapshot, store, views
+from warehouse import analytics, files, leases, pricing, reader, snapshot, store, views
 from warehouse.report_data import collect
 from warehouse.report_markdown import summary_markdown
 
 CURRENT_STATE_HEADER = (
     "-- Current state of the piper-etl Parquet landing files, as DuckDB views.\n"
     "-- Run from this folder: duckdb -c \".read current_state.sql\" -c \"SELECT * FROM runs LIMIT 5\"\n"
-    "-- Regenerated after every load.\n\n"
+    "-- Regenerated after every load that writes Parquet.\n\n"
 )
 
 
 def write_current_state_file(out_dir: Path, parquet_root: Path) -> Path:
     """Write `OUT/current_state.sql` in one pass: the current-state views, the prices, the analytics views."""
+    with leases.folder_lock(out_dir):  # two loads at once: the later file knows every table either saw
+        return _write_current_state_file(out_dir, parquet_root)
+
+
+def _write_current_state_file(out_dir: Path, parquet_root: Path) -> Path:
     root = views.relative_root(out_dir, parquet_root)
     text = (
         CURRENT_STATE_HEADER
