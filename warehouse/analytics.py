@@ -44,8 +44,10 @@ def token_prices_view_sql(parquet_root: str, present: bool) -> str:
     return f"CREATE OR REPLACE VIEW token_prices AS SELECT * FROM read_parquet('{pattern}');\n"
 
 
-def install(con: duckdb.DuckDBPyConnection, prices: pricing.PriceList | None, priced_at: datetime) -> None:
-    """Create `token_prices` and the analytics views in an open database, in one transaction.
+def install(
+    con: duckdb.DuckDBPyConnection, prices: pricing.PriceList | None, priced_at: datetime, *, more_sql: str = ""
+) -> None:
+    """Create `token_prices` and the analytics views (and `more_sql`) in an open database, in one transaction.
 
     `prices` replaces the stored prices; None keeps them (a load without a pricing setting does not
     forget the prices an earlier load stored). Ends with a CHECKPOINT, so that while the caller keeps
@@ -57,6 +59,8 @@ def install(con: duckdb.DuckDBPyConnection, prices: pricing.PriceList | None, pr
         if prices is not None:
             pricing.replace_prices(con, prices, priced_at)
         con.execute(analytics_sql())
+        if more_sql:
+            con.execute(more_sql)
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")

@@ -55,10 +55,8 @@ def publish_duckdb(
     one whole committed state. `summarize`: returns the verdict summary markdown, read through a cursor
     of `con` while the snapshot is being copied (the copy waits on the disk, the read on DuckDB).
     """
-    analytics.install(con, prices, now)  # ends with a CHECKPOINT
-    con.execute(f"CREATE OR REPLACE VIEW current_versions AS {views.CURRENT_VERSIONS_SQL}")
-    con.execute(views.KEY_COLLISIONS_SQL)
-    con.execute("CHECKPOINT")
+    current_versions = f"CREATE OR REPLACE VIEW current_versions AS {views.CURRENT_VERSIONS_SQL};\n"
+    analytics.install(con, prices, now, more_sql=current_versions + views.KEY_COLLISIONS_SQL)  # then CHECKPOINT
     database, target = out_dir / store.DATABASE_FILE, snapshot.snapshot_path(out_dir)
     if not summarize:
         snapshot.publish_snapshot(database, target)
