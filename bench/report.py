@@ -413,7 +413,7 @@ class Report:
                  f"is the process's `ru_maxrss`. A leg passing {_f(data.get('guard_mb'))} MB is stopped (shared "
                  "machine). Loads of up to 20,000 sessions insert each chunk into the load's DuckDB transaction while "
                  "fetching, so their peak while fetching includes DuckDB's; larger loads merge after their fetch "
-                 "(`MERGE_WHILE_FETCHING_UP_TO` in `warehouse/merge.py`), hence their seconds after the last "
+                 "(`MERGE_WHILE_FETCHING_UP_TO` in `warehouse/load.py`), hence their seconds after the last "
                  "response.", "")
 
     def findings(self) -> None:
