@@ -6,8 +6,6 @@ Truncated bodies and HTML pages are still retried like a 503; only a body that i
 
 from __future__ import annotations
 
-import asyncio
-import random
 from pathlib import Path
 
 import httpx
@@ -15,9 +13,9 @@ import orjson
 import pytest
 
 from connector.body import NotJson, Refetch, decode_json
-from connector.client import FetchResult, PiperClient
-from connector.retry import RetryPolicy
-from tests.conftest import CANARY_TOKEN, ORG_ID, Cli, SimulatedPiper, load_args, query
+from connector.client import FetchResult
+from tests.conftest import Cli, SimulatedPiper, load_args, query
+from tests.test_token_redaction import fetch_one as fetch_with
 
 BOM = b"\xef\xbb\xbf"
 RUN = b'{"id": "run-1", "status": "passed", "turn_results": []}'
@@ -33,18 +31,7 @@ def fetch_one(*bodies: bytes, max_retries: int = 3, content_type: str = "applica
         body = bodies[min(len(calls), len(bodies)) - 1]
         return httpx.Response(200, content=body, headers={"content-type": content_type})
 
-    async def no_sleep(seconds: float) -> None:
-        return None
-
-    async def go() -> FetchResult:
-        async with PiperClient(
-            base_url="https://piper.test", org_id=ORG_ID, token=CANARY_TOKEN, transport=httpx.MockTransport(handler),
-            retry=RetryPolicy(max_retries=max_retries), sleep=no_sleep, rng=random.Random(0),
-        ) as client:
-            (result,) = (await client.fetch_many(["s-1"])).results
-            return result
-
-    return asyncio.run(go()), len(calls)
+    return fetch_with(handler, max_retries=max_retries), len(calls)
 
 
 def walk_strings(value: object) -> list[str]:
