@@ -290,7 +290,8 @@ class PiperClient:
             except TimeoutError:
                 reason = f"no complete response within {self.timeouts.request:g} s"
             except BodyTooLarge as exc:
-                return self._answered(session_id, "failed", started, attempt, status=exc.status, error=str(exc))
+                return self._result(session_id, "failed", started, attempt, status=exc.status, error=str(exc),
+                                    answered=True)
             except BadEncoding as exc:
                 reason, status = str(exc), exc.status
             except (ConnectFailed, ConnectTimedOut) as exc:
@@ -305,8 +306,8 @@ class PiperClient:
                 if action is Action.OK:
                     parsed = decode_json(self._redactor.text(response.content_type), body)
                     if not isinstance(parsed, NotJson):
-                        return self._answered(
-                            session_id, "ok", started, attempt, status=status, payload=parsed, body=body
+                        return self._result(
+                            session_id, "ok", started, attempt, status=status, payload=parsed, body=body, answered=True
                         )
                     reason = parsed.reason
                     if parsed.refetch is Refetch.ONCE:
@@ -315,17 +316,15 @@ class PiperClient:
                             parsed = NotJson(f"{reason}; the same bytes came back when fetched again", Refetch.USELESS)
                         unparsed_digest = digest
                     if parsed.refetch is Refetch.USELESS:
-                        return self._answered(
-                            session_id, "rejected", started, attempt, status=status, body=body, error=parsed.reason
-                        )
+                        return self._result(session_id, "rejected", started, attempt, status=status, body=body,
+                                            error=parsed.reason, answered=True)
                 elif action is Action.NOT_FOUND:
-                    return self._answered(session_id, "not_found", started, attempt, status=status)
+                    return self._result(session_id, "not_found", started, attempt, status=status, answered=True)
                 elif action is Action.AUTH:
                     raise self._stop(PiperAuthError(status, session_id))
                 elif action is Action.FAIL:
-                    return self._answered(
-                        session_id, "failed", started, attempt, status=status, error=_describe_failure(status, body)
-                    )
+                    return self._result(session_id, "failed", started, attempt, status=status,
+                                        error=_describe_failure(status, body), answered=True)
                 else:
                     reason = f"HTTP {status}"
                     retry_after = parse_retry_after(response.retry_after) if status == 429 else None
@@ -378,24 +377,6 @@ class PiperClient:
             raise self._stopped
         sleeper.result()  # a failing sleep function fails the fetch, as it did when awaited directly
 
-    def _answered(
-        self,
-        session_id: str,
-        outcome: Outcome,
-        started: float,
-        attempts: int,
-        *,
-        status: int | None = None,
-        payload: object = None,
-        body: bytes | None = None,
-        error: str | None = None,
-    ) -> FetchResult:
-        """The result of a usable answer: the API is up, so the breaker's count starts again."""
-        self._unusable_in_a_row = 0
-        self._unusable_since = self._clock()
-        return self._result(session_id, outcome, started, attempts, status=status, payload=payload, body=body,
-                            error=error)
-
     def _result(
         self,
         session_id: str,
@@ -407,7 +388,12 @@ class PiperClient:
         payload: object = None,
         body: bytes | None = None,
         error: str | None = None,
+        answered: bool = False,
     ) -> FetchResult:
+        """One session's result; `answered`: it came from a usable answer, so the breaker's count starts again."""
+        if answered:
+            self._unusable_in_a_row = 0
+            self._unusable_since = self._clock()
         return FetchResult(
             session_id=session_id,
             outcome=outcome,

@@ -24,13 +24,13 @@ def test_chunks_are_inserted_before_the_commit_and_invisible_until_it(
     seen: dict[str, Any] = {}
     commit = Merge.commit
 
-    def observed_commit(self: Merge, load_row: dict[str, object]) -> dict[str, int]:
+    def observed_commit(self: Merge, load_row: dict[str, object]) -> None:
         seen["inserted_before_commit"] = len(self.inserted)
         seen["inserted"] = self.con.execute("SELECT count(*) FROM runs WHERE _load_id = ?", [self.load_id]).fetchone()
         other = self.con.cursor()  # another connection to the same database sees committed data only
         seen["visible_elsewhere"] = other.execute(f"SELECT count(*) FROM {store.CATALOG}.runs").fetchone()
         other.close()
-        return commit(self, load_row)
+        commit(self, load_row)
 
     monkeypatch.setattr(Merge, "commit", observed_commit)
     assert cli(*load_args(piper, out_dir, "--chunk-size", "4", "--refetch", *ids[:20])).code == 0
@@ -80,9 +80,9 @@ def inserted_before_each_commit(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     inserted: list[int] = []
     commit = Merge.commit
 
-    def observed_commit(self: Merge, load_row: dict[str, object]) -> dict[str, int]:
+    def observed_commit(self: Merge, load_row: dict[str, object]) -> None:
         inserted.append(len(self.inserted))
-        return commit(self, load_row)
+        commit(self, load_row)
 
     monkeypatch.setattr(Merge, "commit", observed_commit)
     return inserted

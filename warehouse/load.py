@@ -41,6 +41,11 @@ from warehouse.records import LoadCounts, load_row
 
 OutputFormat = Literal["duckdb", "parquet", "both"]
 FORMATS: tuple[OutputFormat, ...] = ("duckdb", "parquet", "both")
+
+
+def stores(format: OutputFormat) -> tuple[str, ...]:
+    """The stores a format writes: "parquet", "duckdb" or both."""
+    return tuple(store for store in ("parquet", "duckdb") if format in (store, "both"))
 MERGE_WHILE_FETCHING_UP_TO = 20_000
 """The most sessions a load fetches for which its DuckDB transaction is open while it fetches.
 
@@ -57,7 +62,6 @@ _WAKE = ""  # not a part name: wakes the worker thread so that it starts watchin
 class LoadTarget:
     """Where one load's chunks land: plain values, safe to hand to a Prefect task in another process."""
 
-    out_dir: str
     load_id: str
     landing_root: str
     loaded_at: datetime
@@ -65,10 +69,9 @@ class LoadTarget:
 
 @dataclass(frozen=True)
 class Committed:
-    """What the commit did: the `loads` row, whether DuckDB holds the load, the verdict summary if asked."""
+    """What the commit did: the `loads` row, and the verdict summary if asked."""
 
     load_row: dict[str, object]
-    merged: bool
     verdicts_markdown: str | None = None
 
 
@@ -80,9 +83,8 @@ def land_chunk(target: LoadTarget, part: str, tables: Mapping[str, pa.Table]) ->
 class LoadTransaction:
     """One load's writes into one output folder; made by `open_load`, ended by `commit` or by leaving the block."""
 
-    def __init__(self, out_dir: Path, format: OutputFormat, lease: leases.Lease, started_at: datetime,
-                 lock_timeout: float) -> None:
-        self.out_dir, self.format, self.lock_timeout = out_dir, format, lock_timeout
+    def __init__(self, out_dir: Path, lease: leases.Lease, started_at: datetime, lock_timeout: float) -> None:
+        self.out_dir, self.lock_timeout = out_dir, lock_timeout
         self.started_at = started_at
         self._lease = lease
         self.load_id = lease.manifest.load_id
@@ -97,15 +99,15 @@ class LoadTransaction:
 
     @property
     def writes_parquet(self) -> bool:
-        return self.format in ("parquet", "both")
+        return "parquet" in self._lease.manifest.formats
 
     @property
     def writes_duckdb(self) -> bool:
-        return self.format in ("duckdb", "both")
+        return "duckdb" in self._lease.manifest.formats
 
     @property
     def target(self) -> LoadTarget:
-        return LoadTarget(str(self.out_dir), self.load_id, str(self.root), self.started_at)
+        return LoadTarget(self.load_id, str(self.root), self.started_at)
 
     def __enter__(self) -> LoadTransaction:
         return self
@@ -131,7 +133,7 @@ class LoadTransaction:
                 return {session: run for session, (run, _) in found.items()}
             committed = landing.committed_load_ids(parquet_root)
             return {session: run for session, (run, load_id) in found.items() if load_id in committed}
-        if self.format == "duckdb" or not views.present_tables(parquet_root):
+        if not self.writes_parquet or not views.present_tables(parquet_root):
             return {}
         con = views.open_current_state(parquet_root)
         try:
@@ -190,7 +192,6 @@ class LoadTransaction:
         if self.writes_parquet:
             publish.publish_parquet(self.out_dir, parquet_root, prices, now)
         verdicts: str | None = None
-        merged = False
         if self.writes_duckdb:
             con = self._writer(wait=True)
             if self._merge is None:
@@ -201,14 +202,13 @@ class LoadTransaction:
                 self._merge.commit(row)
                 self._merge = None
             crash_point("merged")
-            merged = True
             verdicts = publish.publish_duckdb(con, self.out_dir, prices, now, summarize=summarize)
             if not self.writes_parquet:
                 landing.remove_load(self.root, self.load_id)
                 files.prune_empty_folders(self.root)
         self.done = True
         self.close()
-        return Committed(row, merged, verdicts)
+        return Committed(row, verdicts)
 
     def close(self) -> None:
         """Roll back what was not committed, close the database and release the lease; idempotent."""
@@ -288,13 +288,10 @@ class _Inserter(threading.Thread):
                 self.error = exc
 
     def _landed_elsewhere(self) -> list[str]:
-        prefix = f"{self.load_id}."
-        return [
-            name.removeprefix(prefix).removesuffix(".parquet")
-            for name in _names(self.fetch_log_folder)
-            if name.startswith(prefix) and name.endswith(".parquet")
-            and name.removeprefix(prefix).removesuffix(".parquet") not in self.seen
-        ]
+        prefix, suffix = f"{self.load_id}.", ".parquet"
+        parts = (name[len(prefix) : -len(suffix)] for name in _names(self.fetch_log_folder)
+                 if name.startswith(prefix) and name.endswith(suffix))
+        return [part for part in parts if part not in self.seen]
 
     def finish(self, *, raise_error: bool) -> None:
         self.parts.put(None)
@@ -332,15 +329,15 @@ def open_load(
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {format!r}")
     started_at = now or datetime.now(UTC)
     out_dir.mkdir(parents=True, exist_ok=True)
-    writes_parquet = format in ("parquet", "both")
+    formats = stores(format)
     lease = leases.begin(
         out_dir,
         load_id=landing.new_load_id(started_at),
-        formats=tuple(f for f in ("parquet", "duckdb") if format in (f, "both")),
-        landing_root=landing.PARQUET_DIR if writes_parquet else landing.STAGING_DIR,
+        formats=formats,
+        landing_root=landing.PARQUET_DIR if "parquet" in formats else landing.STAGING_DIR,
         started_at=started_at,
     )
-    load = LoadTransaction(out_dir, format, lease, started_at, lock_timeout)
+    load = LoadTransaction(out_dir, lease, started_at, lock_timeout)
     try:
         load._recover(leases.claim_dead(out_dir), expected_sessions)
     except BaseException:

@@ -63,11 +63,8 @@ class Merge:
             if path not in self.inserted and path.exists():
                 self._insert(table, [path])
 
-    def commit(self, load_row: dict[str, object]) -> dict[str, int]:
-        """Insert what is left, the log tables and the `loads` row, settle the current rows, COMMIT.
-
-        Returns how many rows of each data table this load holds in the current state.
-        """
+    def commit(self, load_row: dict[str, object]) -> None:
+        """Insert what is left, the log tables and the `loads` row, settle the current rows, COMMIT."""
         con, load_id = self.con, self.load_id
         for table in DATA_TABLES:
             rest = [path for path in load_parts(self.root, load_id, table) if path not in self.inserted]
@@ -85,11 +82,10 @@ class Merge:
             f"VALUES ({', '.join('?' for _ in columns)})",
             [load_row[c] for c in columns],
         )
-        kept = self._settle()
+        self._settle()
         crash_point("merge-uncommitted")
         con.execute("COMMIT")
         self.open = False
-        return kept
 
     def rollback(self) -> None:
         """End the transaction without committing; a no-op after `commit`.
@@ -106,7 +102,7 @@ class Merge:
         _insert_parts(self.con, table, parts)
         self.inserted.update(parts)
 
-    def _settle(self) -> dict[str, int]:
+    def _settle(self) -> None:
         """Delete the rows of versions that are no longer current (module docstring)."""
         con = self.con
         con.execute(_TOUCHED, [self.load_id])
@@ -119,22 +115,15 @@ class Merge:
                     f"AND {table}.run_id = v.run_id AND {table}.session_id = v.session_id "
                     f"AND {table}._load_id = v.load_id"
                 )
-        kept = {
-            table: _count(con, f"SELECT count(*) FROM {table} WHERE _load_id = ?", [self.load_id])
-            for table in DATA_TABLES
-        }
         con.execute("DROP TABLE merge_versions")
         con.execute("DROP TABLE merge_touched")
-        return kept
 
 
-def merge_landed_load(
-    con: duckdb.DuckDBPyConnection, root: Path, load_id: str, load_row: dict[str, object]
-) -> dict[str, int]:
+def merge_landed_load(con: duckdb.DuckDBPyConnection, root: Path, load_id: str, load_row: dict[str, object]) -> None:
     """Merge one whole landed load in a single transaction (catching up, or recovering)."""
     merge = Merge(con, root, load_id)
     try:
-        return merge.commit(load_row)
+        merge.commit(load_row)
     except BaseException:
         merge.rollback()
         raise

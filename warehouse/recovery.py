@@ -90,13 +90,12 @@ def _commit_landed(root: Path, load_id: str, load_seq: int | None, started_at: s
         landing.remove_load(root, load_id)
         return False
     counts = LoadCounts()
-    first: datetime | None = None
+    fetched: list[datetime] = []
     for part in fetch_log:
         table = pq.read_table(part, columns=["outcome", "fetched_at"])
         counts.outcomes.update(Counter(table.column("outcome").to_pylist()))
-        times = [t for t in table.column("fetched_at").to_pylist() if t is not None]
-        if times:
-            first = min([*times, first] if first else times)
+        fetched.extend(t for t in table.column("fetched_at").to_pylist() if t is not None)
+    first = min(fetched, default=None)
     for table_name in landing.DATA_TABLES:
         parts = landing.load_parts(root, load_id, table_name)
         counts.rows[table_name] = sum(pq.read_metadata(part).num_rows for part in parts)
