@@ -119,6 +119,74 @@ LOADS = pa.schema(
     ]
 )
 
+SESSIONS = pa.schema(
+    [
+        pa.field("session_id", pa.string(), nullable=False),
+        pa.field("agent_id", pa.string()),
+        pa.field("agent_name", pa.string()),
+        pa.field("channel_id", pa.string()),
+        pa.field("channel_type", pa.string()),
+        pa.field("channel_name", pa.string()),
+        pa.field("message_count", pa.int64()),
+        pa.field("is_test", pa.bool_()),
+        pa.field("scenario_run_status", pa.string()),
+        pa.field("created_at", UTC_TS),
+        pa.field("updated_at", UTC_TS),
+        pa.field("_load_id", pa.string(), nullable=False),
+        pa.field("_loaded_at", UTC_TS, nullable=False),
+    ]
+)
+"""One row per listed session that has a scenario run, as the sessions list last showed it."""
+
+SCENARIOS = pa.schema(
+    [
+        pa.field("scenario_id", pa.string(), nullable=False),
+        pa.field("name", pa.string()),
+        pa.field("description", pa.string()),
+        pa.field("tags", pa.list_(pa.string())),
+        pa.field("turn_count", pa.int32()),
+        pa.field("created_by_user_id", pa.string()),
+        pa.field("created_at", UTC_TS),
+        pa.field("updated_at", UTC_TS),
+        pa.field("_load_id", pa.string(), nullable=False),
+        pa.field("_loaded_at", UTC_TS, nullable=False),
+    ]
+)
+
+SCENARIO_CRITERIA = pa.schema(
+    [
+        pa.field("criteria_id", pa.string(), nullable=False),
+        pa.field("scenario_id", pa.string(), nullable=False),
+        pa.field("turn_id", pa.string()),
+        pa.field("turn_order_index", pa.int32()),
+        pa.field("user_message", pa.string()),
+        pa.field("required", pa.bool_()),
+        pa.field("question", pa.string()),
+        pa.field("criteria_type", pa.string()),
+        pa.field("criteria_order_index", pa.int32()),
+        pa.field("few_shot_example_count", pa.int32()),
+        pa.field("_load_id", pa.string(), nullable=False),
+        pa.field("_loaded_at", UTC_TS, nullable=False),
+    ]
+)
+"""One row per criterion of each scenario's latest fetched definition (a re-fetched scenario replaces its rows)."""
+
+SYNC_STATE = pa.schema(
+    [
+        pa.field("load_id", pa.string(), nullable=False),
+        pa.field("started_at", UTC_TS, nullable=False),
+        pa.field("finished_at", UTC_TS),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("watermark_before", UTC_TS),
+        pa.field("watermark_after", UTC_TS),
+        pa.field("pages_read", pa.int64(), nullable=False),
+        pa.field("sessions_listed", pa.int64(), nullable=False),
+        pa.field("sessions_queued", pa.int64(), nullable=False),
+        pa.field("full_scan", pa.bool_(), nullable=False),
+    ]
+)
+"""One row per sync, landed and committed with the load it ran (its `load_id`)."""
+
 DATA_TABLES: dict[str, pa.Schema] = {
     "runs": RUNS,
     "turns": TURNS,
@@ -130,8 +198,29 @@ LANDED_TABLES: dict[str, pa.Schema] = {
     **DATA_TABLES,
     "fetch_log": FETCH_LOG,
     "rejected_payloads": REJECTED_PAYLOADS,
+    "sessions": SESSIONS,
+    "scenarios": SCENARIOS,
+    "scenario_criteria": SCENARIO_CRITERIA,
+    "sync_state": SYNC_STATE,
 }
-"""Every table a chunk lands as Parquet parts."""
+"""Every table a load lands as Parquet parts (its `loads` row, the commit, lands last)."""
+
+# How each landed table's current state follows from its committed parts. The DuckDB merge
+# (warehouse/merge.py), the Parquet views (warehouse/views.py), compaction and the BI snapshot all
+# apply these three rules, so that every store shows the same rows:
+#   * DATA_TABLES: current by run version (warehouse/merge.py states the rule);
+#   * HISTORY_TABLES: every row of every committed load is kept, keyed by load;
+#   * DIMENSION_KEYS: for each key value, the rows of the newest committed load (greatest
+#     `loads.load_seq`, then load_id) that landed that key are current; older loads' rows of that key are not.
+HISTORY_TABLES: tuple[str, ...] = ("fetch_log", "rejected_payloads", "sync_state")
+"""Append-only: every committed load's rows stay (plus `loads` itself, the commit marker)."""
+
+DIMENSION_KEYS: dict[str, str] = {
+    "sessions": "session_id",
+    "scenarios": "scenario_id",
+    "scenario_criteria": "scenario_id",  # a re-fetched scenario replaces every one of its criteria rows
+}
+"""Dimension table -> the column whose newest landed rows replace older ones."""
 
 PRIMARY_KEYS: dict[str, str] = {
     "runs": "run_id",

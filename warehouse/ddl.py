@@ -30,6 +30,8 @@ def duckdb_type(arrow_type: pa.DataType) -> str:
         return "BOOLEAN"
     if pa.types.is_timestamp(arrow_type) and arrow_type.tz is not None:
         return "TIMESTAMPTZ"
+    if pa.types.is_list(arrow_type):
+        return duckdb_type(arrow_type.value_type) + "[]"
     raise TypeError(f"no DuckDB type for {arrow_type}")
 
 

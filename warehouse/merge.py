@@ -25,6 +25,7 @@ from pathlib import Path
 
 import duckdb
 
+from schemas.tables import DIMENSION_KEYS, HISTORY_TABLES
 from warehouse.crash import crash_point
 from warehouse.ddl import quote_ident
 from warehouse.landing import DATA_TABLES, load_parts, part_path
@@ -70,11 +71,18 @@ class Merge:
             rest = [path for path in load_parts(self.root, load_id, table) if path not in self.inserted]
             if rest:
                 self._insert(table, rest)
-        for table in ("fetch_log", "rejected_payloads"):
+        for table in HISTORY_TABLES:
             con.execute(f"DELETE FROM {quote_ident(table)} WHERE load_id = ?", [load_id])
             parts = load_parts(self.root, load_id, table)
             if parts:
                 _insert_parts(con, table, parts)
+        landed_dimensions = []
+        for table in DIMENSION_KEYS:
+            con.execute(f"DELETE FROM {quote_ident(table)} WHERE _load_id = ?", [load_id])
+            parts = load_parts(self.root, load_id, table)
+            if parts:
+                _insert_parts(con, table, parts)
+                landed_dimensions.append(table)
         con.execute("DELETE FROM loads WHERE load_id = ?", [load_id])
         columns = list(load_row)
         con.execute(
@@ -83,6 +91,8 @@ class Merge:
             [load_row[c] for c in columns],
         )
         self._settle()
+        for table in landed_dimensions:
+            _settle_dimension(con, table, load_id)
         crash_point("merge-uncommitted")
         con.execute("COMMIT")
         self.open = False
@@ -117,6 +127,25 @@ class Merge:
                 )
         con.execute("DROP TABLE merge_versions")
         con.execute("DROP TABLE merge_touched")
+
+
+def _settle_dimension(con: duckdb.DuckDBPyConnection, table: str, load_id: str) -> None:
+    """Keep, for each key this load landed, only the rows of the newest load that landed it.
+
+    Newest by `loads.load_seq`, then load_id, as for run versions: merging an older load after a newer
+    one (catching up) leaves the newer rows current.
+    """
+    t, key = quote_ident(table), quote_ident(DIMENSION_KEYS[table])
+    con.execute(
+        f"""DELETE FROM {t} USING (
+            SELECT d.k, d._load_id FROM (
+                SELECT DISTINCT {key} AS k, _load_id FROM {t}
+                WHERE {key} IN (SELECT {key} FROM {t} WHERE _load_id = ?)
+            ) d LEFT JOIN loads l ON l.load_id = d._load_id
+            QUALIFY rank() OVER (PARTITION BY d.k ORDER BY coalesce(l.load_seq, 0) DESC, d._load_id DESC) > 1
+        ) AS older WHERE {t}.{key} = older.k AND {t}._load_id = older._load_id""",
+        [load_id],
+    )
 
 
 def merge_landed_load(con: duckdb.DuckDBPyConnection, root: Path, load_id: str, load_row: dict[str, object]) -> None:

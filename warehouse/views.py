@@ -15,6 +15,7 @@ from pathlib import Path
 
 import duckdb
 
+from schemas.tables import DIMENSION_KEYS
 from warehouse.ddl import ALL_TABLES, empty_select_sql, quote_ident
 
 CURRENT_STATE_FILE = "current_state.sql"
@@ -56,8 +57,17 @@ def current_state_sql(root: str, present: set[str]) -> str:
         "QUALIFY row_number() OVER (PARTITION BY load_id, session_id ORDER BY fetched_at DESC) = 1",
         f"CREATE OR REPLACE VIEW rejected_payloads AS SELECT * FROM {src['rejected_payloads']}\n"
         "WHERE load_id IN (SELECT load_id FROM loads)",
+        f"CREATE OR REPLACE VIEW sync_state AS SELECT * FROM {src['sync_state']}\n"
+        "WHERE load_id IN (SELECT load_id FROM loads)",
         f"CREATE OR REPLACE VIEW current_versions AS {CURRENT_VERSIONS_SQL}",
     ]
+    for table, key in DIMENSION_KEYS.items():  # the rows of the newest committed load that landed each key
+        statements.append(
+            f"CREATE OR REPLACE VIEW {quote_ident(table)} AS SELECT landed.* FROM {src[table]} AS landed\n"
+            "JOIN loads l ON l.load_id = landed._load_id\n"
+            f"QUALIFY rank() OVER (PARTITION BY landed.{quote_ident(key)}\n"
+            "                      ORDER BY coalesce(l.load_seq, 0) DESC, landed._load_id DESC) = 1"
+        )
     for table in ("runs", "turns", "criteria_results"):
         statements.append(
             f"CREATE OR REPLACE VIEW {quote_ident(table)} AS SELECT landed.* FROM {src[table]} AS landed\n"
