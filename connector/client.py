@@ -42,7 +42,14 @@ from connector.transport import (
     Sender,
     SendError,
 )
-from connector.urls import by_session_url, normalise_base_url, session_id_problem, sessions_list_url
+from connector.urls import (
+    by_session_url,
+    normalise_base_url,
+    scenario_url,
+    scenarios_list_url,
+    session_id_problem,
+    sessions_list_url,
+)
 
 Outcome = Literal["ok", "not_found", "failed", "rejected"]
 HttpClient = Literal["aiohttp", "httpx"]
@@ -98,6 +105,16 @@ class SessionsPage:
     limit: int
     items: list[object]
     total: int | None
+    attempts: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ScenariosPage:
+    """One page of the scenarios list as the API sent it: raw items (validated by `schemas`)."""
+
+    offset: int
+    limit: int
+    items: list[object]
     attempts: int = 1
 
 
@@ -268,6 +285,41 @@ class PiperClient:
                     error=stopped.unfetched_reason if stopped else "not fetched",
                 ))
         return FetchBatch([r for r in results if r is not None], stopped)
+
+    async def list_scenarios_page(self, *, limit: int, offset: int) -> ScenariosPage:
+        """One page of `GET /v1/orgs/{org_id}/scenarios`: its raw items (the API sends a JSON list).
+
+        Retried, backed off, redacted and counted by the circuit breaker exactly as a by-session fetch.
+        Raises `PiperListFailed` when the page cannot be read (retries exhausted, 404, another 4xx, a
+        body that is neither a list nor `{"scenarios": [...]}`), and `PiperStopLoad` as a fetch does.
+        """
+        if not 1 <= limit <= MAX_PAGE_LIMIT or offset < 0:
+            raise ValueError(f"limit must be 1..{MAX_PAGE_LIMIT} and offset >= 0, not {limit} and {offset}")
+        what = f"scenarios list page (offset {offset}, limit {limit})"
+        result = await self._request(scenarios_list_url(self.base_url, self.org_id, limit=limit, offset=offset), what)
+        if result.outcome == "not_found":
+            raise PiperListFailed(what, f"HTTP 404: check the org id {self.org_id!r} and the base URL")
+        if result.outcome != "ok":
+            raise PiperListFailed(what, result.error or result.outcome)
+        body = result.payload
+        items = body.get("scenarios") if isinstance(body, dict) else body
+        if not isinstance(items, list):
+            raise PiperListFailed(what, 'the body is neither a list nor an object with a "scenarios" list')
+        return ScenariosPage(offset=offset, limit=limit, items=items, attempts=result.attempts)
+
+    async def fetch_scenario(self, scenario_id: str) -> FetchResult:
+        """Fetch `GET /v1/orgs/{org_id}/scenarios/{scenario_id}`, retrying what is worth retrying.
+
+        The result's `session_id` names the request (`scenario <id>`); its outcome, payload, status and
+        error mean what they mean for a by-session fetch (`not_found` for a 404). Raises only
+        `PiperStopLoad`, as `fetch_run_by_session` does.
+        """
+        subject = f"scenario {scenario_id}"
+        problem = session_id_problem(scenario_id)  # the same rules make any id safe as one path segment
+        if problem is not None:
+            return FetchResult(session_id=subject, outcome="rejected",
+                               error="scenario id " + problem.removeprefix("session id "))
+        return await self._request(scenario_url(self.base_url, self.org_id, scenario_id), subject)
 
     async def fetch_run_by_session(self, session_id: str) -> FetchResult:
         """Fetch one session's scenario run, retrying what is worth retrying.
