@@ -23,12 +23,12 @@ import gc
 import os
 import queue
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import Literal, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -40,6 +40,7 @@ from warehouse.pricing import PriceList
 from warehouse.records import LoadCounts, load_row
 
 OutputFormat = Literal["duckdb", "parquet", "both"]
+T = TypeVar("T")
 FORMATS: tuple[OutputFormat, ...] = ("duckdb", "parquet", "both")
 
 
@@ -120,24 +121,59 @@ class LoadTransaction:
     def stored_final_runs(self, session_ids: list[str]) -> dict[str, str]:
         """session_id -> run_id for the sessions whose current run is final in every store this load writes.
 
-        DuckDB answers when this load holds it; for `both` only runs whose load is also committed in
-        the Parquet files count. Without the database (another writer holds it) `both` reads the
-        Parquet state (DuckDB catches up with it at the commit) and `duckdb` skips nothing.
+        Read as `_read_state` says; without the database (another writer holds it) `duckdb` skips nothing.
         """
         if not session_ids:
             return {}
+        return self._read_state(lambda con: store.final_session_runs(con, session_ids))
+
+    def stored_dimension(
+        self, table: str, keys: Iterable[str], columns: Sequence[str]
+    ) -> dict[str, dict[str, object]]:
+        """key -> the named columns of the current row of each key in a dimension table (`sessions`, `scenarios`).
+
+        Only the requested keys are read; a key without a row is absent. Read as `_read_state` says.
+        """
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return {}
+        return self._read_state(lambda con: store.dimension_rows(con, table, wanted, columns))
+
+    def _read_state(self, read: Callable[[duckdb.DuckDBPyConnection], dict[str, tuple[T, str]]]) -> dict[str, T]:
+        """What `read` finds (key -> (value, load_id of its row)) in the committed state of the stores this load writes.
+
+        DuckDB answers when this load holds it; for `both` only rows whose load is also committed in
+        the Parquet files count. Without the database (another writer holds it) `both` reads the
+        Parquet state (DuckDB catches up with it at the commit) and `duckdb` reads the database
+        read-only if nobody writes it right now, else finds nothing.
+        """
         parquet_root = self.out_dir / landing.PARQUET_DIR
         if self.writes_duckdb and self._con is not None:
-            found = store.final_session_runs(self._con, session_ids)
+            # A cursor of its own: the inserter thread may be using the connection (DuckDB connections are
+            # not for two threads at once), and a cursor sees the committed state, not this load's inserts.
+            cursor = self._con.cursor()
+            try:
+                cursor.execute(f"USE {store.CATALOG}")
+                found = read(cursor)
+            finally:
+                cursor.close()
             if not self.writes_parquet:
-                return {session: run for session, (run, _) in found.items()}
+                return {key: value for key, (value, _) in found.items()}
             committed = landing.committed_load_ids(parquet_root)
-            return {session: run for session, (run, load_id) in found.items() if load_id in committed}
-        if not self.writes_parquet or not views.present_tables(parquet_root):
-            return {}
-        con = views.open_current_state(parquet_root)
+            return {key: value for key, (value, load_id) in found.items() if load_id in committed}
+        if self.writes_parquet:
+            if not views.present_tables(parquet_root):
+                return {}
+            con = views.open_current_state(parquet_root)
+        else:
+            try:
+                con = store.connect(self.out_dir / store.DATABASE_FILE, read_only=True, lock_timeout=0)
+            except (store.WarehouseLocked, duckdb.Error):
+                return {}
         try:
-            return {session: run for session, (run, _) in store.final_session_runs(con, session_ids).items()}
+            return {key: value for key, (value, _) in read(con).items()}
+        except duckdb.CatalogException:  # a database no load of this version has written yet
+            return {}
         finally:
             con.close()
 
