@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import os
 from collections import Counter
+from datetime import datetime
 from typing import TypeVar, cast
 
 from prefect import flow, get_run_logger, task
@@ -22,12 +23,14 @@ from prefect.cache_policies import NO_CACHE
 from prefect.utilities.annotations import quote
 
 from connector.errors import TOKEN_ENV, PiperConfigError
-from flows import pipeline
+from flows import dimensions, pipeline
 from flows.chunks import ChunkReport
+from flows.dimensions import ScenarioReport
 from flows.errors import LoadFailed
 from flows.report import load_summary_markdown
 from flows.settings import DEFAULT_OUT, TOKEN_BLOCK, HttpClient, LoadSettings, OutputFormat
-from warehouse.load import LoadTarget, land_chunk, open_load
+from schemas.flatten import SessionInfo
+from warehouse.load import LoadTarget, LoadTransaction, land_chunk, open_load
 from warehouse.publish import analytics_markdown
 
 T = TypeVar("T")
@@ -69,20 +72,48 @@ async def resolve_token() -> str:
 
 @task(name="fetch-and-land", cache_policy=NO_CACHE, persist_result=False)
 async def fetch_and_land(
-    session_ids: list[str], settings: LoadSettings, target: LoadTarget, stream: str
+    session_ids: list[str], settings: LoadSettings, target: LoadTarget, stream: str,
+    session_info: dict[str, SessionInfo] | None = None,
 ) -> list[ChunkReport]:
-    """Fetch up to `sessions_per_task` sessions in one stream and land them as parts of the load, chunk by chunk."""
+    """Fetch up to `sessions_per_task` sessions in one stream and land them as parts of the load, chunk by chunk.
+
+    `session_info`: what the sessions list says about these sessions (the runs' agent columns).
+    """
     sink = functools.partial(land_chunk, target)
 
     async with pipeline.make_client(settings, await resolve_token()) as client:
         with pipeline.fewer_gc_passes():
             reports = await pipeline.fetch_and_land(client, session_ids, settings, sink=sink, stream=stream,
-                                                    load_id=target.load_id, loaded_at=target.loaded_at)
+                                                    load_id=target.load_id, loaded_at=target.loaded_at,
+                                                    session_info=session_info)
     outcomes: Counter[str] = Counter()
     for report in reports:
         outcomes.update(report.outcomes)
     get_run_logger().info("%d sessions in %d chunks: %s", len(session_ids), len(reports), dict(outcomes))
     return reports
+
+
+@task(name="refresh-scenarios", cache_policy=NO_CACHE, persist_result=False)
+async def refresh_scenarios(
+    referenced: list[str], stored: dict[str, datetime | None], settings: LoadSettings, target: LoadTarget
+) -> ScenarioReport:
+    """Land the definitions of the new and moved scenarios among `referenced` as a part of the load."""
+    async with pipeline.make_client(settings, await resolve_token()) as client:
+        report = await dimensions.refresh_scenarios(client, referenced, stored, functools.partial(land_chunk, target),
+                                                    load_id=target.load_id, loaded_at=target.loaded_at)
+    get_run_logger().info(report.line())
+    return report
+
+
+async def land_scenarios(load: LoadTransaction, settings: LoadSettings, reports: list[ChunkReport]) -> ScenarioReport:
+    """The flow's side of `pipeline.land_scenarios`: the stored state read here, the requests in a task."""
+    referenced = pipeline.referenced_scenarios(reports)
+    if any(report.stop_message for report in reports):
+        return ScenarioReport.skipped(referenced, "the load stopped")
+    if not referenced:
+        return ScenarioReport()
+    stored = dimensions.stored_scenarios(load, referenced)
+    return await refresh_scenarios(unwalked(referenced), unwalked(stored), settings, load.target)
 
 
 @flow(name="load_sessions", log_prints=False)
@@ -141,16 +172,20 @@ async def load_sessions(
             plan.load_id, len(plan.requested), len(plan.to_fetch), len(plan.skipped),
         )
         reports = [pipeline.land_skipped(load.land, plan)]
+        info = dimensions.session_info_for(load, plan.to_fetch, None)
         load.watch()  # the tasks' chunks go into the load's DuckDB transaction as they land
         slices = plan.slices(settings.sessions_per_task)
         for index, sessions in enumerate(slices):
-            task_reports = await fetch_and_land(unwalked(sessions), settings, load.target, f"task-{index + 1:04d}")
+            task_info = {session_id: info[session_id] for session_id in sessions if session_id in info}
+            task_reports = await fetch_and_land(unwalked(sessions), settings, load.target, f"task-{index + 1:04d}",
+                                                unwalked(task_info))
             reports.extend(task_reports)
             stop_reason = next((r.stop_reason for r in task_reports if r.stop_reason is not None), None)
             if stop_reason is not None:
                 reports.append(pipeline.land_unsent(load.land, plan, slices[index + 1 :], stop_reason))
                 break
-        summary = pipeline.commit_load(load, plan, settings, reports, summarize=True)
+        scenarios = await land_scenarios(load, settings, reports)
+        summary = pipeline.commit_load(load, plan, settings, reports, summarize=True, scenarios=scenarios)
 
     verdicts = summary.verdicts_markdown  # read while the snapshot was copied
     if verdicts is None:  # a Parquet-only load

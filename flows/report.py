@@ -26,6 +26,8 @@ def load_summary_markdown(summary: LoadSummary) -> str:
         "",
         f"Output folder: `{summary.out_dir}`",
     ]
+    if summary.scenarios is not None and summary.scenarios.referenced:
+        lines += ["", f"Scenario definitions: {summary.scenarios.line()}."]
     if summary.stop_message:
         lines += ["", f"**Stopped:** {summary.stop_message}"]
     for warning in summary.warnings:

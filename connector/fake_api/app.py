@@ -60,6 +60,7 @@ class FakePiper:
     session_hits: Counter[str] = field(default_factory=Counter, repr=False)
     _path_hits: Counter[str] = field(default_factory=Counter, repr=False)
     _scripts: dict[str, deque[str]] = field(default_factory=dict, repr=False)
+    _path_scripts: dict[str, deque[str]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def script(self, session_id: str, *faults: str) -> None:
@@ -70,12 +71,20 @@ class FakePiper:
         with self._lock:
             self._scripts.setdefault(session_id, deque()).extend(faults)
 
+    def script_path(self, raw_path: str, *faults: str) -> None:
+        """Queue faults for another endpoint (a list, a scenario): each request of this raw path takes the next one."""
+        unknown = [fault for fault in faults if fault not in FAULTS]
+        if unknown:
+            raise ValueError(f"unknown fault(s) {unknown}; expected some of {sorted(FAULTS)}")
+        with self._lock:
+            self._path_scripts.setdefault(raw_path, deque()).extend(faults)
+
     def next_fault(self, key: str, *, session: bool) -> str | None:
         """Count a request for key (a session id or a raw path) and draw the fault it meets, if any."""
         with self._lock:
             hits = self.session_hits if session else self._path_hits
             hits[key] += 1
-            queue = self._scripts.get(key) if session else None
+            queue = (self._scripts if session else self._path_scripts).get(key)
             if queue:
                 return queue.popleft()
             number = hits[key]

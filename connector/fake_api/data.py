@@ -180,6 +180,17 @@ class FakeDataset:
         with self._lock:
             self._overrides[session_id] = body
 
+    def replace_scenario(self, scenario: Scenario) -> None:
+        """Serve a new definition of the scenario with this id (an edit in Piper: give it a later updated_at).
+
+        Runs already served stay as they were; runs generated from now on follow the new definition.
+        """
+        with self._lock:
+            index = next((i for i, s in enumerate(self.scenarios) if s.id == scenario.id), None)
+            if index is None:
+                raise KeyError(scenario.id)
+            self.scenarios[index] = scenario
+
     # -- generation ------------------------------------------------------------------------------
 
     def _invalidate(self, session_id: str) -> None:
