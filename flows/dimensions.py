@@ -24,6 +24,7 @@ from datetime import datetime
 
 from connector.client import PiperClient
 from connector.errors import PiperListFailed, PiperStopLoad
+from connector.urls import session_id_problem
 from flows.chunks import ChunkSink
 from schemas.flatten import SessionInfo
 from schemas.scenarios import (
@@ -83,7 +84,8 @@ def session_info_for(
 ) -> dict[str, SessionInfo]:
     """The info of each session: `given` (a sync's fresh listing) where it has the session, else the stored row."""
     given = given or {}
-    info = stored_session_info(load, (s for s in session_ids if s not in given))
+    # An id no request can carry (not UTF-8, ...) is rejected, never stored: and DuckDB cannot take it as a value.
+    info = stored_session_info(load, (s for s in session_ids if s not in given and session_id_problem(s) is None))
     return {**info, **given}
 
 
