@@ -247,7 +247,7 @@ class _Writer:
         try:
             self.con.execute(
                 f"COPY ({query}) TO '{_literal(tmp.as_posix())}' "
-                "(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 100000)"
+                "(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 16384, ROW_GROUP_SIZE_BYTES '16MB')"
             )
             rows = _rows(tmp)
             if rows == 0:
