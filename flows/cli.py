@@ -1,4 +1,4 @@
-"""The `piper-etl` command line: load, demo and fake-api."""
+"""The `piper-etl` command line: load, compact, demo and fake-api (report and sql: `flows/analytics_cli.py`)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import shlex
 import socket
 import sys
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any, TextIO, cast
 
@@ -156,6 +157,24 @@ def build_parser() -> argparse.ArgumentParser:
     add_pricing_arguments(load)
     add_analytics_commands(commands)
 
+    compact = commands.add_parser(
+        "compact", help="compact the Parquet files of an output folder",
+        description="Merge the Parquet parts of the committed loads into few files, atomically for readers. "
+        "Loads also do this by themselves every few loads (see --auto). The settings given are stored in the "
+        "folder and apply to every later compaction.",
+    )
+    compact.add_argument("--out", type=output_folder, default=DEFAULT_OUT, metavar="DIR", help="output folder")
+    compact.add_argument("--auto", choices=("on", "off"), help="whether loads compact by themselves (stored)")
+    compact.add_argument(
+        "--keep-superseded", choices=("on", "off"),
+        help="keep the rows that are no longer current (replaced run versions and dimension rows), for full "
+        "history (stored)",
+    )
+    compact.add_argument(
+        "--grace-seconds", type=float, metavar="SECONDS",
+        help="how long files replaced by a compaction stay for readers of an older current_state.sql (stored)",
+    )
+
     demo = commands.add_parser(
         "demo", help="run a load against a simulated Piper API", description="Start the simulated Piper API "
         "on a free loopback port, load its sessions over HTTP, and print what landed."
@@ -205,6 +224,8 @@ def _run(args: argparse.Namespace) -> int:
         return _load(args, sys.stdin)
     if args.command in ("report", "sql"):
         return run_analytics_command(args, sys.stdin)
+    if args.command == "compact":
+        return _compact(args)
     if args.command == "demo":
         from flows.demo import run_demo
 
@@ -379,6 +400,35 @@ def require_prefect_server() -> None:
     found = asyncio.run(problem())
     if isinstance(found, httpx.TransportError):
         raise PrefectUnavailable(api_url, str(found) or type(found).__name__)
+
+
+def _compact(args: argparse.Namespace) -> int:
+    """`piper-etl compact`: store the settings given, compact, print what was done (stdout) and the settings."""
+    from warehouse import compact, compacted
+    from warehouse.landing import PARQUET_DIR
+
+    out_dir = Path(args.out)
+    root = out_dir / PARQUET_DIR
+    if not (root / "loads").is_dir() and not compacted.manifest_path(root).exists():
+        raise UsageError(f"nothing to compact in {out_dir}: no Parquet loads under {root}; "
+                         "run piper-etl load (with --format parquet or both) first")
+    if args.grace_seconds is not None and not args.grace_seconds >= 0:
+        raise UsageError("--grace-seconds must be 0 or more")
+    settings = current = compacted.read_manifest(root).settings
+    if args.auto is not None:
+        settings = replace(settings, auto=args.auto == "on")
+    if args.keep_superseded is not None:
+        settings = replace(settings, keep_superseded=args.keep_superseded == "on")
+    if args.grace_seconds is not None:
+        settings = replace(settings, grace_seconds=args.grace_seconds)
+    if settings != current:
+        compact.change_settings(out_dir, settings)
+    done = compact.compact(out_dir)
+    print(done.line())
+    on_off = {True: "on", False: "off"}
+    print(f"{PROG} compact: settings of {out_dir}: auto {on_off[settings.auto]}, keep superseded "
+          f"{on_off[settings.keep_superseded]}, grace {settings.grace_seconds:g} s", file=sys.stderr)
+    return EXIT_OK
 
 
 def _fake_api(args: argparse.Namespace) -> int:

@@ -33,7 +33,7 @@ from typing import Literal
 import duckdb
 import pyarrow as pa
 
-from warehouse import files, landing, leases, publish, recovery, store, views
+from warehouse import compact, files, landing, leases, publish, recovery, store, views
 from warehouse.crash import crash_point
 from warehouse.merge import Merge
 from warehouse.pricing import PriceList
@@ -208,6 +208,8 @@ class LoadTransaction:
                 files.prune_empty_folders(self.root)
         self.done = True
         self.close()
+        if self.writes_parquet:  # after the lease is gone, so that the compaction may cover this load too
+            compact.compact_after_load(self.out_dir)
         return Committed(row, verdicts)
 
     def close(self) -> None:

@@ -15,21 +15,23 @@ from warehouse.report_markdown import summary_markdown
 CURRENT_STATE_HEADER = (
     "-- Current state of the piper-etl Parquet landing files, as DuckDB views.\n"
     "-- Run from this folder: duckdb -c \".read current_state.sql\" -c \"SELECT * FROM runs LIMIT 5\"\n"
-    "-- Regenerated after every load that writes Parquet.\n\n"
+    "-- Regenerated after every load that writes Parquet and every compaction. It names its files one by one:\n"
+    "-- files a later compaction replaces stay for the grace period (docs/bi.md); after that, read it again.\n\n"
 )
 
 
 def write_current_state_file(out_dir: Path, parquet_root: Path) -> Path:
     """Write `OUT/current_state.sql` in one pass: the current-state views, the prices, the analytics views."""
     with leases.folder_lock(out_dir):  # two loads at once: the later file knows every table either saw
-        return _write_current_state_file(out_dir, parquet_root)
+        return write_current_state_unlocked(out_dir, parquet_root, views.read_layout(parquet_root))
 
 
-def _write_current_state_file(out_dir: Path, parquet_root: Path) -> Path:
+def write_current_state_unlocked(out_dir: Path, parquet_root: Path, layout: views.Layout) -> Path:
+    """`write_current_state_file` over `layout`, for a caller that holds `leases.folder_lock` (a compaction)."""
     root = views.relative_root(out_dir, parquet_root)
     text = (
         CURRENT_STATE_HEADER
-        + views.current_state_sql(root, views.present_tables(parquet_root))
+        + views.current_state_sql(root, layout)
         + f"\n{analytics.MARKER} (docs/analytics.md): token prices, then the views over the tables above.\n"
         + analytics.token_prices_view_sql(root, pricing.prices_part(parquet_root).exists())
         + "\n"
