@@ -19,8 +19,11 @@ from flows.settings import TOKEN_BLOCK
 
 def read_token(stdin: TextIO) -> str:
     """The token from a hidden prompt when `stdin` is a terminal, else stdin's first line; stripped and checked."""
-    typed = stdin.isatty()
-    token = (getpass.getpass("Piper API token (input hidden): ") if typed else stdin.readline()).strip()
+    try:
+        typed = getpass.getpass("Piper API token (input hidden): ") if stdin.isatty() else stdin.readline()
+    except EOFError:  # Ctrl-D at the prompt
+        typed = ""
+    token = typed.strip()
     if not token:
         raise UsageError("no token given: type it at the prompt, or pipe it on stdin")
     problem = token_problem(token)

@@ -145,7 +145,6 @@ def deployed(prefect_server: Prefect, simulated_piper: SimulatedPiper,
     """Steps 2 to 5: the pool, the secret (twice: it must not fail again), deploy, a worker."""
     prefect = prefect_server
     prefect.run("prefect", "work-pool", "create", POOL, "--type", "process", "--overwrite")
-    prefect.run("prefect", "work-pool", "create", POOL, "--type", "process", "--overwrite")
     prefect.run("piper-etl", "save-token", stdin="pat_an_old_token\n")
     prefect.run("piper-etl", "save-token", stdin=CANARY_TOKEN + "\n")  # rotated: overwrites the block
     prefect.run("prefect", "--no-prompt", "deploy", *DEPLOY)
