@@ -1,4 +1,4 @@
-"""The `piper-etl` command line: load, compact, demo and fake-api (report and sql: `flows/analytics_cli.py`)."""
+"""The `piper-etl` command line: load, compact, save-token, demo, fake-api (report, sql: `flows/analytics_cli.py`)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,17 @@ from connector.errors import TOKEN_ENV
 from connector.urls import printable_session_id, session_id_bytes
 from flows.analytics_cli import add_analytics_commands, add_pricing_arguments
 from flows.analytics_cli import run as run_analytics_command
-from flows.errors import PROG, LoadFailed, OutputClosed, PrefectUnavailable, UsageError, translate
+from flows.errors import PROG, LoadFailed, OutputClosed, PrefectUnavailable, UsageError, translate, without_credentials
 from flows.pipeline import LoadSummary
-from flows.settings import DEFAULT_BASE_URL, DEFAULT_OUT, ENVIRONMENT, FORMATS, LoadSettings, token_from_env
+from flows.settings import (
+    DEFAULT_BASE_URL,
+    ENVIRONMENT,
+    FORMATS,
+    TOKEN_BLOCK,
+    LoadSettings,
+    configured_out_dir,
+    token_from_env,
+)
 from warehouse.report_text import terminal_safe
 
 EXIT_OK = 0
@@ -120,7 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--base-url", default=os.environ.get(ENVIRONMENT["base_url"], DEFAULT_BASE_URL),
         help="API base URL (env PIPER_BASE_URL)",
     )
-    load.add_argument("--out", type=output_folder, default=DEFAULT_OUT, metavar="DIR", help="output folder")
+    load.add_argument(
+        "--out", type=output_folder, default=str(configured_out_dir()), metavar="DIR",
+        help="output folder (env PIPER_OUT_DIR)",
+    )
     load.add_argument("--concurrency", type=int, default=16, help="requests in flight at once")
     load.add_argument("--max-retries", type=int, default=5, help="retries per session")
     load.add_argument("--chunk-size", type=int, default=500, help="sessions per Parquet part, at most")
@@ -163,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Loads also do this by themselves every few loads (see --auto). The settings given are stored in the "
         "folder and apply to every later compaction.",
     )
-    compact.add_argument("--out", type=output_folder, default=DEFAULT_OUT, metavar="DIR", help="output folder")
+    compact.add_argument("--out", type=output_folder, default=str(configured_out_dir()), metavar="DIR",
+                         help="output folder (env PIPER_OUT_DIR)")
     compact.add_argument("--auto", choices=("on", "off"), help="whether loads compact by themselves (stored)")
     compact.add_argument(
         "--keep-superseded", choices=("on", "off"),
@@ -173,6 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
     compact.add_argument(
         "--grace-seconds", type=float, metavar="SECONDS",
         help="how long files replaced by a compaction stay for readers of an older current_state.sql (stored)",
+    )
+
+    commands.add_parser(
+        "save-token", help="save the Piper API token as the Prefect Secret block the flows read",
+        description=f"Read the Piper API token from a hidden prompt (or stdin) and save it in the Prefect server "
+        f"at PREFECT_API_URL as the Secret block '{TOKEN_BLOCK}', replacing an earlier one. Flow runs read it "
+        f"when their worker has no {TOKEN_ENV}.",
     )
 
     demo = commands.add_parser(
@@ -226,6 +245,8 @@ def _run(args: argparse.Namespace) -> int:
         return run_analytics_command(args, sys.stdin)
     if args.command == "compact":
         return _compact(args)
+    if args.command == "save-token":
+        return _save_token(sys.stdin)
     if args.command == "demo":
         from flows.demo import run_demo
 
@@ -263,6 +284,17 @@ def _collect_ids(args: argparse.Namespace, stdin: TextIO) -> list[str]:
     return ids
 
 
+def _save_token(stdin: TextIO) -> int:
+    from flows import token_block
+
+    api_url = token_block.prefect_api_url()
+    require_prefect_server()  # before the prompt: nobody types a token for a server that is down
+    token_block.save_token(token_block.read_token(stdin))
+    print(f"{PROG} save-token: saved the Secret block '{TOKEN_BLOCK}' at {without_credentials(api_url)}",
+          file=sys.stderr)
+    return EXIT_OK
+
+
 SETTINGS_FLAGS = {
     "org_id": "org_id", "base_url": "base_url", "out_dir": "out", "concurrency": "concurrency",
     "max_retries": "max_retries", "chunk_size": "chunk_size", "format": "format", "refetch": "refetch",
@@ -271,11 +303,15 @@ SETTINGS_FLAGS = {
     "max_consecutive_failures": "max_consecutive_failures", "circuit_breaker_seconds": "circuit_breaker_seconds",
 }
 """Each load setting and the `load` flag (argparse dest) that sets it: every flag reaches both engines."""
+LOAD_FLAGS = {name: "--" + dest.replace("_", "-") for name, dest in SETTINGS_FLAGS.items()}
+"""Each load setting as the command line spells it, for the errors that name a setting."""
 
 
 def _load(args: argparse.Namespace, stdin: TextIO) -> int:
     ids = _collect_ids(args, stdin)
-    settings = LoadSettings.resolve({name: getattr(args, dest) for name, dest in SETTINGS_FLAGS.items()})
+    settings = LoadSettings.resolve(
+        {name: getattr(args, dest) for name, dest in SETTINGS_FLAGS.items()}, names=LOAD_FLAGS
+    )
     engine = args.engine
     if engine == "auto":
         engine = "prefect" if os.environ.get("PREFECT_API_URL") else "local"
