@@ -14,13 +14,16 @@ changed, not the size of the database:
   one that nobody does. On Linux, this process's own open files are checked too (POSIX locks do not
   conflict within one process).
 * The standby is brought up to date with only the loads of `loads` it lacks, in one transaction, by
-  the kinds of `schemas/tables.py`: for `DATA_TABLES` the rows of every run_id and session_id those
-  loads' `fetch_log` 'loaded' rows touched are deleted and the database's current rows for them
-  inserted (a merge changes no other run's rows, see warehouse/merge.py); `HISTORY_TABLES` and
-  `loads` get those loads' rows; `DIMENSION_KEYS` tables get the database's rows of every key whose
-  current rows came from those loads; `token_prices` is replaced whole (a handful of rows); the views
-  are recreated from the writer's own SQL. Then CHECKPOINT and DETACH, so that the file alone holds
-  every row (a reader of `piper-bi.duckdb` would never see a WAL named after `a.duckdb`).
+  the kinds of `schemas/tables.py`. `DATA_TABLES`: the standby's run versions (run_id, session_id,
+  _load_id of its `runs`) sharing a run_id or session_id with those loads' `fetch_log` 'loaded' rows
+  and no longer current in the database lose their rows (a merge makes no other version stale, see
+  warehouse/merge.py), and the database's rows of those loads, all current, are inserted; what did
+  not change is neither read nor written again. `DIMENSION_KEYS`: every key whose rows now come from
+  those loads gets the database's rows. `HISTORY_TABLES` and `loads`: those loads' rows. `token_prices`
+  is replaced whole (a handful of rows); the views are recreated from the writer's own SQL when their
+  text differs. The new rows are selected by `_load_id` constants, which DuckDB answers from the row
+  groups of those loads alone (rows are stored in load order). Then CHECKPOINT and DETACH, so that
+  the file alone holds every row (a reader of `piper-bi.duckdb` never sees a WAL named `a.duckdb.wal`).
 * Publishing is a hard link to a temporary name renamed over `piper-bi.duckdb`: atomic, so a new
   connection opens the previous complete snapshot or the new one; a connection opened earlier keeps the
   file it opened, which no publish writes while it is published or held.
@@ -31,10 +34,10 @@ database, taken right after the CHECKPOINT of `analytics.install` (the file alon
 row); an INFO log line says why. A kill at any point leaves the published file untouched, and the
 standby either as it was or with the new loads: its `loads` table always says what it holds.
 
-Why not the alternatives: a reflink (`copy_file_range` on XFS or btrfs) is cheap only on those file
-systems and still rewrites metadata for the whole file; a copy of the changed pages needs DuckDB's
-block layout. Two standbys cost twice the database's size on disk (docs/bi.md), for a publish that
-writes what the load changed.
+Why not the alternatives: a reflink (`copy_file_range` on XFS or btrfs) is cheap only on file
+systems that share extents, and ext4 or overlayfs (most containers) would still copy every byte; a
+copy of the changed pages would need DuckDB's block layout. Two standbys cost twice the database's
+size on disk (docs/bi.md), for a publish that writes what the load changed.
 
 On Windows a file held open cannot be replaced: the publish is then skipped with a warning and the
 load still succeeds; the next load publishes again.
@@ -158,26 +161,39 @@ def _catch_up(con: duckdb.DuckDBPyConnection, views_sql: str) -> str | None:
     loads = {row[0] for row in con.execute(f"SELECT load_id FROM {STANDBY_CATALOG}.loads").fetchall()}
     if loads - {row[0] for row in con.execute(f"SELECT load_id FROM {store.CATALOG}.loads").fetchall()}:
         return "it holds loads the database does not"
-    con.execute(f"""CREATE OR REPLACE TEMP TABLE snapshot_loads AS
-        SELECT load_id FROM {store.CATALOG}.loads WHERE load_id NOT IN (SELECT unnest(?::VARCHAR[]))""",
-                [sorted(loads)])
+    missing = sorted({row[0] for row in con.execute(f"SELECT load_id FROM {store.CATALOG}.loads").fetchall()} - loads)
+    # Constants, not a subquery: DuckDB then skips every row group of other loads by its min/max of
+    # `_load_id` (rows are stored in load order), so reading the new rows costs what they hold.
+    of_load = f"IN ({', '.join('?' for _ in missing)})" if missing else "IN (NULL)"
+    db, bi = store.CATALOG, STANDBY_CATALOG
     con.execute(f"""CREATE OR REPLACE TEMP TABLE snapshot_touched AS
-        SELECT DISTINCT run_id, session_id FROM {store.CATALOG}.fetch_log
-        WHERE outcome = 'loaded' AND load_id IN (SELECT load_id FROM temp.snapshot_loads)""")
+        SELECT DISTINCT run_id, session_id FROM {db}.fetch_log WHERE outcome = 'loaded' AND load_id {of_load}""",
+                missing)
+    touched = ("(run_id IN (SELECT run_id FROM temp.snapshot_touched) "
+               "OR session_id IN (SELECT session_id FROM temp.snapshot_touched))")
+    # The standby's run versions that the missing loads made no longer current (every row of a data
+    # table belongs to the version of its runs row: same run_id, session_id and _load_id).
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE snapshot_stale AS
+        SELECT run_id, session_id, _load_id FROM {bi}.runs WHERE {touched}
+        EXCEPT SELECT run_id, session_id, _load_id FROM {db}.runs WHERE {touched}""")
     con.execute("BEGIN TRANSACTION")
     try:
         for table in DATA_TABLES:
-            _replace(con, table, "run_id IN (SELECT run_id FROM temp.snapshot_touched) "
-                                 "OR session_id IN (SELECT session_id FROM temp.snapshot_touched)")
+            t = quote_ident(table)
+            con.execute(f"DELETE FROM {bi}.{t} USING temp.snapshot_stale s WHERE {t}.run_id = s.run_id "
+                        f"AND {t}.session_id = s.session_id AND {t}._load_id = s._load_id")
+            _replace(con, table, f"_load_id {of_load}", missing)  # the new loads' rows that are current
         for table, key in DIMENSION_KEYS.items():
-            k = quote_ident(key)
-            _replace(con, table, f"{k} IN (SELECT {k} FROM {store.CATALOG}.{quote_ident(table)} "
-                                 "WHERE _load_id IN (SELECT load_id FROM temp.snapshot_loads))")
+            t, k = quote_ident(table), quote_ident(key)
+            con.execute(f"DELETE FROM {bi}.{t} WHERE {k} IN (SELECT {k} FROM {db}.{t} WHERE _load_id {of_load})",
+                        missing)  # a key's current rows are those of one load: a new one replaces them all
+            _replace(con, table, f"_load_id {of_load}", missing)
         for table in (*HISTORY_TABLES, "loads"):
-            _replace(con, table, "load_id IN (SELECT load_id FROM temp.snapshot_loads)")
-        _replace(con, "token_prices", "true")
-        con.execute(f"USE {STANDBY_CATALOG}")  # the views' unqualified names bind to the standby's tables
-        con.execute(views_sql)
+            _replace(con, table, f"load_id {of_load}", missing)
+        _replace(con, "token_prices", "true", [])
+        if _views(con, bi) != _views(con, db):  # unchanged views are not rewritten (nor checkpointed)
+            con.execute(f"USE {STANDBY_CATALOG}")  # the views' unqualified names bind to the standby's tables
+            con.execute(views_sql)
         crash_point("snapshot-updating")
         con.execute("COMMIT")
     except BaseException:
@@ -185,17 +201,22 @@ def _catch_up(con: duckdb.DuckDBPyConnection, views_sql: str) -> str | None:
             con.execute("ROLLBACK")
         raise
     finally:
+        con.execute("DROP TABLE IF EXISTS temp.snapshot_stale")
         con.execute("DROP TABLE IF EXISTS temp.snapshot_touched")
-        con.execute("DROP TABLE IF EXISTS temp.snapshot_loads")
     con.execute(f"CHECKPOINT {STANDBY_CATALOG}")
     return None
 
 
-def _replace(con: duckdb.DuckDBPyConnection, table: str, where: str) -> None:
+def _replace(con: duckdb.DuckDBPyConnection, table: str, where: str, params: list[str]) -> None:
     """Make the standby's rows of `table` matching `where` those of the database."""
     t = table if table == "token_prices" else quote_ident(table)
-    con.execute(f"DELETE FROM {STANDBY_CATALOG}.{t} WHERE {where}")
-    con.execute(f"INSERT INTO {STANDBY_CATALOG}.{t} BY NAME SELECT * FROM {store.CATALOG}.{t} WHERE {where}")
+    con.execute(f"DELETE FROM {STANDBY_CATALOG}.{t} WHERE {where}", params)
+    con.execute(f"INSERT INTO {STANDBY_CATALOG}.{t} BY NAME SELECT * FROM {store.CATALOG}.{t} WHERE {where}", params)
+
+
+def _views(con: duckdb.DuckDBPyConnection, catalog: str) -> list[tuple[object, ...]]:
+    return con.execute("SELECT view_name, sql FROM duckdb_views() WHERE database_name = ? AND NOT internal "
+                       "ORDER BY 1", [catalog]).fetchall()
 
 
 def _layout(con: duckdb.DuckDBPyConnection, catalog: str) -> list[tuple[object, ...]]:
