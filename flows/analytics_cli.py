@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from flows.settings import DEFAULT_OUT
+from flows.settings import configured_out_dir
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -59,7 +59,9 @@ def add_analytics_commands(commands: Any) -> None:
         "Reads OUT/parquet when it has files, else the snapshot OUT/piper-bi.duckdb, and names the one it reads "
         "on stderr; never the file a load writes. Runs of test sessions are left out unless --include-test.",
     )
-    report.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help="output folder")
+    report.add_argument(
+        "--out", default=str(configured_out_dir()), metavar="DIR", help="output folder (env PIPER_OUT_DIR)"
+    )
     report.add_argument("--html", metavar="FILE", help="where to write the HTML report (default OUT/report.html)")
     report.add_argument("--since", type=utc_date, metavar="DATE", help="only runs started on or after DATE (UTC)")
     report.add_argument("--scenario", metavar="NAME", help="only runs of the scenario with this exact name")
@@ -79,7 +81,9 @@ def add_analytics_commands(commands: Any) -> None:
         "the tables and views. The store it reads is named on stderr. Exit status 1 when the query fails.",
     )
     sql.add_argument("query", nargs="?", metavar="QUERY", help="SQL to run ('-' reads it from stdin)")
-    sql.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help="output folder")
+    sql.add_argument(
+        "--out", default=str(configured_out_dir()), metavar="DIR", help="output folder (env PIPER_OUT_DIR)"
+    )
     sql.add_argument("--csv", action="store_true", help="print the result as CSV (every row) instead of a table")
     add_pricing_arguments(sql)
 

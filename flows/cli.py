@@ -1,4 +1,4 @@
-"""The `piper-etl` command line: load, demo and fake-api."""
+"""The `piper-etl` command line: load, compact, save-token, demo, fake-api (report, sql: `flows/analytics_cli.py`)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import shlex
 import socket
 import sys
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any, TextIO, cast
 
@@ -18,9 +19,17 @@ from connector.errors import TOKEN_ENV
 from connector.urls import printable_session_id, session_id_bytes
 from flows.analytics_cli import add_analytics_commands, add_pricing_arguments
 from flows.analytics_cli import run as run_analytics_command
-from flows.errors import PROG, LoadFailed, OutputClosed, PrefectUnavailable, UsageError, translate
+from flows.errors import PROG, LoadFailed, OutputClosed, PrefectUnavailable, UsageError, translate, without_credentials
 from flows.pipeline import LoadSummary
-from flows.settings import DEFAULT_BASE_URL, DEFAULT_OUT, ENVIRONMENT, FORMATS, LoadSettings, token_from_env
+from flows.settings import (
+    DEFAULT_BASE_URL,
+    ENVIRONMENT,
+    FORMATS,
+    TOKEN_BLOCK,
+    LoadSettings,
+    configured_out_dir,
+    token_from_env,
+)
 from warehouse.report_text import terminal_safe
 
 EXIT_OK = 0
@@ -119,7 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--base-url", default=os.environ.get(ENVIRONMENT["base_url"], DEFAULT_BASE_URL),
         help="API base URL (env PIPER_BASE_URL)",
     )
-    load.add_argument("--out", type=output_folder, default=DEFAULT_OUT, metavar="DIR", help="output folder")
+    load.add_argument(
+        "--out", type=output_folder, default=str(configured_out_dir()), metavar="DIR",
+        help="output folder (env PIPER_OUT_DIR)",
+    )
     load.add_argument("--concurrency", type=int, default=16, help="requests in flight at once")
     load.add_argument("--max-retries", type=int, default=5, help="retries per session")
     load.add_argument("--chunk-size", type=int, default=500, help="sessions per Parquet part, at most")
@@ -155,6 +167,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_pricing_arguments(load)
     add_analytics_commands(commands)
+
+    compact = commands.add_parser(
+        "compact", help="compact the Parquet files of an output folder",
+        description="Merge the Parquet parts of the committed loads into few files, atomically for readers. "
+        "Loads also do this by themselves every few loads (see --auto). The settings given are stored in the "
+        "folder and apply to every later compaction.",
+    )
+    compact.add_argument("--out", type=output_folder, default=str(configured_out_dir()), metavar="DIR",
+                         help="output folder (env PIPER_OUT_DIR)")
+    compact.add_argument("--auto", choices=("on", "off"), help="whether loads compact by themselves (stored)")
+    compact.add_argument(
+        "--keep-superseded", choices=("on", "off"),
+        help="keep the rows that are no longer current (replaced run versions and dimension rows), for full "
+        "history (stored)",
+    )
+    compact.add_argument(
+        "--grace-seconds", type=float, metavar="SECONDS",
+        help="how long files replaced by a compaction stay for readers of an older current_state.sql (stored)",
+    )
+
+    commands.add_parser(
+        "save-token", help="save the Piper API token as the Prefect Secret block the flows read",
+        description=f"Read the Piper API token from a hidden prompt (or stdin) and save it in the Prefect server "
+        f"at PREFECT_API_URL as the Secret block '{TOKEN_BLOCK}', replacing an earlier one. Flow runs read it "
+        f"when their worker has no {TOKEN_ENV}.",
+    )
 
     demo = commands.add_parser(
         "demo", help="run a load against a simulated Piper API", description="Start the simulated Piper API "
@@ -205,6 +243,10 @@ def _run(args: argparse.Namespace) -> int:
         return _load(args, sys.stdin)
     if args.command in ("report", "sql"):
         return run_analytics_command(args, sys.stdin)
+    if args.command == "compact":
+        return _compact(args)
+    if args.command == "save-token":
+        return _save_token(sys.stdin)
     if args.command == "demo":
         from flows.demo import run_demo
 
@@ -242,6 +284,17 @@ def _collect_ids(args: argparse.Namespace, stdin: TextIO) -> list[str]:
     return ids
 
 
+def _save_token(stdin: TextIO) -> int:
+    from flows import token_block
+
+    api_url = token_block.prefect_api_url()
+    require_prefect_server()  # before the prompt: nobody types a token for a server that is down
+    token_block.save_token(token_block.read_token(stdin))
+    print(f"{PROG} save-token: saved the Secret block '{TOKEN_BLOCK}' at {without_credentials(api_url)}",
+          file=sys.stderr)
+    return EXIT_OK
+
+
 SETTINGS_FLAGS = {
     "org_id": "org_id", "base_url": "base_url", "out_dir": "out", "concurrency": "concurrency",
     "max_retries": "max_retries", "chunk_size": "chunk_size", "format": "format", "refetch": "refetch",
@@ -250,11 +303,15 @@ SETTINGS_FLAGS = {
     "max_consecutive_failures": "max_consecutive_failures", "circuit_breaker_seconds": "circuit_breaker_seconds",
 }
 """Each load setting and the `load` flag (argparse dest) that sets it: every flag reaches both engines."""
+LOAD_FLAGS = {name: "--" + dest.replace("_", "-") for name, dest in SETTINGS_FLAGS.items()}
+"""Each load setting as the command line spells it, for the errors that name a setting."""
 
 
 def _load(args: argparse.Namespace, stdin: TextIO) -> int:
     ids = _collect_ids(args, stdin)
-    settings = LoadSettings.resolve({name: getattr(args, dest) for name, dest in SETTINGS_FLAGS.items()})
+    settings = LoadSettings.resolve(
+        {name: getattr(args, dest) for name, dest in SETTINGS_FLAGS.items()}, names=LOAD_FLAGS
+    )
     engine = args.engine
     if engine == "auto":
         engine = "prefect" if os.environ.get("PREFECT_API_URL") else "local"
@@ -379,6 +436,35 @@ def require_prefect_server() -> None:
     found = asyncio.run(problem())
     if isinstance(found, httpx.TransportError):
         raise PrefectUnavailable(api_url, str(found) or type(found).__name__)
+
+
+def _compact(args: argparse.Namespace) -> int:
+    """`piper-etl compact`: store the settings given, compact, print what was done (stdout) and the settings."""
+    from warehouse import compact, compacted
+    from warehouse.landing import PARQUET_DIR
+
+    out_dir = Path(args.out)
+    root = out_dir / PARQUET_DIR
+    if not (root / "loads").is_dir() and not compacted.manifest_path(root).exists():
+        raise UsageError(f"nothing to compact in {out_dir}: no Parquet loads under {root}; "
+                         "run piper-etl load (with --format parquet or both) first")
+    if args.grace_seconds is not None and not args.grace_seconds >= 0:
+        raise UsageError("--grace-seconds must be 0 or more")
+    settings = current = compacted.read_manifest(root).settings
+    if args.auto is not None:
+        settings = replace(settings, auto=args.auto == "on")
+    if args.keep_superseded is not None:
+        settings = replace(settings, keep_superseded=args.keep_superseded == "on")
+    if args.grace_seconds is not None:
+        settings = replace(settings, grace_seconds=args.grace_seconds)
+    if settings != current:
+        compact.change_settings(out_dir, settings)
+    done = compact.compact(out_dir)
+    print(done.line())
+    on_off = {True: "on", False: "off"}
+    print(f"{PROG} compact: settings of {out_dir}: auto {on_off[settings.auto]}, keep superseded "
+          f"{on_off[settings.keep_superseded]}, grace {settings.grace_seconds:g} s", file=sys.stderr)
+    return EXIT_OK
 
 
 def _fake_api(args: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 import duckdb
 
 from connector.errors import PiperAuthError, PiperConfigError, PiperError
+from warehouse.compacted import ManifestError
 from warehouse.pricing import PricingError
 from warehouse.reader import NoOutputError
 from warehouse.snapshot import SnapshotError
@@ -149,6 +150,8 @@ def translate(exc: BaseException) -> PiperEtlError | None:
         return OutputClosed()
     if isinstance(exc, OSError):
         return WriteError(_describe_os_error(exc))
+    if isinstance(exc, ManifestError):
+        return WriteError(str(exc))
     if isinstance(exc, SnapshotError):
         return WriteError(f"cannot publish the snapshot: {exc}")
     if isinstance(exc, duckdb.Error):

@@ -28,7 +28,7 @@ from flows.chunks import ChunkReport
 from flows.dimensions import ScenarioReport
 from flows.errors import LoadFailed
 from flows.report import load_summary_markdown
-from flows.settings import DEFAULT_OUT, TOKEN_BLOCK, HttpClient, LoadSettings, OutputFormat
+from flows.settings import TOKEN_BLOCK, HttpClient, LoadSettings, OutputFormat
 from schemas.flatten import SessionInfo
 from warehouse.load import LoadTarget, LoadTransaction, land_chunk, open_load
 from warehouse.publish import analytics_markdown
@@ -121,7 +121,7 @@ async def load_sessions(
     session_ids: list[str],
     org_id: str | None = None,
     base_url: str | None = None,
-    out_dir: str = DEFAULT_OUT,
+    out_dir: str | None = None,
     concurrency: int = 16,
     max_retries: int = 5,
     chunk_size: int = 500,
@@ -141,7 +141,8 @@ async def load_sessions(
         session_ids: Piper session ids; duplicates are loaded once.
         org_id: Piper organisation id; defaults to the PIPER_ORG_ID environment variable.
         base_url: Piper API base URL; defaults to PIPER_BASE_URL, then https://api.letpiper.com.
-        out_dir: output folder for piper.duckdb and parquet/.
+        out_dir: output folder for piper.duckdb and parquet/ on the worker; defaults to PIPER_OUT_DIR, then
+            ~/.local/share/piper-etl/warehouse (under XDG_DATA_HOME when that is set).
         concurrency: requests in flight at once.
         max_retries: retries per session after the first attempt.
         chunk_size: sessions per Parquet part, at most; a chunk is landed while the next one is fetched.

@@ -7,7 +7,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tests.analytics_golden import fetch, golden_connection
+from tests.analytics_golden import golden_connection
 from tests.conftest import Cli, SimulatedPiper, load_args, query
 from warehouse import pricing
 
@@ -46,8 +46,6 @@ def test_the_setting_picks_the_judge_model(tmp_path: Path) -> None:
     chosen = pricing.read_pricing(path, "judge-b")
     assert chosen is not None and chosen.selected_price == pricing.ModelPrice("judge-b", 0.25, 1.0)
     assert [m.judge_model for m in chosen.models] == ["judge-a", "judge-b"]
-    unchosen = pricing.read_pricing(path, None)
-    assert unchosen is not None and unchosen.selected is None and unchosen.selected_price is None
     single = pricing.read_pricing(write(tmp_path, TWO_MODELS.split('[models."judge-b"]')[0], "one.toml"), None)
     assert single is not None and single.selected == "judge-a"  # the only model needs no flag
     no_file = pricing.read_pricing(None, "judge-x")
@@ -105,10 +103,20 @@ def test_costs_are_null_not_zero_without_a_price(prices: pricing.PriceList | Non
     assert con.execute("SELECT sum(input_tokens) FROM run_costs").fetchone() == (2060,)  # tokens are still there
 
 
-def test_two_models_and_none_chosen_gives_no_cost(tmp_path: Path) -> None:
-    prices = pricing.read_pricing(write(tmp_path, TWO_MODELS), None)
-    rows = fetch(golden_connection(prices), "SELECT judge_model, estimated_cost_usd FROM run_costs")
-    assert {(r["judge_model"], r["estimated_cost_usd"]) for r in rows} == {(None, None)}
+def test_two_models_and_none_chosen_is_an_error_that_lists_them(tmp_path: Path) -> None:
+    with pytest.raises(pricing.PricingError, match=r"lists 2 models \('judge-a', 'judge-b'\) and no judge model"):
+        pricing.read_pricing(write(tmp_path, TWO_MODELS), None)
+
+
+def test_two_models_and_no_judge_model_is_a_usage_error_before_any_request(
+    piper: SimulatedPiper, out_dir: Path, cli: Cli, tmp_path: Path
+) -> None:
+    for command in (load_args(piper, out_dir, "s-1", "--pricing", write(tmp_path, TWO_MODELS)),
+                    ["report", "--out", str(out_dir), "--pricing", write(tmp_path, TWO_MODELS)]):
+        result = cli(*command)
+        assert result.code == 2, result.stderr
+        assert "'judge-a', 'judge-b'" in result.stderr and "--judge-model" in result.stderr
+    assert not piper.state.requests, "refused before any request"
 
 
 def test_a_load_stores_the_prices_and_a_later_load_without_a_setting_keeps_them(
@@ -143,8 +151,6 @@ def test_a_bad_pricing_file_stops_the_load_before_any_request(
     piper: SimulatedPiper, out_dir: Path, cli: Cli, tmp_path: Path
 ) -> None:
     path = write(tmp_path, TWO_MODELS)
-    result = cli(*load_args(piper, out_dir, piper.dataset.session_ids[0], "--pricing", path))
-    assert result.code == 0  # two models and none chosen is allowed: costs stay NULL
     result = cli(*load_args(piper, out_dir, piper.dataset.session_ids[0], "--pricing", path, "--judge-model", "nope"))
     assert result.code == 2
     assert result.stderr == (

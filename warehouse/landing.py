@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas.tables import LANDED_TABLES, LOADS
-from warehouse import files
+from warehouse import compacted, files
 from warehouse.crash import crash_point
 
 PARQUET_DIR = "parquet"
@@ -113,12 +113,21 @@ def read_load_row(root: Path, load_id: str) -> dict[str, object] | None:
     return rows[0] if rows else None
 
 
-def committed_load_ids(root: Path) -> set[str]:
-    """The loads whose `loads` row has landed under `root`."""
+def landed_load_rows(root: Path) -> set[str]:
+    """The loads whose own `loads` row file is under `root/loads` (not those a compaction covers)."""
     folder = root / LOADS_TABLE
     if not folder.is_dir():
         return set()
     return {path.name.removesuffix(".parquet") for path in folder.glob("*.parquet")}
+
+
+def committed_load_ids(root: Path) -> set[str]:
+    """The loads committed under `root`: their `loads` row has landed, or a compaction holds their rows."""
+    return landed_load_rows(root) | compacted.read_manifest(root).covered
+
+
+def is_committed(root: Path, load_id: str) -> bool:
+    return load_row_path(root, load_id).exists() or load_id in compacted.read_manifest(root).covered
 
 
 def load_parts(root: Path, load_id: str, table: str) -> list[Path]:

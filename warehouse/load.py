@@ -20,6 +20,7 @@ folder), for loads of up to `MERGE_WHILE_FETCHING_UP_TO` sessions: see docs/perf
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import queue
 import threading
@@ -33,11 +34,13 @@ from typing import Literal, TypeVar
 import duckdb
 import pyarrow as pa
 
-from warehouse import files, landing, leases, publish, recovery, store, views
+from warehouse import compact, files, landing, leases, publish, recovery, store, views
 from warehouse.crash import crash_point
 from warehouse.merge import Merge
 from warehouse.pricing import PriceList
 from warehouse.records import LoadCounts, load_row
+
+logger = logging.getLogger(__name__)
 
 OutputFormat = Literal["duckdb", "parquet", "both"]
 T = TypeVar("T")
@@ -244,6 +247,12 @@ class LoadTransaction:
                 files.prune_empty_folders(self.root)
         self.done = True
         self.close()
+        if self.writes_parquet:  # after the lease is gone, so that the compaction may cover this load too
+            try:
+                compact.compact_after_load(self.out_dir)
+            except Exception as exc:  # the load stands committed: its compaction is only housekeeping
+                logger.warning("load %s is committed, but compacting the Parquet files failed (the next load "
+                               "or `piper-etl compact` tries again): %s", self.load_id, exc)
         return Committed(row, verdicts)
 
     def close(self) -> None:

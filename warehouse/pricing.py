@@ -88,8 +88,9 @@ class PriceList:
 def read_pricing(pricing_file: str | None, judge_model: str | None) -> PriceList | None:
     """The price list a setting asks for; None when neither a file nor a model is set.
 
-    Raises :class:`PricingError` for an unreadable or malformed file, or a judge model the file
-    does not list. A judge model with no file gives that model with no price (costs stay NULL).
+    Raises :class:`PricingError` for an unreadable or malformed file, a judge model the file does
+    not list, or a file of several models and no judge model (costs would all be empty). A judge
+    model with no file gives that model with no price (costs stay NULL).
     """
     model = (judge_model or "").strip() or None
     if not pricing_file:
@@ -103,6 +104,12 @@ def read_pricing(pricing_file: str | None, judge_model: str | None) -> PriceList
         raise PricingError(f"judge model {model!r} is not in pricing file {pricing_file} (it lists {listed})")
     if model is None and len(models) == 1:
         model = models[0].judge_model
+    if model is None and models:  # several prices and none chosen would leave every cost silently empty
+        listed = ", ".join(repr(n) for n in names)
+        raise PricingError(
+            f"pricing file {pricing_file} lists {len(models)} models ({listed}) and no judge model is set: choose "
+            "the one that judged your runs (--judge-model, PIPER_JUDGE_MODEL, or the flow parameter judge_model)"
+        )
     return PriceList(tuple(models), model, str(pricing_file))
 
 

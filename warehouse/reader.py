@@ -118,7 +118,7 @@ def _attach(con: duckdb.DuckDBPyConnection, source: Path) -> bool:
     con.execute(f"ATTACH ':memory:' AS {SOURCE}")
     con.execute(f"USE {SOURCE}")
     try:
-        con.execute(views.current_state_sql(root, views.present_tables(source)))
+        con.execute(views.current_state_sql(root, views.read_layout(source)))
         con.execute(analytics.token_prices_view_sql(root, pricing.prices_part(source).exists()))
     finally:
         con.execute("USE memory")

@@ -12,6 +12,7 @@ yet (a `--format parquet` load, or one whose merge could not get the database's 
 
 from __future__ import annotations
 
+import shutil
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,10 +20,11 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 
-from warehouse import landing, leases, store
+from warehouse import compact, compacted, landing, leases, store
 from warehouse.merge import merge_landed_load
 from warehouse.records import LoadCounts, load_row
 
+CATCH_UP_DIR = ".catch-up"
 RECOVERED_PARAMETERS = {"recovered": True, "note": "committed from the landed chunks of an interrupted load"}
 
 
@@ -70,12 +72,31 @@ def merge_staged(con: duckdb.DuckDBPyConnection, root: Path, load_id: str) -> No
 
 
 def catch_up(con: duckdb.DuckDBPyConnection, parquet_root: Path) -> int:
-    """Merge every load committed under `parquet_root` that the database lacks, oldest first; how many."""
+    """Merge every load committed under `parquet_root` that the database lacks, oldest first; how many.
+
+    A load that a compaction covers is merged from what the compacted files hold of it, written back
+    as its parts under `OUT/_staging/.catch-up` for the merge (`compact.extract_load`).
+    """
     pending = landing.committed_load_ids(parquet_root) - store.merged_load_ids(con)
-    rows = [row for load_id in pending if (row := landing.read_load_row(parquet_root, load_id)) is not None]
+    if not pending:
+        return 0
+    covered = compacted.read_manifest(parquet_root).covered & pending
+    rows = [row for load_id in pending - covered if (row := landing.read_load_row(parquet_root, load_id)) is not None]
+    rows += compact.covered_load_rows(parquet_root, covered)
     rows.sort(key=lambda row: (row.get("load_seq") or 0, str(row["load_id"])))
-    for row in rows:
-        merge_landed_load(con, parquet_root, str(row["load_id"]), row)
+    extracted = parquet_root.parent / landing.STAGING_DIR / CATCH_UP_DIR
+    shutil.rmtree(extracted, ignore_errors=True)  # only the DuckDB writer catches up, one at a time
+    try:
+        for row in rows:
+            load_id = str(row["load_id"])
+            if load_id in covered:
+                compact.extract_load(parquet_root, load_id, extracted)
+                merge_landed_load(con, extracted, load_id, row)
+                shutil.rmtree(extracted, ignore_errors=True)
+            else:
+                merge_landed_load(con, parquet_root, load_id, row)
+    finally:
+        shutil.rmtree(extracted, ignore_errors=True)
     return len(rows)
 
 
@@ -83,7 +104,7 @@ def _commit_landed(root: Path, load_id: str, load_seq: int | None, started_at: s
     """Clean a dead load's files and give its complete chunks a `loads` row; False when it landed nothing."""
     landing.remove_temporary_files(root, load_id)
     landing.remove_incomplete_chunks(root, load_id)
-    if landing.read_load_row(root, load_id) is not None:
+    if landing.is_committed(root, load_id):  # its `loads` row landed, or a compaction covers it
         return True
     fetch_log = landing.load_parts(root, load_id, "fetch_log")
     if not fetch_log:

@@ -1,21 +1,27 @@
 """The current state over the Parquet landing files alone, as SQL views.
 
-Only committed loads count: a load's parts are read once its `loads` row has landed, so a load still
-running, or one that died, is invisible. A run's current rows are those of its current *version*, by
-the rule `warehouse/merge.py` states and the DuckDB merge applies: exactly what `piper.duckdb` holds.
-`fetch_log`, `rejected_payloads` and `loads` keep every row of every committed load. The same SQL is
-written to `OUT/current_state.sql` for people who use Parquet only:
+Only committed loads count, and the views name their files one by one (`read_layout`): the compacted
+files of the manifest (`warehouse/compacted.py`), then the parts of the committed loads no compaction
+covers yet. A load still running, or one that died, is invisible, and a compaction that commits while
+a reader holds older views leaves the files those views name for the grace period. A run's current
+rows are those of its current *version*, by the rule `warehouse/merge.py` states and the DuckDB merge
+applies: exactly what `piper.duckdb` holds. `fetch_log`, `rejected_payloads` and `loads` keep every
+row of every committed load. The same SQL is written to `OUT/current_state.sql` for people who use
+Parquet only:
 
     cd OUT && duckdb -c ".read current_state.sql" -c "SELECT status, count(*) FROM runs GROUP BY 1"
 """
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 
-from schemas.tables import DIMENSION_KEYS
+from schemas.tables import DATA_TABLES, DIMENSION_KEYS, LANDED_TABLES
+from warehouse import compacted, landing
 from warehouse.ddl import ALL_TABLES, empty_select_sql, quote_ident
 
 CURRENT_STATE_FILE = "current_state.sql"
@@ -38,37 +44,90 @@ FROM criteria_results GROUP BY criteria_result_id HAVING count(DISTINCT run_id) 
 """Turn and criteria result ids that the API reported under more than one current run (each run keeps its own)."""
 
 
-def _source(root: str, table: str, present: bool) -> str:
-    """The table's landed parts, with every column of the current schema (older parts lack some)."""
-    if not present:
+@dataclass(frozen=True)
+class Layout:
+    """The committed files of a landing in one listing: the compacted files, then the parts of committed
+    loads that no compaction covers yet. Paths are relative to the landing root, POSIX.
+    """
+
+    compacted: dict[str, list[str]]
+    pending: dict[str, list[str]]
+    pending_loads: frozenset[str]
+    generation: int
+
+    def tables(self) -> set[str]:
+        return {table for table in ALL_TABLES if self.compacted.get(table) or self.pending.get(table)}
+
+    def paths(self, table: str) -> list[str]:
+        return [*self.compacted.get(table, []), *self.pending.get(table, [])]
+
+    def file_count(self) -> int:
+        return sum(len(self.paths(table)) for table in ALL_TABLES)
+
+
+def read_layout(root: Path, *, manifest: compacted.Manifest | None = None) -> Layout:
+    """List the committed files under `root` (a landing root, `OUT/parquet`).
+
+    The manifest is read first: what it covers only grows, and a covered load's own parts stay for
+    the grace period after a compaction covers them, so a listing taken across a compaction is still
+    one whole state (the older one). Then the `loads` rows, then the parts: a load's parts all land
+    before its `loads` row, so a load seen committed is seen whole. `manifest`: the one a compaction
+    is about to commit, instead of the one on disk.
+    """
+    manifest = manifest or compacted.read_manifest(root)
+    pending_loads = frozenset(landing.landed_load_rows(root) - manifest.covered)
+    pending: dict[str, list[str]] = {}
+    for table in LANDED_TABLES:
+        names = sorted(name for name in _names(root / table)
+                       if name.endswith(".parquet") and not name.startswith(".")
+                       and landing.load_id_of(Path(name)) in pending_loads)
+        pending[table] = [f"{table}/{name}" for name in names]
+    pending[landing.LOADS_TABLE] = [f"{landing.LOADS_TABLE}/{load_id}.parquet" for load_id in sorted(pending_loads)]
+    compacted_files = {table: [f.path for f in manifest.table_files(table)] for table in ALL_TABLES}
+    return Layout(compacted_files, pending, pending_loads, manifest.generation)
+
+
+def _names(folder: Path) -> list[str]:
+    try:
+        return [entry.name for entry in os.scandir(folder)]
+    except FileNotFoundError:
+        return []
+
+
+def read_files_sql(root: str, paths: list[str]) -> str:
+    """`read_parquet` over exactly these files (paths relative to `root`), every column of the current schema."""
+    listed = ", ".join("'" + f"{root}/{path}".replace("'", "''") + "'" for path in paths)
+    return f"read_parquet([{listed}], union_by_name = true)"
+
+
+def source_sql(root: str, table: str, paths: list[str]) -> str:
+    """The rows of these files of `table`, typed by the current schema (older parts lack some columns)."""
+    if not paths:
         return f"({empty_select_sql(table)})"
-    pattern = f"{root}/{table}/*.parquet".replace("'", "''")
-    landed = f"SELECT * FROM read_parquet('{pattern}', union_by_name = true)"
-    return f"({empty_select_sql(table)} UNION ALL BY NAME {landed})"
+    return f"({empty_select_sql(table)} UNION ALL BY NAME SELECT * FROM {read_files_sql(root, paths)})"
 
 
-def current_state_sql(root: str, present: set[str]) -> str:
-    """SQL creating the current-state views over the parts under `root` (tables in `present` have parts)."""
-    src = {table: _source(root, table, table in present) for table in ALL_TABLES}
+FETCH_LOG_NEWEST = "QUALIFY row_number() OVER (PARTITION BY load_id, session_id ORDER BY fetched_at DESC) = 1"
+"""One `fetch_log` row per load and session (compaction stores just that one, so compacted rows need no window)."""
+
+
+def current_state_sql(root: str, layout: Layout) -> str:
+    """SQL creating the current-state views over the files of `layout`, named relative to `root`."""
+    src = {table: source_sql(root, table, layout.paths(table)) for table in ALL_TABLES}
+    fetch_log = f"SELECT * FROM {source_sql(root, 'fetch_log', layout.pending['fetch_log'])}\n{FETCH_LOG_NEWEST}"
+    if layout.compacted["fetch_log"]:
+        compacted_log = source_sql(root, "fetch_log", layout.compacted["fetch_log"])
+        fetch_log = f"SELECT * FROM {compacted_log}\nUNION ALL BY NAME ({fetch_log})"
     statements = [
         f"CREATE OR REPLACE VIEW loads AS SELECT * FROM {src['loads']}",
-        f"CREATE OR REPLACE VIEW fetch_log AS SELECT * FROM {src['fetch_log']}\n"
-        "WHERE load_id IN (SELECT load_id FROM loads)\n"
-        "QUALIFY row_number() OVER (PARTITION BY load_id, session_id ORDER BY fetched_at DESC) = 1",
-        f"CREATE OR REPLACE VIEW rejected_payloads AS SELECT * FROM {src['rejected_payloads']}\n"
-        "WHERE load_id IN (SELECT load_id FROM loads)",
-        f"CREATE OR REPLACE VIEW sync_state AS SELECT * FROM {src['sync_state']}\n"
-        "WHERE load_id IN (SELECT load_id FROM loads)",
+        f"CREATE OR REPLACE VIEW fetch_log AS {fetch_log}",
+        f"CREATE OR REPLACE VIEW rejected_payloads AS SELECT * FROM {src['rejected_payloads']}",
+        f"CREATE OR REPLACE VIEW sync_state AS SELECT * FROM {src['sync_state']}",
         f"CREATE OR REPLACE VIEW current_versions AS {CURRENT_VERSIONS_SQL}",
     ]
-    for table, key in DIMENSION_KEYS.items():  # the rows of the newest committed load that landed each key
-        statements.append(
-            f"CREATE OR REPLACE VIEW {quote_ident(table)} AS SELECT landed.* FROM {src[table]} AS landed\n"
-            "JOIN loads l ON l.load_id = landed._load_id\n"
-            f"QUALIFY rank() OVER (PARTITION BY landed.{quote_ident(key)}\n"
-            "                      ORDER BY coalesce(l.load_seq, 0) DESC, landed._load_id DESC) = 1"
-        )
-    for table in ("runs", "turns", "criteria_results"):
+    for table in DIMENSION_KEYS:
+        statements.append(f"CREATE OR REPLACE VIEW {quote_ident(table)} AS {dimension_sql(table, src[table])}")
+    for table in DATA_TABLES:
         statements.append(
             f"CREATE OR REPLACE VIEW {quote_ident(table)} AS SELECT landed.* FROM {src[table]} AS landed\n"
             "SEMI JOIN current_versions AS v ON landed.run_id = v.run_id AND landed.session_id = v.session_id\n"
@@ -77,8 +136,19 @@ def current_state_sql(root: str, present: set[str]) -> str:
     return ";\n\n".join(statements) + ";\n\n" + KEY_COLLISIONS_SQL
 
 
+def dimension_sql(table: str, source: str) -> str:
+    """The rows of `source` that are current: per key, those of the newest committed load that landed it."""
+    return (
+        f"SELECT landed.* FROM {source} AS landed\n"
+        "JOIN loads l ON l.load_id = landed._load_id\n"
+        f"QUALIFY rank() OVER (PARTITION BY landed.{quote_ident(DIMENSION_KEYS[table])}\n"
+        "                      ORDER BY coalesce(l.load_seq, 0) DESC, landed._load_id DESC) = 1"
+    )
+
+
 def present_tables(parquet_root: Path) -> set[str]:
-    return {table for table in ALL_TABLES if any((parquet_root / table).glob("*.parquet"))}
+    """The tables that have committed files under `parquet_root`."""
+    return read_layout(parquet_root).tables()
 
 
 def relative_root(out_dir: Path, parquet_root: Path) -> str:
@@ -90,5 +160,9 @@ def relative_root(out_dir: Path, parquet_root: Path) -> str:
 def open_current_state(parquet_root: Path) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection whose views show the current state of the Parquet files."""
     con = duckdb.connect()
-    con.execute(current_state_sql(parquet_root.as_posix(), present_tables(parquet_root)))
+    try:
+        con.execute(current_state_sql(parquet_root.as_posix(), read_layout(parquet_root)))
+    except BaseException:
+        con.close()
+        raise
     return con

@@ -1,0 +1,137 @@
+"""The compacted part of a Parquet landing, described by one manifest: which files, covering which loads.
+
+    <root>/_compacted/manifest.json               written atomically; the commit of every compaction
+    <root>/_compacted/<table>/g<gen>-<tag>-<n>.parquet   compacted rows of many committed loads
+
+The manifest lists, per table, the compacted files that are current; the set of loads whose rows they
+hold (`covered`: every such load's own parts are no longer read); the files and loads that a
+compaction replaced and when (`retired_*`: deleted once the grace period has passed, so that a reader
+who read an older `current_state.sql` still finds its files); and the folder's compaction settings.
+A file under `_compacted/` that the manifest does not name was written by a compaction that died
+before its commit: nothing reads it, and it is deleted after the grace period too.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from warehouse import files
+
+COMPACTED_DIR = "_compacted"
+MANIFEST_FILE = "manifest.json"
+FORMAT_VERSION = 1
+
+DEFAULT_GRACE_SECONDS = 3600.0
+"""How long a file replaced by a compaction stays on disk: a reader holding an older view finds it meanwhile."""
+
+
+class ManifestError(ValueError):
+    """The compaction manifest cannot be read (edited by hand, or written by a newer piper-etl)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The folder's compaction settings, kept in its manifest so that every load into it agrees.
+
+    `auto`: loads compact when they cross the threshold (`warehouse/compact.py`); `keep_superseded`:
+    compaction keeps the rows of run versions and dimension rows that are no longer current (the full
+    history stays in the files; the views show the same current state either way); `grace_seconds`:
+    how long replaced files stay.
+    """
+
+    auto: bool = True
+    keep_superseded: bool = False
+    grace_seconds: float = DEFAULT_GRACE_SECONDS
+
+
+@dataclass(frozen=True)
+class CompactedFile:
+    path: str  # relative to the landing root, POSIX
+    bytes: int
+    rows: int
+
+
+@dataclass(frozen=True)
+class Retired:
+    """A compacted file (`name` a path) or a load's own parts (`name` its load id), replaced at `retired_at`."""
+
+    name: str
+    retired_at: float  # Unix seconds
+
+
+@dataclass(frozen=True)
+class Manifest:
+    generation: int = 0
+    settings: Settings = field(default_factory=Settings)
+    covered: frozenset[str] = frozenset()
+    files: dict[str, tuple[CompactedFile, ...]] = field(default_factory=dict)
+    retired_files: tuple[Retired, ...] = ()
+    retired_loads: tuple[Retired, ...] = ()
+
+    def table_files(self, table: str) -> tuple[CompactedFile, ...]:
+        return self.files.get(table, ())
+
+    def all_paths(self) -> set[str]:
+        return {f.path for table_files in self.files.values() for f in table_files}
+
+    def with_settings(self, settings: Settings) -> Manifest:
+        return replace(self, settings=settings)
+
+    def to_json(self) -> str:
+        data = {
+            "format": FORMAT_VERSION,
+            "generation": self.generation,
+            "settings": {"auto": self.settings.auto, "keep_superseded": self.settings.keep_superseded,
+                         "grace_seconds": self.settings.grace_seconds},
+            "covered": sorted(self.covered),
+            "files": {table: [{"path": f.path, "bytes": f.bytes, "rows": f.rows} for f in table_files]
+                      for table, table_files in sorted(self.files.items()) if table_files},
+            "retired_files": [{"name": r.name, "retired_at": r.retired_at} for r in self.retired_files],
+            "retired_loads": [{"name": r.name, "retired_at": r.retired_at} for r in self.retired_loads],
+        }
+        return json.dumps(data, indent=1, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        data = json.loads(text)
+        if data.get("format") != FORMAT_VERSION:
+            raise ManifestError(f"unknown manifest format {data.get('format')!r}")
+        settings = data["settings"]
+        return cls(
+            generation=int(data["generation"]),
+            settings=Settings(auto=bool(settings["auto"]), keep_superseded=bool(settings["keep_superseded"]),
+                              grace_seconds=float(settings["grace_seconds"])),
+            covered=frozenset(str(load_id) for load_id in data["covered"]),
+            files={str(table): tuple(CompactedFile(str(f["path"]), int(f["bytes"]), int(f["rows"])) for f in listed)
+                   for table, listed in data["files"].items()},
+            retired_files=tuple(Retired(str(r["name"]), float(r["retired_at"])) for r in data["retired_files"]),
+            retired_loads=tuple(Retired(str(r["name"]), float(r["retired_at"])) for r in data["retired_loads"]),
+        )
+
+
+def compacted_dir(root: Path) -> Path:
+    return root / COMPACTED_DIR
+
+
+def manifest_path(root: Path) -> Path:
+    return compacted_dir(root) / MANIFEST_FILE
+
+
+def read_manifest(root: Path) -> Manifest:
+    """The landing's manifest; an empty one (nothing compacted, default settings) when there is none."""
+    path = manifest_path(root)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return Manifest()
+    try:
+        return Manifest.from_json(text)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ManifestError(f"cannot read the compaction manifest {path}: {exc}") from exc
+
+
+def write_manifest(root: Path, manifest: Manifest) -> Path:
+    """Replace the manifest atomically: the commit of a compaction (callers hold `leases.folder_lock`)."""
+    return files.write_text_atomically(manifest_path(root), manifest.to_json(), tag="compact")
