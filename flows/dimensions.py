@@ -25,7 +25,7 @@ from datetime import datetime
 from connector.client import PiperClient
 from connector.errors import PiperListFailed, PiperStopLoad
 from connector.urls import session_id_problem
-from flows.chunks import ChunkSink
+from flows.chunks import ChunkSink, log_table
 from schemas.flatten import SessionInfo
 from schemas.scenarios import (
     FlatScenario,
@@ -35,6 +35,7 @@ from schemas.scenarios import (
     flatten_scenario,
     read_listed_scenario,
 )
+from warehouse.crash import crash_point
 from warehouse.load import LoadTransaction
 
 SCENARIOS_PART = "scenarios"
@@ -198,5 +199,8 @@ async def refresh_scenarios(
     flats = await fetch_scenarios(client, to_fetch, report)
     report.fetched = len(flats)
     if flats:
-        sink(SCENARIOS_PART, build_scenario_tables(flats, load_id=load_id, loaded_at=loaded_at))
+        # An empty `fetch_log` part, landed last, marks the part complete: a crash after it keeps it.
+        tables = {**build_scenario_tables(flats, load_id=load_id, loaded_at=loaded_at), "fetch_log": log_table([])}
+        sink(SCENARIOS_PART, tables)
+        crash_point("scenarios-landed")
     return report
