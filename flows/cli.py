@@ -179,6 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     fake.add_argument("--retry-after", default="1", help="Retry-After value sent with 429 (seconds or HTTP date)")
     fake.add_argument("--truncate-rate", type=float, default=0.0, help="share of bodies cut short")
     fake.add_argument("--payload-kb", type=float, default=12.0, help="average payload size in KB")
+    fake.add_argument("--runless-sessions", type=int, default=0,
+                      help="more sessions listed without a scenario run (by-session 404)")
+    fake.add_argument("--list-order", choices=("newest_first", "oldest_first", "unordered"), default="newest_first",
+                      help="order of the sessions list")
     fake.add_argument("--sessions-out", metavar="FILE", help="write the known session ids to FILE")
     return parser
 
@@ -385,7 +389,8 @@ def _fake_api(args: argparse.Namespace) -> int:
     from connector.fake_api import FakeDataset, FakePiper, run_forever
 
     _require_free_port(args.port)
-    dataset = FakeDataset.generate(seed=args.seed, sessions=args.sessions, payload_kb=args.payload_kb)
+    dataset = FakeDataset.generate(seed=args.seed, sessions=args.sessions, payload_kb=args.payload_kb,
+                                   runless_sessions=args.runless_sessions)
     token = os.environ.get(TOKEN_ENV) or DEMO_TOKEN
     state = FakePiper(
         dataset=dataset,
@@ -396,6 +401,7 @@ def _fake_api(args: argparse.Namespace) -> int:
         retry_after=args.retry_after,
         truncate_rate=args.truncate_rate,
         fault_seed=args.seed,
+        list_order=args.list_order,
     )
     if args.sessions_out:
         try:
