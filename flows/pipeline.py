@@ -10,7 +10,7 @@ import asyncio
 import gc
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -86,10 +86,18 @@ def unique_session_ids(session_ids: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(session_ids))
 
 
-def plan_load(load: LoadTransaction, session_ids: Iterable[str], settings: LoadSettings) -> LoadPlan:
-    """Deduplicate the ids and, unless `refetch`, set aside sessions already stored with a final run."""
+def plan_load(
+    load: LoadTransaction, session_ids: Iterable[str], settings: LoadSettings, *, refetch_ids: Collection[str] = (),
+) -> LoadPlan:
+    """Deduplicate the ids and, unless `refetch`, set aside sessions already stored with a final run.
+
+    `refetch_ids`: sessions fetched even when their stored run is final (a sync's sessions whose listing
+    says they changed since).
+    """
     requested = unique_session_ids(session_ids)
-    storable = [s for s in requested if session_id_problem(s) is None]  # the others are rejected, never stored
+    refetch = set(refetch_ids)
+    # ids with a problem are rejected, never stored; those to refetch are not looked up
+    storable = [s for s in requested if session_id_problem(s) is None and s not in refetch]
     skipped = {} if settings.refetch else load.stored_final_runs(storable)
     return LoadPlan(load.load_id, load.started_at, requested, [s for s in requested if s not in skipped], skipped)
 
@@ -215,11 +223,20 @@ async def run_load_async(
         plan = plan_load(load, ids, settings)
         if on_plan is not None:
             on_plan(plan)
-        reports = [land_skipped(load.land, plan)]
         async with client:
-            reports += await fetch_and_land(client, plan.to_fetch, settings, sink=load.land, stream="main",
-                                            load_id=plan.load_id, loaded_at=plan.started_at, on_session=on_session)
+            reports = await land_planned(load, client, plan, settings, on_session=on_session)
         return commit_load(load, plan, settings, reports)
+
+
+async def land_planned(
+    load: LoadTransaction, client: PiperClient, plan: LoadPlan, settings: LoadSettings, *,
+    on_session: OnSession | None = None,
+) -> list[ChunkReport]:
+    """The local engine's fetch: the skipped sessions recorded, then one stream of requests over the rest."""
+    reports = [land_skipped(load.land, plan)]
+    reports += await fetch_and_land(client, plan.to_fetch, settings, sink=load.land, stream="main",
+                                    load_id=plan.load_id, loaded_at=plan.started_at, on_session=on_session)
+    return reports
 
 
 @contextmanager

@@ -23,7 +23,8 @@ import gc
 import os
 import queue
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +34,7 @@ from typing import Literal
 import duckdb
 import pyarrow as pa
 
-from warehouse import files, landing, leases, publish, recovery, store, views
+from warehouse import files, landing, leases, publish, recovery, store, sync_reads, views
 from warehouse.crash import crash_point
 from warehouse.merge import Merge
 from warehouse.pricing import PriceList
@@ -140,6 +141,32 @@ class LoadTransaction:
             return {session: run for session, (run, _) in store.final_session_runs(con, session_ids).items()}
         finally:
             con.close()
+
+    @contextmanager
+    def reading_state(self) -> Iterator[sync_reads.StateView | None]:
+        """The current state this load builds on, for the sync's reads; None when no store can be read.
+
+        The same store as `stored_final_runs` reads: the database when this load holds it (for `both`,
+        counting only loads committed in the Parquet files), else the Parquet files (for `parquet`, `both`).
+        """
+        parquet_root = self.out_dir / landing.PARQUET_DIR
+        if self.writes_duckdb and self._con is not None:
+            committed = frozenset(landing.committed_load_ids(parquet_root)) if self.writes_parquet else None
+            yield sync_reads.StateView(self._con, committed)
+            return
+        if not self.writes_parquet or not views.present_tables(parquet_root):
+            yield None
+            return
+        con = views.open_current_state(parquet_root)
+        try:
+            yield sync_reads.StateView(con)
+        finally:
+            con.close()
+
+    def expect_sessions(self, sessions: int) -> None:
+        """How many sessions the load will fetch, once known after `open_load` (a sync knows after listing)."""
+        if sessions > MERGE_WHILE_FETCHING_UP_TO:
+            self._insert_while_fetching = False
 
     # -- while fetching --------------------------------------------------------------------------
 
