@@ -14,8 +14,10 @@ was created or deleted around it) is seen by that pass, provided every page conn
 
 The ends of the list:
 * Sessions created during a pass land at the head of a newest-first list, before the offsets already
-  read: after a pass of more than one page over a list observed newest first, the head is read again
-  until it connects (a list of another order is not: what it creates goes elsewhere).
+  read: after a pass of more than one page over a list observed newest first, the head is read again,
+  on until a page holds a session the pass saw, and again while that took more than one request
+  (sessions created during it are at the head once more). A list of another order is not re-read at
+  its head: what it creates goes elsewhere.
 * A pass that read to the end checks the last page's `total`: a list holding more sessions than the
   pass saw missed some (created behind the pass in a list of another order), and the pass is read
   again. Deletions and creations that cancel out between two requests cannot be seen this way; an
@@ -44,6 +46,8 @@ OVERLAP = 25
 without a re-read."""
 MAX_BACKSTEPS = 3
 """Pages read further back to reconnect a page before the pass starts over."""
+MAX_HEAD_CHECKS = 5
+"""Readings of the head after a pass: again while the last one took more than one request."""
 MAX_PASSES = 3
 """Passes over the list before discovery gives up proving it complete (the sync then keeps its watermark)."""
 
@@ -90,6 +94,7 @@ class _Pass:
     last_created: datetime | None = None
     ordered: bool = True  # created_at known and non-increasing so far, in list order
     pages: int = 0
+    last_total: int | None = None
 
 
 async def discover(
@@ -120,6 +125,37 @@ async def _read_pass(
 ) -> _Pass | None:
     """One pass from offset 0; None when it must be read again (a page that never connected, a `total` missed)."""
     state = _Pass()
+    ended = await _walk(fetch_page, found, state, limit, overlap, stop_before=stop_before)
+    if ended is None:
+        return None
+    found.read_to_end, found.newest_first = ended == "end", state.ordered
+    total = state.last_total
+    if state.ordered and state.pages > 1:  # newest first: sessions created meanwhile are at the head
+        for _ in range(MAX_HEAD_CHECKS):
+            head = _Pass()
+            if await _walk(fetch_page, found, head, limit, overlap, known=state.accepted) is None:
+                return None
+            state.accepted.update(head.accepted)
+            total = head.last_total
+            if head.pages == 1:  # the head connected in one request: nothing created before it was missed
+                break
+        else:
+            return None
+    if found.read_to_end and total is not None and total > len(state.accepted):
+        logger.info("the list holds %d sessions and the pass saw %d: reading it again", total, len(state.accepted))
+        return None
+    return state
+
+
+async def _walk(
+    fetch_page: PageFetch, found: Discovery, state: _Pass, limit: int, overlap: int, *,
+    stop_before: datetime | None = None, known: dict[str, None] | None = None,
+) -> str | None:
+    """Read from offset 0 on, every page connecting to the one before; why it ended, or None if a page never did.
+
+    It ends at the end of the list ("end"), when the order proves the rest older than `stop_before`
+    ("older"), or at the first page that holds a session of `known` ("known": the sessions before it are new).
+    """
     step = limit - overlap
     offset, backsteps, longest = 0, 0, 0
     while True:
@@ -127,7 +163,10 @@ async def _read_pass(
         longest = max(longest, page.total or 0, offset + page.size)
         if state.pages > 4 + 3 * (longest // step + 1):
             return None  # the list grows faster than it is read: start over (bounded by max_passes)
-        start = _connection(page, state) if state.accepted else -1
+        if known is not None and (hit := _connection(page, known)) is not None:
+            _accept(page.sessions[:hit], state)
+            return "known"
+        start = _connection(page, state.accepted) if state.accepted else -1
         if start is None:
             if backsteps >= MAX_BACKSTEPS or offset == 0:
                 return None
@@ -136,56 +175,28 @@ async def _read_pass(
             continue
         backsteps = 0
         _accept(page.sessions[start + 1 :], state)
-        found.newest_first = state.ordered
-        at_end = page.size < limit  # not `total`, which could end a pass early if it were wrong
-        if not at_end and not _older_than(state, stop_before):
-            offset += step
-            continue
-        found.read_to_end = at_end
-        total = page.total
-        if state.ordered and state.pages > 1:  # newest first: sessions created meanwhile are at the head
-            connected, total = await _recheck_head(fetch_page, found, state, limit, step)
-            if not connected:
-                return None
-        if at_end and total is not None and total > len(state.accepted):
-            logger.info("the list holds %d sessions and the pass saw %d: reading it again", total, len(state.accepted))
-            return None
-        return state
-
-
-async def _recheck_head(
-    fetch_page: PageFetch, found: Discovery, state: _Pass, limit: int, step: int
-) -> tuple[bool, int | None]:
-    """Read the head again until it connects, accepting the sessions before the connection; the latest `total`.
-
-    Not connected within `MAX_BACKSTEPS + 1` pages: more were created than that, and the pass is read again.
-    """
-    offset = 0
-    for _ in range(MAX_BACKSTEPS + 1):
-        page = await _read(fetch_page, found, state, offset, limit)
-        end = _connection(page, state)
-        for session in page.sessions[: len(page.sessions) if end is None else end]:
-            state.accepted.setdefault(session.session_id, None)
-        if end is not None or page.size < limit:
-            return True, page.total
+        if page.size < limit:  # not `total`, which could end a pass early if it were wrong
+            return "end"
+        if _older_than(state, stop_before):
+            return "older"
         offset += step
-    return False, None
 
 
 async def _read(fetch_page: PageFetch, found: Discovery, state: _Pass, offset: int, limit: int) -> ListedPage:
     page = await fetch_page(offset, limit)
     found.pages_read += 1
     state.pages += 1
+    state.last_total = page.total
     found.note_unusable(page.unusable)
     for session in page.sessions:
         found.sessions[session.session_id] = session  # the latest view wins
     return page
 
 
-def _connection(page: ListedPage, state: _Pass) -> int | None:
-    """Index of the last session of `page` that this pass accepted already, or None: the page does not connect."""
+def _connection(page: ListedPage, accepted: dict[str, None]) -> int | None:
+    """Index of the last session of `page` among `accepted`, or None: the page does not connect."""
     for index in range(len(page.sessions) - 1, -1, -1):
-        if page.sessions[index].session_id in state.accepted:
+        if page.sessions[index].session_id in accepted:
             return index
     return None
 

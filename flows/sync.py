@@ -9,8 +9,9 @@ created within `--since`/`--until`, compared with the stored `sessions` row and 
 * **updated**: `updated_at` differs from the stored `sessions` row's, or the list item could not be read
   (its final run is fetched again, through `plan_load`'s `refetch_ids`);
 * a session stored by `piper-etl load` but never listed (a final run, no `sessions` row) is fetched
-  again only when its `updated_at` is later than its run's load time minus `SYNC_OVERLAP`; either way
-  it gets its `sessions` row.
+  again only when its `updated_at` is more than `SYNC_OVERLAP` later than the stored run's
+  `completed_at` (else `started_at`; both by the API's clock, as `updated_at` is), or either is
+  unknown; either way it gets its `sessions` row.
 
 Sessions without a scenario run are not fetched. A `sessions` row lands for every listed session
 with a run that is new or whose listing changed, except a queued session whose fetch did not end
@@ -59,6 +60,7 @@ from schemas.coerce import PayloadRejected
 from schemas.listing import ListedSession, listed_session, same_listing, sessions_table
 from schemas.tables import SYNC_STATE
 from warehouse import sync_reads
+from warehouse.crash import crash_point
 from warehouse.load import LoadTransaction, open_load
 
 logger = logging.getLogger(__name__)
@@ -198,8 +200,9 @@ def _reason(
         return "updated"  # the list item is unreadable: nothing proves the stored run current
     if stored_row is not None:
         return "updated" if listed.updated_at != stored_row.get("updated_at") else None
-    assert stored_run is not None  # stored by `load`, never listed
-    if listed.updated_at is None or listed.updated_at > stored_run.loaded_at - SYNC_OVERLAP:
+    assert stored_run is not None  # stored by `load`, never listed: did the session change after its run did?
+    changed = stored_run.changed_at
+    if listed.updated_at is None or changed is None or listed.updated_at > changed + SYNC_OVERLAP:
         return "updated"
     return None
 
@@ -224,6 +227,7 @@ async def begin_sync(
         watermark = sync_reads.last_watermark(state)
     discovery = await list_sessions(client, stop_before=stop_before(options, watermark), page_size=page_size,
                                     overlap=overlap)
+    crash_point("listed")
     with load.reading_state() as state:
         sync_plan = plan_from_state(state, discovery, options, watermark)
     load.expect_sessions(len(sync_plan.queued))

@@ -11,7 +11,7 @@ from collections import Counter
 
 CRASH_ENV = "PIPER_ETL_CRASH_AT"
 CRASH_EXIT_STATUS = 86
-POINTS = ("fetching", "fetched", "parquet-written", "merge-uncommitted", "merged")
+POINTS = ("listed", "fetching", "fetched", "parquet-written", "merge-uncommitted", "merged")
 _reached: Counter[str] = Counter()
 
 

@@ -26,11 +26,14 @@ _SESSION_COLUMNS = [name for name in SESSIONS.names if not name.startswith("_")]
 
 @dataclass(frozen=True)
 class StoredRun:
-    """A session's current stored run: its status, and when the load that stored it began."""
+    """A session's current stored run: its status, and when it last changed by the API's clock.
+
+    `changed_at` is the run's `completed_at`, else its `started_at` (None when the API sent neither).
+    """
 
     run_id: str
     status: str | None
-    loaded_at: datetime
+    changed_at: datetime | None
 
     @property
     def final(self) -> bool:
@@ -74,11 +77,12 @@ def stored_runs(state: StateView | None, session_ids: Sequence[str]) -> dict[str
         return {}
     where, params = state._filter("r._load_id")
     rows = state.con.execute(
-        "SELECT r.session_id, arg_max(r.run_id, r._loaded_at), arg_max(r.status, r._loaded_at), max(r._loaded_at) "
+        "SELECT r.session_id, arg_max(r.run_id, r._loaded_at), arg_max(r.status, r._loaded_at), "
+        "arg_max(coalesce(r.completed_at, r.started_at), r._loaded_at) "
         "FROM runs r JOIN (SELECT unnest(?::VARCHAR[]) AS session_id) q USING (session_id) WHERE true" + where +
         " GROUP BY r.session_id", [list(session_ids), *params],
     ).fetchall()
-    return {session: StoredRun(run, status, loaded) for session, run, status, loaded in rows}
+    return {session: StoredRun(run, status, changed) for session, run, status, changed in rows}
 
 
 def unfinished_sessions(state: StateView | None) -> list[str]:

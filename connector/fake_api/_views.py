@@ -47,7 +47,7 @@ def session_item(dataset: FakeDataset, session_id: str) -> dict[str, Any]:
     channel_type, channel_name = channel_of(session_id)
     message_count = 2 * len(header.scenario.turns) + rng.randint(0, 3)
     created_at = dataset.created_at(session_id)
-    drawn_update = created_at + timedelta(seconds=rng.randint(60, 3600))
+    drawn_update = created_at + timedelta(seconds=rng.randint(60, 900))  # about when its first run ended
     return {
         "id": session_id,
         "agent_id": header.agent.id,
