@@ -158,12 +158,15 @@ class FakeDataset:
         with self._lock:
             cached = self._headers.get(session_id)
             if cached is None:
-                cached = draw_header(random.Random(self._run_key(session_id)), self.scenarios, self.agents)
+                drawn = draw_header(random.Random(self._run_key(session_id)), self.scenarios, self.agents)
+                first = drawn
                 if self._generation.get(session_id):  # a re-run: same session (agent, creation), new run
                     first = draw_header(random.Random(f"{self.seed}:{session_id}"), self.scenarios, self.agents)
-                    rerun_started = self._updated.get(session_id, cached.started_at)
-                    cached = dataclasses.replace(cached, agent=first.agent, created_at=first.created_at,
-                                                 started_at=rerun_started)
+                created = self._created.get(session_id, first.created_at)  # a session created later starts later
+                started = created + (first.started_at - first.created_at)
+                if self._generation.get(session_id):
+                    started = self._updated.get(session_id, started)
+                cached = dataclasses.replace(drawn, agent=first.agent, created_at=created, started_at=started)
                 self._headers[session_id] = cached
             return cached
 
