@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import SimulatedPiper, assert_no_canary, query
-from tests.sync_support import Requests, org, unfinished
+from tests.conftest import Cli, SimulatedPiper, assert_no_canary, query
+from tests.sync_support import Requests, org, sync_args, unfinished
 from tests.test_flow_prefect import prefect_harness, read_artifact_markdown, token_env
 
 __all__ = ["org", "prefect_harness", "token_env"]
@@ -61,3 +61,17 @@ def test_a_bad_bound_names_the_flow_parameter(prefect_harness: None, token_env: 
     state = run_sync_flow(org, out_dir, since="soon")
     assert state.is_failed() and "since 'soon' is not an ISO 8601" in (state.message or "")
     assert not out_dir.exists()
+
+
+def test_sync_with_engine_prefect_runs_the_flow_and_exits_as_the_local_engine(
+    prefect_harness: None, org: SimulatedPiper, cli: Cli, out_dir: Path
+) -> None:
+    done = cli(*sync_args(org, out_dir)[:-2], "--engine", "prefect")
+    assert done.code == 0, done.stderr
+    assert "queued 60: 60 new" in done.stdout and "load " in done.stdout
+    bad = org.dataset.session_ids[0]
+    org.dataset.rerun(bad)
+    org.state.script(bad, "500", "500")
+    failed = cli(*sync_args(org, out_dir)[:-2], "--engine", "prefect", "--max-retries", "1")
+    assert failed.code == 1 and f"{bad!r}: HTTP 500" in failed.stderr
+    assert query(out_dir, "SELECT status FROM sync_state ORDER BY started_at") == [("succeeded",), ("partial",)]
