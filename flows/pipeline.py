@@ -10,7 +10,7 @@ import asyncio
 import gc
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -95,10 +95,18 @@ def unique_session_ids(session_ids: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(session_ids))
 
 
-def plan_load(load: LoadTransaction, session_ids: Iterable[str], settings: LoadSettings) -> LoadPlan:
-    """Deduplicate the ids and, unless `refetch`, set aside sessions already stored with a final run."""
+def plan_load(
+    load: LoadTransaction, session_ids: Iterable[str], settings: LoadSettings, *, refetch_ids: Collection[str] = (),
+) -> LoadPlan:
+    """Deduplicate the ids and, unless `refetch`, set aside sessions already stored with a final run.
+
+    `refetch_ids`: sessions fetched even when their stored run is final (a sync's sessions whose listing
+    says they changed since).
+    """
     requested = unique_session_ids(session_ids)
-    storable = [s for s in requested if session_id_problem(s) is None]  # the others are rejected, never stored
+    refetch = set(refetch_ids)
+    # ids with a problem are rejected, never stored; those to refetch are not looked up
+    storable = [s for s in requested if session_id_problem(s) is None and s not in refetch]
     skipped = {} if settings.refetch else load.stored_final_runs(storable)
     return LoadPlan(load.load_id, load.started_at, requested, [s for s in requested if s not in skipped], skipped)
 
@@ -256,14 +264,25 @@ async def run_load_async(
         plan = plan_load(load, ids, settings)
         if on_plan is not None:
             on_plan(plan)
-        reports = [land_skipped(load.land, plan)]
-        info = dimensions.session_info_for(load, plan.to_fetch, session_info)
         async with client:
-            reports += await fetch_and_land(client, plan.to_fetch, settings, sink=load.land, stream="main",
-                                            load_id=plan.load_id, loaded_at=plan.started_at, on_session=on_session,
-                                            session_info=info)
-            scenarios = await land_scenarios(client, load, reports)
+            reports, scenarios = await land_planned(load, client, plan, settings, on_session=on_session,
+                                                    session_info=session_info)
         return commit_load(load, plan, settings, reports, scenarios=scenarios)
+
+
+async def land_planned(
+    load: LoadTransaction, client: PiperClient, plan: LoadPlan, settings: LoadSettings, *,
+    on_session: OnSession | None = None, session_info: Mapping[str, SessionInfo] | None = None,
+) -> tuple[list[ChunkReport], ScenarioReport]:
+    """The local engine's fetch: the skipped sessions recorded, one stream of requests over the rest, then
+    the scenario definitions of the runs landed. `session_info`: see `run_load_async`.
+    """
+    reports = [land_skipped(load.land, plan)]
+    info = dimensions.session_info_for(load, plan.to_fetch, session_info)
+    reports += await fetch_and_land(client, plan.to_fetch, settings, sink=load.land, stream="main",
+                                    load_id=plan.load_id, loaded_at=plan.started_at, on_session=on_session,
+                                    session_info=info)
+    return reports, await land_scenarios(client, load, reports)
 
 
 @contextmanager

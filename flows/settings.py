@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
 from pathlib import Path
 
 from connector.client import HTTP_CLIENTS, HttpClient
@@ -23,7 +24,7 @@ from warehouse.pricing import PriceList, PricingError, read_pricing
 
 __all__ = [
     "DEFAULT_BASE_URL", "ENVIRONMENT", "FORMATS", "HttpClient", "LoadSettings", "OutputFormat", "SettingError",
-    "configured_out_dir", "default_out_dir",
+    "SyncOptions", "configured_out_dir", "default_out_dir",
 ]
 
 DEFAULT_BASE_URL = "https://api.letpiper.com"
@@ -164,6 +165,56 @@ class LoadSettings:
         values = asdict(self)
         values["out_dir"] = str(self.out_dir)
         return values
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    """What a sync lists, on top of the load's settings: a full scan, and bounds on `created_at` (backfills)."""
+
+    full_scan: bool = False
+    since: datetime | None = None  # sessions created at or after it
+    until: datetime | None = None  # sessions created before it
+
+    def __post_init__(self) -> None:
+        if self.since is not None and self.until is not None and self.since >= self.until:
+            raise PiperConfigError(f"since ({self.since.isoformat()}) must be before until ({self.until.isoformat()})")
+
+    @classmethod
+    def parse(
+        cls, *, full_scan: bool, since: str | None, until: str | None, names: tuple[str, str] = ("since", "until")
+    ) -> SyncOptions:
+        """Options from text (flags or flow parameters); `names` are what an error calls the two bounds."""
+        return cls(full_scan, parse_instant(since, names[0]), parse_instant(until, names[1]))
+
+    @property
+    def bounded(self) -> bool:
+        return self.since is not None or self.until is not None
+
+    def in_bounds(self, created_at: datetime | None) -> bool:
+        """Whether a session created then is in the sync's range (an unknown time is: it costs a fetch at most)."""
+        if created_at is None:
+            return True
+        return (self.since is None or created_at >= self.since) and (self.until is None or created_at < self.until)
+
+    def as_parameters(self) -> dict[str, object]:
+        return {
+            "full_scan": self.full_scan,
+            "since": self.since.isoformat() if self.since else None,
+            "until": self.until.isoformat() if self.until else None,
+        }
+
+
+def parse_instant(value: str | None, name: str) -> datetime | None:
+    """An ISO 8601 date or time as an aware UTC instant (no zone: UTC); a config error naming `name` otherwise."""
+    if value is None or not value.strip():
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise PiperConfigError(
+            f"{name} {value!r} is not an ISO 8601 date or time (for example 2026-11-01 or 2026-11-01T12:00:00Z)"
+        ) from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 def price_list(pricing_file: str | None, judge_model: str | None) -> PriceList | None:

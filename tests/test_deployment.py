@@ -11,8 +11,6 @@ from typing import Any
 import pytest
 import yaml
 
-from flows import prefect_flow
-
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = yaml.safe_load((ROOT / "prefect.yaml").read_text(encoding="utf-8"))
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -24,16 +22,7 @@ EXPECTED = {  # deployment: (flow, schedule on?, parameters whose value is not t
     "backfill": ("sync_sessions", False, {"full_scan": True}),
     "ad-hoc": ("load_sessions", False, {}),
 }
-SYNC_PENDING = pytest.mark.xfail(
-    not hasattr(prefect_flow, "sync_sessions"), reason="sync_sessions comes with the sync branch", strict=True
-)
-
-
-def by_flow(name: str) -> Any:
-    return pytest.param(name, marks=SYNC_PENDING) if EXPECTED[name][0] == "sync_sessions" else name
-
-
-ALL = [by_flow(name) for name in EXPECTED]
+ALL = list(EXPECTED)
 
 
 def flow_of(deployment: dict[str, Any]) -> Any:

@@ -25,16 +25,14 @@ import duckdb
 import httpx
 import pytest
 
-from flows import prefect_flow
 from tests.conftest import CANARY_TOKEN, SimulatedPiper, assert_no_canary
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the environment piper-etl is installed in: prefect and piper-etl live here
 POOL = "piper-etl"
-SYNC_FLOW = hasattr(prefect_flow, "sync_sessions")
 # Until sync_sessions lands (branch sync), `deploy --all` cannot import the sync deployments' flow; the
 # ad-hoc deployment alone is what can be deployed now. Once it lands this is exactly the README's --all.
-DEPLOY = ["--all"] if SYNC_FLOW else ["--name", "ad-hoc"]
+DEPLOY = ["--all"]
 
 
 def free_port() -> int:
@@ -235,7 +233,6 @@ def test_a_run_of_the_ad_hoc_deployment_without_session_ids_is_refused(deployed:
     assert done.returncode == 1 and "session_ids" in done.stdout + done.stderr
 
 
-@pytest.mark.skipif(not SYNC_FLOW, reason="sync_sessions comes with the sync branch")
 def test_the_hourly_sync_runs_on_a_worker_and_its_schedules_are_on(deployed: Deployed) -> None:
     for name in ("hourly", "daily-full-scan"):
         deployment = deployed.prefect.api("GET", f"/deployments/name/sync_sessions/{name}")

@@ -24,7 +24,8 @@ import logging
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +35,7 @@ from typing import Literal, TypeVar
 import duckdb
 import pyarrow as pa
 
-from warehouse import compact, files, landing, leases, publish, recovery, store, views
+from warehouse import compact, files, landing, leases, publish, recovery, store, sync_reads, views
 from warehouse.crash import crash_point
 from warehouse.merge import Merge
 from warehouse.pricing import PriceList
@@ -179,6 +180,32 @@ class LoadTransaction:
             return {}
         finally:
             con.close()
+
+    @contextmanager
+    def reading_state(self) -> Iterator[sync_reads.StateView | None]:
+        """The current state this load builds on, for the sync's reads; None when no store can be read.
+
+        The same store as `stored_final_runs` reads: the database when this load holds it (for `both`,
+        counting only loads committed in the Parquet files), else the Parquet files (for `parquet`, `both`).
+        """
+        parquet_root = self.out_dir / landing.PARQUET_DIR
+        if self.writes_duckdb and self._con is not None:
+            committed = frozenset(landing.committed_load_ids(parquet_root)) if self.writes_parquet else None
+            yield sync_reads.StateView(self._con, committed)
+            return
+        if not self.writes_parquet or not views.present_tables(parquet_root):
+            yield None
+            return
+        con = views.open_current_state(parquet_root)
+        try:
+            yield sync_reads.StateView(con)
+        finally:
+            con.close()
+
+    def expect_sessions(self, sessions: int) -> None:
+        """How many sessions the load will fetch, once known after `open_load` (a sync knows after listing)."""
+        if sessions > MERGE_WHILE_FETCHING_UP_TO:
+            self._insert_while_fetching = False
 
     # -- while fetching --------------------------------------------------------------------------
 
