@@ -243,9 +243,30 @@ async def sync_sessions(
 ) -> sync.SyncSummary:
     """List the org's sessions and load the new, unfinished and updated ones, in one load with its sync_state row.
 
-    Takes every parameter of `load_sessions` but `session_ids`, with the same meaning, and:
+    Takes every parameter of `load_sessions` but `session_ids`, with the same meaning (written out below
+    for the deployment's UI), and three of its own.
 
     Args:
+        org_id: Piper organisation id; defaults to the PIPER_ORG_ID environment variable.
+        base_url: Piper API base URL; defaults to PIPER_BASE_URL, then https://api.letpiper.com.
+        out_dir: output folder for piper.duckdb and parquet/ on the worker; defaults to PIPER_OUT_DIR, then
+            ~/.local/share/piper-etl/warehouse (under XDG_DATA_HOME when that is set).
+        concurrency: requests in flight at once.
+        max_retries: retries per session after the first attempt.
+        chunk_size: sessions per Parquet part, at most; a chunk is landed while the next one is fetched.
+        format: duckdb, parquet or both.
+        refetch: fetch sessions whose stored run is already final again.
+        lock_timeout: seconds the commit waits for another process holding piper.duckdb.
+        http_client: aiohttp (default) or httpx, the HTTP library of the requests.
+        pricing_file: TOML file of judge token prices (USD per million tokens) on the worker; defaults to
+            PIPER_PRICING_FILE. Unset with no judge model: the prices stored by an earlier load stay.
+        judge_model: the judge model whose price costs the runs; defaults to PIPER_JUDGE_MODEL, then to
+            the only model of the pricing file.
+        sessions_per_task: sessions per fetch task; each task streams its sessions over one connection
+            pool, so a task boundary is the only point where requests drain.
+        max_consecutive_failures: stop the load after this many requests in a row without a usable answer,
+            over at least `circuit_breaker_seconds` (the circuit breaker); 0 turns it off.
+        circuit_breaker_seconds: the least time without a usable answer before the circuit breaker trips.
         full_scan: read the whole sessions list instead of stopping below the watermark (the daily sync).
         since: only sessions created at or after this ISO 8601 date or time (UTC when it names no zone).
         until: only sessions created before this ISO 8601 date or time. A sync with since or until (a

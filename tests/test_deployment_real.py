@@ -191,11 +191,11 @@ def count(out_dir: Path, sql: str) -> int:
     return int(row[0])
 
 
-def artifact_markdown(deployed: Deployed, flow_run_id: str) -> str:
+def artifact_markdown(deployed: Deployed, flow_run_id: str, key: str = "piper-load-summary") -> str:
     """Step 7: the run's summary artifact, as `prefect artifact inspect` shows it and the API serves it."""
-    shown = deployed.prefect.run("prefect", "artifact", "inspect", "piper-load-summary")
+    shown = deployed.prefect.run("prefect", "artifact", "inspect", key)
     artifacts = deployed.prefect.api("POST", "/artifacts/filter", {
-        "artifacts": {"key": {"any_": ["piper-load-summary"]}, "flow_run_id": {"any_": [flow_run_id]}},
+        "artifacts": {"key": {"any_": [key]}, "flow_run_id": {"any_": [flow_run_id]}},
     })
     assert isinstance(artifacts, list) and len(artifacts) == 1
     markdown = str(artifacts[0]["data"])
@@ -241,5 +241,6 @@ def test_the_hourly_sync_runs_on_a_worker_and_its_schedules_are_on(deployed: Dep
     flow_run_id = trigger(deployed, "sync_sessions/hourly")
     assert count(deployed.out_dir, "SELECT count(*) FROM runs") == len(deployed.piper.dataset.session_ids)
     assert count(deployed.out_dir, "SELECT count(*) FROM sync_state") >= 1
-    assert artifact_markdown(deployed, flow_run_id)
+    assert count(deployed.out_dir, "SELECT count(*) FROM runs r ANTI JOIN sessions USING (session_id)") == 0
+    assert "sync" in artifact_markdown(deployed, flow_run_id, "piper-sync-summary")
     assert_token_nowhere(deployed)

@@ -67,8 +67,9 @@ def test_flow_loads_in_chunks_and_publishes_a_summary(
     assert query(out_dir, "SELECT count(*) FROM fetch_log")[0][0] == len(ids)
     assert query(out_dir, "SELECT count(DISTINCT _load_id) FROM runs")[0][0] == 1
     # 3 tasks of 12, 12 and 7 sessions, landed in chunks of 8, each task's last chunk split in two
-    # (8, 3, 1 / 8, 3, 1 / 5, 2): 8 parts, none overwriting another
-    assert len(list((out_dir / "parquet" / "fetch_log").glob("*.parquet"))) == 8
+    # (8, 3, 1 / 8, 3, 1 / 5, 2): 8 parts, none overwriting another, and the scenario definitions' part
+    assert len(list((out_dir / "parquet" / "fetch_log").glob("*.task-*.parquet"))) == 8
+    assert len(list((out_dir / "parquet" / "fetch_log").glob("*.parquet"))) == 9
     markdown = asyncio.run(read_artifact_markdown("piper-load-summary"))
     assert markdown and "| not_found | 1 |" in markdown[0]
     assert "Verdicts and judge cost" in markdown[0] and "| scenario | runs | run pass |" in markdown[0]
