@@ -57,12 +57,14 @@ AUTO_AFTER_LOADS = 4
 """A load compacts when this many committed loads are not covered by a compaction yet..."""
 AUTO_AFTER_FILES = 24
 """... or when those loads landed this many files."""
-SMALL_FILE_BYTES = 4 * 1024 * 1024
-"""A compacted file under this size is small: each compaction of its table rewrites it with the new rows."""
+SMALL_FILE_BYTES = 1024 * 1024
+"""A compacted file under this size is small: each compaction of its table rewrites it with the new rows
+(so this bounds what a load's compaction rewrites of the history, per table)."""
 MERGE_FACTOR = 4
 """Compacted files of one tier merge into one when this many have gathered."""
-AUTO_MERGE_MAX_BYTES = 64 * 1024 * 1024
-"""The largest merge (sum of its inputs) a load's compaction does; larger ones wait for `piper-etl compact`."""
+AUTO_MERGE_MAX_BYTES = 16 * 1024 * 1024
+"""The largest merge (sum of its inputs) a load's compaction does; larger ones wait for `piper-etl compact`
+(at most four files of tier 1: a load does not rewrite the bulk of the history)."""
 MEMORY_LIMIT = "256MB"
 """DuckDB's memory limit while compacting: it streams and spills beyond it."""
 LOCK_FILE = ".compact.lock"
