@@ -57,12 +57,14 @@ AUTO_AFTER_LOADS = 4
 """A load compacts when this many committed loads are not covered by a compaction yet..."""
 AUTO_AFTER_FILES = 24
 """... or when those loads landed this many files."""
-SMALL_FILE_BYTES = 4 * 1024 * 1024
-"""A compacted file under this size is small: each compaction of its table rewrites it with the new rows."""
+SMALL_FILE_BYTES = 1024 * 1024
+"""A compacted file under this size is small: each compaction of its table rewrites it with the new rows
+(so this bounds what a load's compaction rewrites of the history, per table)."""
 MERGE_FACTOR = 4
 """Compacted files of one tier merge into one when this many have gathered."""
-AUTO_MERGE_MAX_BYTES = 64 * 1024 * 1024
-"""The largest merge (sum of its inputs) a load's compaction does; larger ones wait for `piper-etl compact`."""
+AUTO_MERGE_MAX_BYTES = 16 * 1024 * 1024
+"""The largest merge (sum of its inputs) a load's compaction does; larger ones wait for `piper-etl compact`
+(at most four files of tier 1: a load does not rewrite the bulk of the history)."""
 MEMORY_LIMIT = "256MB"
 """DuckDB's memory limit while compacting: it streams and spills beyond it."""
 LOCK_FILE = ".compact.lock"
@@ -149,14 +151,17 @@ def _compact(out_dir: Path, *, manual: bool, now: float | None) -> Compacted:
     con = _connect(spill)
     try:
         con.execute(views.current_state_sql(root.as_posix(), layout))
-        writer = _Writer(con, root, tag, manifest.settings)
-        plan = {table: list(manifest.table_files(table)) for table in ALL_TABLES}
+        writer = _Writer(con, root, tag, manifest.settings, layout)
+        index_adds = writer.prepare(inputs, reindex=not manifest.index_complete)
+        plan = {table: list(manifest.table_files(table)) for table in (*ALL_TABLES, compacted.VERSIONS)}
         retired: list[str] = []
-        for table in ALL_TABLES:
+        for table in plan:
             new_parts = [path for path in layout.pending.get(table, [])
                          if landing.load_id_of(Path(path)) in inputs]
+            if table == compacted.VERSIONS and index_adds:
+                new_parts = [INDEX_ROWS]
             plan[table], replaced = _compact_table(writer, table, plan[table], new_parts, manual=manual)
-            retired += [path for path in replaced if path not in new_parts]
+            retired += replaced
     finally:
         con.close()
         shutil.rmtree(spill, ignore_errors=True)
@@ -168,8 +173,9 @@ def _compact(out_dir: Path, *, manual: bool, now: float | None) -> Compacted:
         files={table: tuple(listed) for table, listed in plan.items() if listed},
         retired_files=(*manifest.retired_files, *(Retired(path, clock) for path in retired)),
         retired_loads=(*manifest.retired_loads, *loads_retired),
+        indexed=True,
     )
-    if writer.written or inputs:
+    if writer.written or inputs or not manifest.index_complete:
         _commit(out_dir, root, new)
         manifest = new
     deleted = _vacuum(root, manifest, clock)
@@ -189,18 +195,17 @@ def _parts_of(layout: views.Layout, load_ids: list[str]) -> int:
 def _compact_table(
     writer: _Writer, table: str, current: list[CompactedFile], new_parts: list[str], *, manual: bool
 ) -> tuple[list[CompactedFile], list[str]]:
-    """The table's compacted files after this compaction, and the paths they replace."""
+    """The table's compacted files after this compaction, and the compacted files they replace."""
     replaced: list[str] = []
     files_now = list(current)
     if new_parts:
         small = [f for f in files_now if f.bytes < SMALL_FILE_BYTES]
-        inputs = [f.path for f in small] + new_parts
         files_now = [f for f in files_now if f not in small]
-        written = writer.write(table, inputs)
+        written = writer.write(table, [f.path for f in small], new_parts)
         files_now += [written] if written else []
-        replaced += inputs
+        replaced += [f.path for f in small]
     while (group := _mergeable(files_now, manual=manual)) is not None:
-        written = writer.write(table, [f.path for f in group])
+        written = writer.write(table, [f.path for f in group], [])
         files_now = [f for f in files_now if f not in group] + ([written] if written else [])
         replaced += [f.path for f in group]
     return files_now, replaced
@@ -227,23 +232,56 @@ def _mergeable(listed: list[CompactedFile], *, manual: bool) -> list[CompactedFi
     return None
 
 
+INDEX_ROWS = "compact_index_rows"
+"""The temporary table of the run-version index rows a compaction adds (it stands in for the index's parts)."""
+
+
 class _Writer:
-    """Writes compacted files: the rows of some files of one table that can still be current."""
+    """Writes compacted files: the rows of some files of one table that can still be current.
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, root: Path, tag: str, settings: Settings) -> None:
-        self.con, self.root, self.tag, self.settings = con, root, tag, settings
+    Which rows can: the views' own answer over the compaction's layout (`views.current_state_sql`),
+    taken once into small temporary tables, for the versions and keys the written rows touch only.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, root: Path, tag: str, settings: Settings,
+                 layout: views.Layout) -> None:
+        self.con, self.root, self.tag, self.settings, self.layout = con, root, tag, settings, layout
         self.written = 0
-        self.versions = False
 
-    def write(self, table: str, paths: list[str]) -> CompactedFile | None:
-        """One new file from `paths` (relative to the root); None when no row remains."""
+    def prepare(self, inputs: list[str], *, reindex: bool) -> bool:
+        """The index rows for the loads `inputs` and the versions whose rows to keep; whether the index grows.
+
+        New versions get their `is_current` among the covered loads (the index and `inputs`: a live load
+        not covered yet does not count); indexed versions they supersede get a row with `is_current`
+        false. `reindex`: the manifest predates the index; its versions (ranked from the compacted
+        `fetch_log` by the views) are written too.
+        """
+        con = self.con
+        con.execute("CREATE TEMP TABLE compact_inputs AS SELECT unnest(?::VARCHAR[]) AS load_id", [inputs])
+        con.execute("CREATE TEMP TABLE compact_new AS SELECT v.* FROM _pending_versions AS v "
+                    "SEMI JOIN compact_inputs AS c ON v.load_id = c.load_id")
+        con.execute(f"CREATE TEMP TABLE compact_contest AS {views.contest_sql('compact_new')}")
+        con.execute(
+            f"CREATE TEMP TABLE {INDEX_ROWS} AS "
+            "SELECT run_id, session_id, load_id, load_seq, newest AS is_current FROM compact_contest WHERE pending\n"
+            "UNION ALL SELECT run_id, session_id, load_id, load_seq, false FROM compact_contest\n"
+            "    WHERE NOT pending AND is_current AND NOT newest"
+            + ("\nUNION ALL SELECT run_id, session_id, load_id, load_seq, is_current FROM _indexed_versions"
+               if reindex else "")
+        )
+        con.execute("CREATE TEMP TABLE compact_stale AS SELECT * FROM _stale_versions")
+        kept = "_pending_versions" if self.settings.keep_superseded else views.PENDING_CURRENT
+        con.execute(f"CREATE TEMP TABLE compact_kept AS SELECT run_id, session_id, load_id FROM {kept}")
+        return reindex or _count(con, f"SELECT count(*) FROM {INDEX_ROWS}") > 0
+
+    def write(self, table: str, compacted_paths: list[str], parts: list[str]) -> CompactedFile | None:
+        """One new file from compacted files and new parts (paths relative to the root); None when no row remains."""
         self.written += 1
         relative = f"{compacted.COMPACTED_DIR}/{table}/{self.tag}-{self.written:04d}.parquet"
         target = self.root / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = files.temporary_name(target, "compact")
-        query = f"SELECT * FROM {views.source_sql(self.root.as_posix(), table, paths)} AS landed"
-        query += self._keep(table)
+        query = self._rows(table, compacted_paths, parts)
         try:
             self.con.execute(
                 f"COPY ({query}) TO '{_literal(tmp.as_posix())}' "
@@ -261,23 +299,46 @@ class _Writer:
         crash_point("compact-written")
         return CompactedFile(relative, target.stat().st_size, rows)
 
-    def _keep(self, table: str) -> str:
-        """The condition that keeps the rows of `landed` a reader may still see."""
-        if table == "fetch_log":
-            return f"\n{views.FETCH_LOG_NEWEST}"
-        if self.settings.keep_superseded:
-            return ""
+    def _rows(self, table: str, compacted_paths: list[str], parts: list[str]) -> str:
+        """The rows of these files that a reader may still see (module docstring: what is dropped)."""
+        root, keep = self.root.as_posix(), self.settings.keep_superseded
+        if table == compacted.VERSIONS:  # one row a version: a false row wins (a version never comes back)
+            sources = [f"SELECT * FROM {views.read_files_sql(root, compacted_paths)}"] if compacted_paths else []
+            sources += [f"SELECT * FROM {INDEX_ROWS}"] if parts else []
+            return ("SELECT run_id, session_id, load_id, any_value(load_seq) AS load_seq, "
+                    f"bool_and(is_current) AS is_current FROM ({' UNION ALL '.join(sources)}) "
+                    "GROUP BY run_id, session_id, load_id")
         if table in DATA_TABLES:
-            if not self.versions:  # the window over every version, once for the three tables
-                self.con.execute("CREATE TEMP TABLE compact_versions AS SELECT * FROM current_versions")
-                self.versions = True
-            return ("\nSEMI JOIN compact_versions AS v ON landed.run_id = v.run_id "
-                    "AND landed.session_id = v.session_id AND landed._load_id = v.load_id")
-        if table in DIMENSION_KEYS:
-            key = quote_ident(DIMENSION_KEYS[table])
-            return (f"\nSEMI JOIN (SELECT DISTINCT {key}, _load_id FROM {quote_ident(table)}) AS d "
-                    f"ON landed.{key} = d.{key} AND landed._load_id = d._load_id")
-        return ""
+            selects = []
+            if compacted_paths:
+                selects.append(f"SELECT landed.* FROM {views.source_sql(root, table, compacted_paths)} AS landed"
+                               + ("" if keep else "\nANTI JOIN compact_stale AS v ON "
+                                  + views.version_match("landed", "v")))
+            if parts:
+                selects.append(f"SELECT landed.* FROM {views.source_sql(root, table, parts)} AS landed\n"
+                               f"SEMI JOIN compact_kept AS v ON {views.version_match('landed', 'v')}")
+            return "\nUNION ALL\n".join(selects)
+        landed = views.source_sql(root, table, [*compacted_paths, *parts])
+        if table == "fetch_log":
+            return f"SELECT * FROM {landed} AS landed\n{views.FETCH_LOG_NEWEST}"
+        if table in DIMENSION_KEYS and not keep:
+            return self._newest_of_their_keys(table, landed)
+        return f"SELECT * FROM {landed} AS landed"
+
+    def _newest_of_their_keys(self, table: str, landed: str) -> str:
+        """The rows of `landed` whose load is the newest to land their key, among the committed files of
+        the keys in `landed` only (a key's newer rows may be in any file)."""
+        key = quote_ident(DIMENSION_KEYS[table])
+        every = views.source_sql(self.root.as_posix(), table, self.layout.paths(table))
+        return (
+            f"SELECT landed.* FROM {landed} AS landed SEMI JOIN (\n"
+            f"    SELECT d.{key}, d._load_id FROM (SELECT DISTINCT {key}, _load_id FROM {every}\n"
+            f"        WHERE {key} IN (SELECT {key} FROM {landed})) AS d\n"
+            "    JOIN loads l ON l.load_id = d._load_id\n"
+            f"    QUALIFY rank() OVER (PARTITION BY d.{key}\n"
+            "                         ORDER BY coalesce(l.load_seq, 0) DESC, d._load_id DESC) = 1\n"
+            f") AS newest ON landed.{key} = newest.{key} AND landed._load_id = newest._load_id"
+        )
 
 
 def _commit(out_dir: Path, root: Path, new: Manifest) -> None:
@@ -365,6 +426,11 @@ def _connect(spill: Path) -> duckdb.DuckDBPyConnection:
 
 def _rows(path: Path) -> int:
     return int(pq.read_metadata(path).num_rows)
+
+
+def _count(con: duckdb.DuckDBPyConnection, sql: str) -> int:
+    row = con.execute(sql).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _fsync(path: Path) -> None:

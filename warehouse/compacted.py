@@ -2,6 +2,7 @@
 
     <root>/_compacted/manifest.json               written atomically; the commit of every compaction
     <root>/_compacted/<table>/g<gen>-<tag>-<n>.parquet   compacted rows of many committed loads
+    <root>/_compacted/run_versions/g<gen>-<tag>-<n>.parquet   the run-version index of those loads
 
 The manifest lists, per table, the compacted files that are current; the set of loads whose rows they
 hold (`covered`: every such load's own parts are no longer read); the files and loads that a
@@ -9,6 +10,15 @@ compaction replaced and when (`retired_*`: deleted once the grace period has pas
 who read an older `current_state.sql` still finds its files); and the folder's compaction settings.
 A file under `_compacted/` that the manifest does not name was written by a compaction that died
 before its commit: nothing reads it, and it is deleted after the grace period too.
+
+The run-version index (`VERSIONS`, `VERSIONS_SCHEMA`) lets the views and a load's compaction decide which
+run versions are current without a window over the whole `fetch_log`: one row per run version of the
+covered loads (`run_id`, `session_id`, `load_id`, its `load_seq`) and `is_current`, whether it was current
+among the covered loads when the row was written. Adding versions never makes an older one current again,
+so a later compaction that supersedes a version adds a second row for it with `is_current` false; a
+version is current among the covered loads when it has no false row. A manifest of format 1 (written
+before the index existed) reads as `indexed` false: the views then rank the compacted `fetch_log`, and the
+next compaction writes the index.
 """
 
 from __future__ import annotations
@@ -17,11 +27,20 @@ import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import pyarrow as pa
+
 from warehouse import files
 
 COMPACTED_DIR = "_compacted"
 MANIFEST_FILE = "manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
+VERSIONS = "run_versions"
+"""The manifest's name for the run-version index, kept with the tables' files (module docstring)."""
+VERSIONS_SCHEMA = pa.schema([
+    pa.field("run_id", pa.string()), pa.field("session_id", pa.string()), pa.field("load_id", pa.string()),
+    pa.field("load_seq", pa.int64()), pa.field("is_current", pa.bool_()),
+])
 
 DEFAULT_GRACE_SECONDS = 3600.0
 """How long a file replaced by a compaction stays on disk: a reader holding an older view finds it meanwhile."""
@@ -69,6 +88,12 @@ class Manifest:
     files: dict[str, tuple[CompactedFile, ...]] = field(default_factory=dict)
     retired_files: tuple[Retired, ...] = ()
     retired_loads: tuple[Retired, ...] = ()
+    indexed: bool = False  # `VERSIONS` indexes every covered load (always so once a format-2 compaction ran)
+
+    @property
+    def index_complete(self) -> bool:
+        """Whether the `VERSIONS` files index every covered load (nothing covered: trivially)."""
+        return self.indexed or not self.covered
 
     def table_files(self, table: str) -> tuple[CompactedFile, ...]:
         return self.files.get(table, ())
@@ -83,6 +108,7 @@ class Manifest:
         data = {
             "format": FORMAT_VERSION,
             "generation": self.generation,
+            "indexed": self.indexed,
             "settings": {"auto": self.settings.auto, "keep_superseded": self.settings.keep_superseded,
                          "grace_seconds": self.settings.grace_seconds},
             "covered": sorted(self.covered),
@@ -96,7 +122,7 @@ class Manifest:
     @classmethod
     def from_json(cls, text: str) -> Manifest:
         data = json.loads(text)
-        if data.get("format") != FORMAT_VERSION:
+        if data.get("format") not in READABLE_FORMATS:
             raise ManifestError(f"unknown manifest format {data.get('format')!r}")
         settings = data["settings"]
         return cls(
@@ -108,6 +134,7 @@ class Manifest:
                    for table, listed in data["files"].items()},
             retired_files=tuple(Retired(str(r["name"]), float(r["retired_at"])) for r in data["retired_files"]),
             retired_loads=tuple(Retired(str(r["name"]), float(r["retired_at"])) for r in data["retired_loads"]),
+            indexed=bool(data.get("indexed", False)),
         )
 
 

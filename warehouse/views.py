@@ -1,13 +1,13 @@
 """The current state over the Parquet landing files alone, as SQL views.
 
 Only committed loads count, and the views name their files one by one (`read_layout`): the compacted
-files of the manifest (`warehouse/compacted.py`), then the parts of the committed loads no compaction
-covers yet. A load still running, or one that died, is invisible, and a compaction that commits while
-a reader holds older views leaves the files those views name for the grace period. A run's current
-rows are those of its current *version*, by the rule `warehouse/merge.py` states and the DuckDB merge
-applies: exactly what `piper.duckdb` holds. `fetch_log`, `rejected_payloads` and `loads` keep every
-row of every committed load. The same SQL is written to `OUT/current_state.sql` for people who use
-Parquet only:
+files of the manifest (`warehouse/compacted.py`, with its run-version index), then the parts of the
+committed loads no compaction covers yet. A load still running, or one that died, is invisible, and a
+compaction that commits while a reader holds older views leaves the files those views name for the
+grace period. A run's current rows are those of its current *version*, by the rule `warehouse/merge.py`
+states and the DuckDB merge applies: exactly what `piper.duckdb` holds. `fetch_log`,
+`rejected_payloads` and `loads` keep every row of every committed load. The same SQL is written to
+`OUT/current_state.sql` for people who use Parquet only:
 
     cd OUT && duckdb -c ".read current_state.sql" -c "SELECT status, count(*) FROM runs GROUP BY 1"
 """
@@ -54,6 +54,7 @@ class Layout:
     pending: dict[str, list[str]]
     pending_loads: frozenset[str]
     generation: int
+    indexed: bool  # the compacted run-version index covers every compacted load (`compacted.Manifest`)
 
     def tables(self) -> set[str]:
         return {table for table in ALL_TABLES if self.compacted.get(table) or self.pending.get(table)}
@@ -62,7 +63,7 @@ class Layout:
         return [*self.compacted.get(table, []), *self.pending.get(table, [])]
 
     def file_count(self) -> int:
-        return sum(len(self.paths(table)) for table in ALL_TABLES)
+        return sum(len(self.paths(table)) for table in (*ALL_TABLES, compacted.VERSIONS))
 
 
 def read_layout(root: Path, *, manifest: compacted.Manifest | None = None) -> Layout:
@@ -83,8 +84,9 @@ def read_layout(root: Path, *, manifest: compacted.Manifest | None = None) -> La
                        and landing.load_id_of(Path(name)) in pending_loads)
         pending[table] = [f"{table}/{name}" for name in names]
     pending[landing.LOADS_TABLE] = [f"{landing.LOADS_TABLE}/{load_id}.parquet" for load_id in sorted(pending_loads)]
-    compacted_files = {table: [f.path for f in manifest.table_files(table)] for table in ALL_TABLES}
-    return Layout(compacted_files, pending, pending_loads, manifest.generation)
+    compacted_files = {table: [f.path for f in manifest.table_files(table)]
+                       for table in (*ALL_TABLES, compacted.VERSIONS)}
+    return Layout(compacted_files, pending, pending_loads, manifest.generation, manifest.index_complete)
 
 
 def _names(folder: Path) -> list[str]:
@@ -110,30 +112,104 @@ def source_sql(root: str, table: str, paths: list[str]) -> str:
 FETCH_LOG_NEWEST = "QUALIFY row_number() OVER (PARTITION BY load_id, session_id ORDER BY fetched_at DESC) = 1"
 """One `fetch_log` row per load and session (compaction stores just that one, so compacted rows need no window)."""
 
+NEWEST_SQL = """row_number() OVER (PARTITION BY run_id ORDER BY load_seq DESC, load_id DESC, session_id DESC) = 1
+    AND row_number() OVER (PARTITION BY session_id ORDER BY load_seq DESC, load_id DESC) = 1"""
+"""True for the newest version of its run and of its session among the rows ranked (the rule of `merge.py`)."""
+
+EMPTY_VERSIONS = ("SELECT NULL::VARCHAR AS run_id, NULL::VARCHAR AS session_id, NULL::VARCHAR AS load_id, "
+                  "NULL::BIGINT AS load_seq, NULL::BOOLEAN AS is_current WHERE false")
+
+
+def versions_sql(fetch_log: str) -> str:
+    """The run versions (`loaded` rows) of a `fetch_log` relation, with their load's `load_seq`."""
+    return ("SELECT f.run_id, f.session_id, f.load_id, coalesce(l.load_seq, 0) AS load_seq\n"
+            f"FROM {fetch_log} AS f JOIN loads l USING (load_id) WHERE f.outcome = 'loaded'")
+
+
+def contest_sql(new: str) -> str:
+    """The versions of relation `new`, and the indexed versions sharing a run or session with them, ranked.
+
+    `pending` tells them apart; `newest` is the rule applied to these rows, which is the rule applied to
+    the whole history for every row of `new` (the index holds every covered version of those runs and
+    sessions) and for every indexed version that was current (it was the newest of the covered ones).
+    """
+    touched = " UNION ALL ".join(
+        f"SELECT i.* FROM _indexed_versions AS i SEMI JOIN {new} AS n ON i.{key} = n.{key}"
+        for key in ("run_id", "session_id"))
+    return (f"SELECT *, {NEWEST_SQL} AS newest FROM (\n"
+            f"    SELECT run_id, session_id, load_id, load_seq, true AS pending, true AS is_current FROM {new}\n"
+            "    UNION ALL\n"
+            "    SELECT run_id, session_id, load_id, any_value(load_seq), false, bool_and(is_current)\n"
+            f"    FROM ({touched}) GROUP BY run_id, session_id, load_id)")
+
+
+def version_match(rows: str, versions: str, load_key: str = "_load_id") -> str:
+    return (f"{rows}.run_id = {versions}.run_id AND {rows}.session_id = {versions}.session_id "
+            f"AND {rows}.{load_key} = {versions}.load_id")
+
+
+PENDING_CURRENT = "(SELECT run_id, session_id, load_id FROM _version_contest WHERE pending AND newest)"
+"""The current versions of the loads no compaction covers yet."""
+
 
 def current_state_sql(root: str, layout: Layout) -> str:
-    """SQL creating the current-state views over the files of `layout`, named relative to `root`."""
+    """SQL creating the current-state views over the files of `layout`, named relative to `root`.
+
+    Which run versions are current comes from the compacted run-version index (`compacted.VERSIONS`)
+    and a window over the versions of the loads no compaction covers yet, together with the indexed
+    versions of the same runs and sessions only: the `_` views. Compacted rows of `runs`, `turns` and
+    `criteria_results` are shown unless their version is stale (`_stale_versions`, few rows); the
+    uncovered loads' rows when their version is current. So a query's cost follows the few loads since
+    the last compaction, not the history.
+    """
     src = {table: source_sql(root, table, layout.paths(table)) for table in ALL_TABLES}
-    fetch_log = f"SELECT * FROM {source_sql(root, 'fetch_log', layout.pending['fetch_log'])}\n{FETCH_LOG_NEWEST}"
+    pending_log = f"(SELECT * FROM {source_sql(root, 'fetch_log', layout.pending['fetch_log'])}\n{FETCH_LOG_NEWEST})"
+    fetch_log = f"SELECT * FROM {pending_log}"
+    compacted_log = source_sql(root, "fetch_log", layout.compacted["fetch_log"])
     if layout.compacted["fetch_log"]:
-        compacted_log = source_sql(root, "fetch_log", layout.compacted["fetch_log"])
         fetch_log = f"SELECT * FROM {compacted_log}\nUNION ALL BY NAME ({fetch_log})"
+    if not layout.indexed:  # written before the index: rank the compacted fetch_log (the next compaction indexes)
+        indexed = f"SELECT *, {NEWEST_SQL} AS is_current FROM ({versions_sql(compacted_log)})"
+    elif layout.compacted[compacted.VERSIONS]:
+        indexed = ("SELECT run_id, session_id, load_id, load_seq, is_current FROM "
+                   + read_files_sql(root, layout.compacted[compacted.VERSIONS]))
+    else:
+        indexed = EMPTY_VERSIONS
+    contest = contest_sql("_pending_versions") if layout.pending_loads else (
+        "SELECT *, true AS pending, true AS newest FROM (" + EMPTY_VERSIONS + ")")
     statements = [
         f"CREATE OR REPLACE VIEW loads AS SELECT * FROM {src['loads']}",
         f"CREATE OR REPLACE VIEW fetch_log AS {fetch_log}",
         f"CREATE OR REPLACE VIEW rejected_payloads AS SELECT * FROM {src['rejected_payloads']}",
         f"CREATE OR REPLACE VIEW sync_state AS SELECT * FROM {src['sync_state']}",
-        f"CREATE OR REPLACE VIEW current_versions AS {CURRENT_VERSIONS_SQL}",
+        f"CREATE OR REPLACE VIEW _indexed_versions AS {indexed}",
+        f"CREATE OR REPLACE VIEW _pending_versions AS {versions_sql(pending_log)}",
+        f"CREATE OR REPLACE VIEW _version_contest AS {contest}",
+        "CREATE OR REPLACE VIEW _stale_versions AS\n"
+        "SELECT run_id, session_id, load_id FROM _indexed_versions WHERE NOT is_current\n"
+        "UNION ALL SELECT run_id, session_id, load_id FROM _version_contest WHERE NOT pending AND NOT newest",
+        "CREATE OR REPLACE VIEW current_versions AS\n"
+        "SELECT i.run_id, i.session_id, i.load_id FROM _indexed_versions AS i\n"
+        f"ANTI JOIN _stale_versions AS s ON {version_match('i', 's', 'load_id')} WHERE i.is_current\n"
+        f"UNION ALL {PENDING_CURRENT[1:-1]}",
     ]
     for table in DIMENSION_KEYS:
         statements.append(f"CREATE OR REPLACE VIEW {quote_ident(table)} AS {dimension_sql(table, src[table])}")
     for table in DATA_TABLES:
-        statements.append(
-            f"CREATE OR REPLACE VIEW {quote_ident(table)} AS SELECT landed.* FROM {src[table]} AS landed\n"
-            "SEMI JOIN current_versions AS v ON landed.run_id = v.run_id AND landed.session_id = v.session_id\n"
-            "    AND landed._load_id = v.load_id"
-        )
+        statements.append(f"CREATE OR REPLACE VIEW {quote_ident(table)} AS {data_sql(root, table, layout)}")
     return ";\n\n".join(statements) + ";\n\n" + KEY_COLLISIONS_SQL
+
+
+def data_sql(root: str, table: str, layout: Layout) -> str:
+    """The current rows of a data table: compacted rows of versions not stale, new rows of current versions."""
+    selects = []
+    if layout.compacted[table]:
+        selects.append(f"SELECT landed.* FROM {source_sql(root, table, layout.compacted[table])} AS landed\n"
+                       f"ANTI JOIN _stale_versions AS v ON {version_match('landed', 'v')}")
+    if layout.pending[table]:
+        selects.append(f"SELECT landed.* FROM {source_sql(root, table, layout.pending[table])} AS landed\n"
+                       f"SEMI JOIN {PENDING_CURRENT} AS v ON {version_match('landed', 'v')}")
+    return "\nUNION ALL\n".join(selects) or f"SELECT * FROM ({empty_select_sql(table)})"
 
 
 def dimension_sql(table: str, source: str) -> str:
