@@ -69,8 +69,8 @@ class PiperUnreachable(PiperStopLoad):
         self.base_url = base_url
         self.reason = reason
         super().__init__(
-            f"cannot connect to the Piper API at {base_url} ({reason}); check --base-url / PIPER_BASE_URL "
-            "and the network, then rerun"
+            f"cannot connect to the Piper API at {base_url} ({reason}); check the base URL (--base-url, "
+            "the flow parameter base_url, or PIPER_BASE_URL) and the network, then rerun"
         )
 
 
@@ -84,5 +84,5 @@ class PiperCircuitOpen(PiperStopLoad):
         super().__init__(
             f"the Piper API gave no usable answer to the last {failures} requests in a row, over {seconds:.0f} s "
             f"(last: {last_reason}); stopped sending requests. Rerun when the API has recovered, or raise the "
-            "threshold with --max-consecutive-failures"
+            "threshold (--max-consecutive-failures, or the flow parameter max_consecutive_failures)"
         )

@@ -127,8 +127,8 @@ def test_the_message_says_what_was_seen() -> None:
     assert stop.failures >= 10 and stop.seconds >= 5, "tripped when both held, not before"
     assert str(stop) == (
         f"the Piper API gave no usable answer to the last {stop.failures} requests in a row, over {stop.seconds:.0f} s "
-        "(last: HTTP 503); stopped sending requests. Rerun when the API has recovered, or raise the threshold with "
-        "--max-consecutive-failures"
+        "(last: HTTP 503); stopped sending requests. Rerun when the API has recovered, or raise the threshold "
+        "(--max-consecutive-failures, or the flow parameter max_consecutive_failures)"
     )
     assert stop.unfetched_reason == f"not fetched: the load stopped: {stop}"
 
