@@ -132,6 +132,45 @@ class Report:
             f"{_f(seconds, 2)} s (local engine)",
             _status(None if seconds is None or startup.get("error") else seconds < 5),
         ))
+        out.extend(self.history_targets())
+        return out
+
+    def history_targets(self) -> list[tuple[str, str, str]]:
+        """Issue 11's targets, as ratios between the smallest and the largest folder of the history section."""
+        data = self.r.get("history")
+        if not data or "summary" not in data:
+            return []
+        summary = data["summary"]
+        rows, ratios = summary["rows"], summary["ratios"]
+        small, large = summary["smallest"], summary["largest"]
+        out = []
+        for format in ("both", "parquet"):
+            ratio = ratios.get(f"wall|{format}")
+            a, b = rows.get(f"{small}|{format}", {}), rows.get(f"{large}|{format}", {})
+            out.append((
+                f"History (issue 11): a {data['load_sessions']}-session load (format {format}) into {large:,} "
+                f"sessions takes ≤ 1.3 × its wall time into {small:,}",
+                f"{_f(ratio, 2)} × ({_f(b.get('wall_seconds'), 2)} s vs {_f(a.get('wall_seconds'), 2)} s)",
+                _status(None if ratio is None else ratio <= 1.3),
+            ))
+        for format in ("both", "parquet"):
+            ratio = ratios.get(f"bytes|{format}")
+            a, b = rows.get(f"{small}|{format}", {}), rows.get(f"{large}|{format}", {})
+            out.append((
+                f"History (issue 11): the bytes it writes (format {format}) follow the load, not the warehouse "
+                f"(read here as ≤ 1.3 × from {small:,} to {large:,})",
+                f"{_f(ratio, 2)} × ({_mb(b.get('bytes_written'))} vs {_mb(a.get('bytes_written'))} MB)",
+                _status(None if ratio is None else ratio <= 1.3),
+            ))
+        ratio = ratios.get("parquet_over_snapshot")
+        queries = data.get("queries", {}).get(str(large), {})
+        out.append((
+            f"History (issue 11): the fail-count query over the Parquet files at {large:,} sessions takes ≤ 2 × the "
+            "same query on the snapshot (both cold)",
+            f"{_f(ratio, 1)} × ({_f(queries.get('parquet', {}).get('seconds'), 3)} s vs "
+            f"{_f(queries.get('snapshot', {}).get('seconds'), 3)} s)",
+            _status(None if ratio is None else ratio <= 2),
+        ))
         return out
 
     # -- sections ----------------------------------------------------------------------------------
@@ -168,7 +207,7 @@ class Report:
 
     def targets_section(self) -> None:
         self.add("## Targets", "")
-        self.add(*_table(("target (issue 5)", "measured", "status"), self.targets()))
+        self.add(*_table(("target (issue 5 unless named)", "measured", "status"), self.targets()))
 
     def machine(self) -> None:
         env = self.r.get("environment", {})
@@ -416,6 +455,73 @@ class Report:
                  "(`MERGE_WHILE_FETCHING_UP_TO` in `warehouse/load.py`), hence their seconds after the last "
                  "response.", "")
 
+    def history(self) -> None:
+        data = self.r.get("history")
+        if not data or "summary" not in data:
+            return
+        summary = data["summary"]
+        self.add("## History: the same small load into warehouses of growing size", "")
+        rows = []
+        for size in data["sizes"]:
+            queries = data.get("queries", {}).get(str(size), {})
+            snap, parq = queries.get("snapshot", {}), queries.get("parquet", {})
+            for format in ("both", "parquet"):
+                row = summary["rows"].get(f"{size}|{format}", {})
+                query_cells = ((_f(snap.get("seconds"), 3), f"{_f(parq.get('seconds'), 3)} "
+                                f"({_f(parq.get('open_seconds'), 3)} + {_f(parq.get('query_seconds'), 3)})",
+                                _f(_ratio(parq.get("seconds"), snap.get("seconds")), 1))
+                               if format == "both" else ("", "", ""))
+                rows.append((f"{size:,}", format, _f(row.get("wall_seconds"), 2),
+                             _mb(row.get("bytes_written")),
+                             _f(row.get("cpu_seconds"), 2), _f(row.get("peak_rss_mb")), _f(row.get("parquet_files")),
+                             _mb(row.get("snapshot_bytes")), *query_cells,
+                             f"{row.get('failed')} of {row.get('runs')} failed" if row.get("failed") else ""))
+        self.add(*_table(("N stored", "format", "load wall s", "MB written", "CPU s", "peak RSS MB",
+                          "files under parquet/", "piper-bi.duckdb MB", "fail count: snapshot s",
+                          "Parquet s (views + query)", "Parquet ÷ snapshot", "notes"), rows))
+        ratios = summary["ratios"]
+        self.add(
+            f"Ratios, {summary['largest']:,} ÷ {summary['smallest']:,} sessions: wall time "
+            f"{_f(ratios.get('wall|both'), 2)} × (format both), {_f(ratios.get('wall|parquet'), 2)} × (parquet); "
+            f"bytes written {_f(ratios.get('bytes|both'), 2)} × (both), {_f(ratios.get('bytes|parquet'), 2)} × "
+            f"(parquet). Targets (issue 11): wall ≤ 1.3 ×; Parquet query ≤ 2 × the snapshot's at the largest N "
+            f"(here {_f(ratios.get('parquet_over_snapshot'), 1)} ×).",
+            "",
+            f"Each row: the median of {data['repeats']} `piper-etl load` runs of {data['load_sessions']} new sessions "
+            f"(the real CLI in a child process, its defaults: C = 16, chunks of 500) against `bench/server.py` at "
+            f"L = 0 ms with {data.get('payload_mean_kb')} KB bodies, into a copy of a folder already holding N "
+            "sessions; new session ids every run, round robin over the folders, the format both runs first, then "
+            "the parquet ones. Wall time is the child's from outside (start-up included, about a second of imports); "
+            "MB written is its "
+            "`ru_oublock` × 512 from `os.wait4` (pages it dirtied, whether or not they reached the disk before "
+            "exit); files and snapshot size are measured after the last run. The fail-count query "
+            f"(`{FAIL_QUERY_TEXT}`) runs after the format both runs (both stores then hold the same state), "
+            f"each time in a new process, median of {data['query_repeats']}: on `piper-bi.duckdb` it is a new "
+            "read-only connection plus the query; over the Parquet files it is an in-memory DuckDB executing "
+            "`current_state.sql` (what `.read current_state.sql` does; its time in parentheses, then the query's). "
+            "The files were in the page cache: cold means a new process and connection, not a cold disk.",
+            "",
+        )
+        built = []
+        for size in data["sizes"]:
+            folder = data["folders"].get(str(size), {})
+            how = "from the cache" if folder.get("cached") else "built in this run"
+            built.append((f"{size:,}", folder.get("plan", ""), f"{_f(folder.get('build_seconds'))} s ({how})",
+                          _f(folder.get("before", {}).get("parquet_files")),
+                          _mb(folder.get("before", {}).get("database_bytes"))))
+        self.add("How each folder was built (`bench/history.py`, `build_plan`): the sessions in order, each load by "
+                 "`run_load` in one process at C = 64, chunks of 500; a parquet load is merged into DuckDB by the "
+                 "next format both load (catching up, one transaction per load). Folders are cached by N and a hash "
+                 f"of the product source (`{data.get('source_key')}` here), so a rerun of the same code reuses them.",
+                 "")
+        self.add(*_table(("N", "loads", "build", "files under parquet/", "piper.duckdb MB"), built))
+        profile = data.get("profile", {})
+        if profile.get("profile_cumulative"):
+            self.add(f"<details><summary>cProfile of one more format both load of {data['load_sessions']} sessions "
+                     f"into {_f(profile.get('sessions'))} (`run_load` in a leg, {_f(profile.get('seconds'), 2)} s "
+                     "under the profiler): top functions by cumulative time</summary>", "", "```",
+                     *_trim_profile(profile["profile_cumulative"]), "```", "</details>", "")
+
     def findings(self) -> None:
         """For each missed target, what the measurements say limits it (only figures from this run)."""
         missed = {target.split(":")[0] for target, _, status in self.targets() if status == MISSED}
@@ -567,13 +673,21 @@ class Report:
         self.targets_section()
         self.findings()
         self.machine()
-        for section in (self.capacity, self.fetch, self.cpu, self.e2e, self.overhead, self.startup, self.memory):
+        for section in (self.capacity, self.fetch, self.cpu, self.e2e, self.overhead, self.startup, self.memory,
+                        self.history):
             section()
         return "\n".join(self.lines).rstrip() + "\n"
 
 
 PHASES = (("before_plan", "before the plan"), ("fetch", "plan to merge (fetching)"),
           ("merge", "the merge step"), ("after", "after the merge"))
+
+
+FAIL_QUERY_TEXT = "SELECT count(*) FROM criteria_results WHERE verdict = 'FAIL'"
+
+
+def _mb(value: float | None) -> str:
+    return _f(None if value is None else value / 2**20, 1)
 
 
 def _phases(runs: list[dict[str, Any]]) -> dict[str, float] | None:
