@@ -34,7 +34,7 @@ from typing import Literal
 import duckdb
 import pyarrow as pa
 
-from warehouse import compact, files, landing, leases, publish, recovery, store, views
+from warehouse import compact, files, landing, leases, publish, recovery, store
 from warehouse.crash import crash_point
 from warehouse.merge import Merge
 from warehouse.pricing import PriceList
@@ -136,13 +136,10 @@ class LoadTransaction:
                 return {session: run for session, (run, _) in found.items()}
             committed = landing.committed_load_ids(parquet_root)
             return {session: run for session, (run, load_id) in found.items() if load_id in committed}
-        if not self.writes_parquet or not views.present_tables(parquet_root):
+        if not self.writes_parquet:
             return {}
-        con = views.open_current_state(parquet_root)
-        try:
-            return {session: run for session, (run, _) in store.final_session_runs(con, session_ids).items()}
-        finally:
-            con.close()
+        found = store.landed_final_session_runs(parquet_root, session_ids)
+        return {session: run for session, (run, _) in found.items()}
 
     # -- while fetching --------------------------------------------------------------------------
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import duckdb
 
 from schemas.tables import FINAL_STATUSES
-from warehouse.ddl import ALL_TABLES, create_table_sql, duckdb_type, quote_ident
+from warehouse.ddl import ALL_TABLES, create_table_sql, duckdb_type, empty_select_sql, quote_ident
+from warehouse.views import CURRENT_VERSIONS_SQL
 
 DATABASE_FILE = "piper.duckdb"
 DUCKDB_CONFIG: dict[str, str | bool | int | float | list[str]] = {
@@ -78,14 +79,23 @@ def _open(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
-    """Create missing tables and add columns that a newer piper-etl defines (never renames or drops)."""
+    """Create missing tables and add columns that a newer piper-etl defines (never renames or drops).
+
+    One catalog read for every table: when nothing is missing, which is every load but the first after
+    an upgrade, nothing is written.
+    """
+    present: dict[str, set[str]] = {}
+    for table, column in con.execute(
+        "SELECT table_name, column_name FROM information_schema.columns "
+        "WHERE table_catalog = current_database() AND table_schema = current_schema()"
+    ).fetchall():
+        present.setdefault(table, set()).add(column)
     for table, schema in ALL_TABLES.items():
-        con.execute(create_table_sql(table))
-        present = {row[0] for row in con.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]
-        ).fetchall()}
+        if table not in present:
+            con.execute(create_table_sql(table))
+            continue
         for field in schema:
-            if field.name not in present:
+            if field.name not in present[table]:
                 con.execute(
                     f"ALTER TABLE {quote_ident(table)} ADD COLUMN {quote_ident(field.name)} {duckdb_type(field.type)}"
                 )
@@ -105,4 +115,55 @@ def final_session_runs(con: duckdb.DuckDBPyConnection, session_ids: Iterable[str
         "GROUP BY r.session_id",
         [list(session_ids), list(FINAL_STATUSES)],
     ).fetchall()
+    return {row[0]: (row[1], row[2]) for row in rows}
+
+
+_LANDED_FINAL_RUNS = """WITH asked AS (SELECT DISTINCT unnest($sessions::VARCHAR[]) AS session_id),
+committed AS (SELECT load_id, load_seq FROM {loads}),
+landed_log AS (
+    SELECT load_id, session_id, outcome, run_id, fetched_at FROM {fetch_log}
+    WHERE load_id IN (SELECT load_id FROM committed)
+),
+asked_runs AS (
+    SELECT DISTINCT run_id FROM landed_log
+    WHERE outcome = 'loaded' AND session_id IN (SELECT session_id FROM asked)
+),
+involved AS (
+    SELECT session_id FROM asked
+    UNION SELECT session_id FROM landed_log WHERE run_id IN (SELECT run_id FROM asked_runs)
+),
+fetch_log AS (
+    SELECT * FROM landed_log WHERE session_id IN (SELECT session_id FROM involved)
+    QUALIFY row_number() OVER (PARTITION BY load_id, session_id ORDER BY fetched_at DESC) = 1
+),
+loads AS (SELECT * FROM committed),
+versions AS ({current_versions})
+SELECT r.session_id, max(r.run_id), max(r._load_id) FROM {runs} AS r
+JOIN versions v ON r.run_id = v.run_id AND r.session_id = v.session_id AND r._load_id = v.load_id
+WHERE r.session_id IN (SELECT session_id FROM asked) AND r.status IN (SELECT unnest($final::VARCHAR[]))
+GROUP BY r.session_id"""
+
+
+def landed_final_session_runs(parquet_root: Path, session_ids: Iterable[str]) -> dict[str, tuple[str, str]]:
+    """`final_session_runs` answered from the committed Parquet files under `parquet_root`, for these sessions only.
+
+    The same rule as the current-state views (`warehouse/views.py`), applied to the versions that can
+    decide the requested sessions' current runs: their own, and those of every session that landed
+    one of their run ids. Building every view over the whole landing would cost what the warehouse
+    holds, not what the load asks.
+    """
+    folders = {table: parquet_root / table for table in ("fetch_log", "loads", "runs")}
+    if not all(folder.is_dir() and any(folder.glob("*.parquet")) for folder in folders.values()):
+        return {}  # no committed run yet
+    sources = {}
+    for table, folder in folders.items():
+        pattern = f"{folder.as_posix()}/*.parquet".replace("'", "''")
+        sources[table] = (f"({empty_select_sql(table)} UNION ALL BY NAME "
+                          f"SELECT * FROM read_parquet('{pattern}', union_by_name = true))")
+    sql = _LANDED_FINAL_RUNS.format(current_versions=CURRENT_VERSIONS_SQL, **sources)
+    con = duckdb.connect()
+    try:
+        rows = con.execute(sql, {"sessions": list(session_ids), "final": list(FINAL_STATUSES)}).fetchall()
+    finally:
+        con.close()
     return {row[0]: (row[1], row[2]) for row in rows}
