@@ -118,7 +118,8 @@ def final_session_runs(con: duckdb.DuckDBPyConnection, session_ids: Iterable[str
     return {row[0]: (row[1], row[2]) for row in rows}
 
 
-_LANDED_FINAL_RUNS = """WITH asked AS (SELECT DISTINCT unnest($sessions::VARCHAR[]) AS session_id),
+_LANDED_VERSIONS = """CREATE TEMP TABLE asked_versions AS
+WITH asked AS (SELECT DISTINCT unnest($sessions::VARCHAR[]) AS session_id),
 committed AS (SELECT load_id, load_seq FROM {loads}),
 landed_log AS (
     SELECT load_id, session_id, outcome, run_id, fetched_at FROM {fetch_log}
@@ -136,11 +137,11 @@ fetch_log AS (
     SELECT * FROM landed_log WHERE session_id IN (SELECT session_id FROM involved)
     QUALIFY row_number() OVER (PARTITION BY load_id, session_id ORDER BY fetched_at DESC) = 1
 ),
-loads AS (SELECT * FROM committed),
-versions AS ({current_versions})
-SELECT r.session_id, max(r.run_id), max(r._load_id) FROM {runs} AS r
-JOIN versions v ON r.run_id = v.run_id AND r.session_id = v.session_id AND r._load_id = v.load_id
-WHERE r.session_id IN (SELECT session_id FROM asked) AND r.status IN (SELECT unnest($final::VARCHAR[]))
+loads AS (SELECT * FROM committed)
+SELECT * FROM ({current_versions}) WHERE session_id IN (SELECT session_id FROM asked)"""
+_LANDED_FINAL_RUNS = """SELECT r.session_id, max(r.run_id), max(r._load_id) FROM {runs} AS r
+JOIN asked_versions v ON r.run_id = v.run_id AND r.session_id = v.session_id AND r._load_id = v.load_id
+WHERE r._load_id IN ({load_ids}) AND r.status IN (SELECT unnest($final::VARCHAR[]))
 GROUP BY r.session_id"""
 
 
@@ -149,8 +150,9 @@ def landed_final_session_runs(parquet_root: Path, session_ids: Iterable[str]) ->
 
     The same rule as the current-state views (`warehouse/views.py`), applied to the versions that can
     decide the requested sessions' current runs: their own, and those of every session that landed
-    one of their run ids. Building every view over the whole landing would cost what the warehouse
-    holds, not what the load asks.
+    one of their run ids; the `runs` parts are read only when one of them has a version, and only
+    the rows of the loads that landed those versions. Building every view over the whole landing
+    would cost what the warehouse holds, not what the load asks.
     """
     folders = {table: parquet_root / table for table in ("fetch_log", "loads", "runs")}
     if not all(folder.is_dir() and any(folder.glob("*.parquet")) for folder in folders.values()):
@@ -160,10 +162,17 @@ def landed_final_session_runs(parquet_root: Path, session_ids: Iterable[str]) ->
         pattern = f"{folder.as_posix()}/*.parquet".replace("'", "''")
         sources[table] = (f"({empty_select_sql(table)} UNION ALL BY NAME "
                           f"SELECT * FROM read_parquet('{pattern}', union_by_name = true))")
-    sql = _LANDED_FINAL_RUNS.format(current_versions=CURRENT_VERSIONS_SQL, **sources)
     con = duckdb.connect()
     try:
-        rows = con.execute(sql, {"sessions": list(session_ids), "final": list(FINAL_STATUSES)}).fetchall()
+        con.execute(_LANDED_VERSIONS.format(current_versions=CURRENT_VERSIONS_SQL, **sources),
+                    {"sessions": list(session_ids)})
+        load_ids = [row[0] for row in con.execute("SELECT DISTINCT load_id FROM asked_versions").fetchall()]
+        if not load_ids:
+            return {}  # none of them has a current version: nothing to skip
+        # literals, so that DuckDB skips the row groups of every other load by their statistics
+        literals = ", ".join("'" + load_id.replace("'", "''") + "'" for load_id in load_ids)
+        rows = con.execute(_LANDED_FINAL_RUNS.format(runs=sources["runs"], load_ids=literals),
+                           {"final": list(FINAL_STATUSES)}).fetchall()
     finally:
         con.close()
     return {row[0]: (row[1], row[2]) for row in rows}
