@@ -1,7 +1,7 @@
 """Benchmark piper-etl against its peers in one run and write docs/performance.md.
 
     python -m bench.run --quick      # under 15 minutes: smaller N, one repetition of the network legs
-    python -m bench.run              # under 60 minutes: 10 k / 200 k sessions, medians of repetitions
+    python -m bench.run              # about an hour: 10 k / 200 k sessions, medians of repetitions
     python -m bench.run --only history --quick   # the history section alone (issue 11), a few minutes
 
 Needs the bench extra (`pip install -e ".[test,bench]"`). Everything runs on 127.0.0.1: the simulated
