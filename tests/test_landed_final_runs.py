@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tests.conftest import Cli, SimulatedPiper, load_args
 from tests.test_run_identity import renamed_children, two_sessions_one_run
-from warehouse import store
+from warehouse import compacted, store
 from warehouse.views import open_current_state
 
 
@@ -20,6 +20,12 @@ def from_views(parquet_root: Path, session_ids: list[str]) -> dict[str, tuple[st
         con.close()
 
 
+def assert_agrees(root: Path, asked: list[str]) -> None:
+    for size in (1, 2, len(asked)):
+        for subset in combinations(asked, size):
+            assert store.landed_final_session_runs(root, list(subset)) == from_views(root, list(subset)), subset
+
+
 def test_the_lookup_agrees_with_the_current_state_views_on_hostile_histories(
     piper: SimulatedPiper, out_dir: Path, cli: Cli
 ) -> None:
@@ -29,19 +35,19 @@ def test_the_lookup_agrees_with_the_current_state_views_on_hostile_histories(
     final = [s for s in piper.dataset.session_ids[2:] if piper.dataset.status_of(s) in ("passed", "failed")]
     rerun_session, plain = final[0], final[1]
     pending = next(s for s in piper.dataset.session_ids if piper.dataset.status_of(s) in ("pending", "running"))
+    asked = [low, high, rerun_session, pending, plain, "web-unknown-404", "web-never-asked"]
     loads = [[high, rerun_session, pending, plain], [low], ["web-unknown-404"]]
     for batch in loads:
         assert cli(*load_args(piper, out_dir, "--format", "parquet", "--refetch", *batch)).code == 0
+        assert_agrees(root, asked)
     old = piper.dataset.run_for(rerun_session)
     assert old is not None
     rerun = renamed_children(copy.deepcopy(old), "rerun")
     rerun["id"], rerun["status"] = "11111111-2222-4333-8444-555555555555", "running"
     piper.dataset.set_payload(rerun_session, rerun)  # its newest run is not final any more
     assert cli(*load_args(piper, out_dir, "--format", "parquet", "--refetch", rerun_session)).code == 0
-
-    asked = [low, high, rerun_session, pending, plain, "web-unknown-404", "web-never-asked"]
-    expected = from_views(root, asked)
-    assert set(expected) == {low, plain}, "the check itself: the run's newer copy, and the plain final session"
-    for size in (1, 2, len(asked)):
-        for subset in combinations(asked, size):
-            assert store.landed_final_session_runs(root, list(subset)) == from_views(root, list(subset)), subset
+    assert compacted.read_manifest(root).covered, "the fourth load compacted the first ones"
+    assert set(from_views(root, asked)) == {low, plain}, "the check itself: the run's newer copy, and the plain one"
+    assert_agrees(root, asked)
+    assert cli(*load_args(piper, out_dir, "--format", "parquet", "--refetch", high)).code == 0
+    assert_agrees(root, asked)  # compacted files and a pending load's parts together

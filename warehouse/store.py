@@ -12,8 +12,8 @@ from pathlib import Path
 import duckdb
 
 from schemas.tables import FINAL_STATUSES
-from warehouse.ddl import ALL_TABLES, create_table_sql, duckdb_type, empty_select_sql, quote_ident
-from warehouse.views import CURRENT_VERSIONS_SQL
+from warehouse import views
+from warehouse.ddl import ALL_TABLES, create_table_sql, duckdb_type, quote_ident
 
 DATABASE_FILE = "piper.duckdb"
 DUCKDB_CONFIG: dict[str, str | bool | int | float | list[str]] = {
@@ -120,11 +120,7 @@ def final_session_runs(con: duckdb.DuckDBPyConnection, session_ids: Iterable[str
 
 _LANDED_VERSIONS = """CREATE TEMP TABLE asked_versions AS
 WITH asked AS (SELECT DISTINCT unnest($sessions::VARCHAR[]) AS session_id),
-committed AS (SELECT load_id, load_seq FROM {loads}),
-landed_log AS (
-    SELECT load_id, session_id, outcome, run_id, fetched_at FROM {fetch_log}
-    WHERE load_id IN (SELECT load_id FROM committed)
-),
+landed_log AS (SELECT load_id, session_id, outcome, run_id, fetched_at FROM {fetch_log}),
 asked_runs AS (
     SELECT DISTINCT run_id FROM landed_log
     WHERE outcome = 'loaded' AND session_id IN (SELECT session_id FROM asked)
@@ -133,11 +129,8 @@ involved AS (
     SELECT session_id FROM asked
     UNION SELECT session_id FROM landed_log WHERE run_id IN (SELECT run_id FROM asked_runs)
 ),
-fetch_log AS (
-    SELECT * FROM landed_log WHERE session_id IN (SELECT session_id FROM involved)
-    QUALIFY row_number() OVER (PARTITION BY load_id, session_id ORDER BY fetched_at DESC) = 1
-),
-loads AS (SELECT * FROM committed)
+fetch_log AS (SELECT * FROM landed_log WHERE session_id IN (SELECT session_id FROM involved) {newest}),
+loads AS (SELECT load_id, load_seq FROM {loads})
 SELECT * FROM ({current_versions}) WHERE session_id IN (SELECT session_id FROM asked)"""
 _LANDED_FINAL_RUNS = """SELECT r.session_id, max(r.run_id), max(r._load_id) FROM {runs} AS r
 JOIN asked_versions v ON r.run_id = v.run_id AND r.session_id = v.session_id AND r._load_id = v.load_id
@@ -148,24 +141,23 @@ GROUP BY r.session_id"""
 def landed_final_session_runs(parquet_root: Path, session_ids: Iterable[str]) -> dict[str, tuple[str, str]]:
     """`final_session_runs` answered from the committed Parquet files under `parquet_root`, for these sessions only.
 
-    The same rule as the current-state views (`warehouse/views.py`), applied to the versions that can
-    decide the requested sessions' current runs: their own, and those of every session that landed
-    one of their run ids; the `runs` parts are read only when one of them has a version, and only
-    the rows of the loads that landed those versions. Building every view over the whole landing
-    would cost what the warehouse holds, not what the load asks.
+    The same rule as the current-state views (`warehouse/views.py`, over the same committed files),
+    applied to the versions that can decide the requested sessions' current runs: their own, and those
+    of every session that landed one of their run ids; the `runs` files are read only when one of them
+    has a version, and only the rows of the loads that landed those versions. Building every view over
+    the whole landing would cost what the warehouse holds, not what the load asks.
     """
-    folders = {table: parquet_root / table for table in ("fetch_log", "loads", "runs")}
-    if not all(folder.is_dir() and any(folder.glob("*.parquet")) for folder in folders.values()):
+    layout = views.read_layout(parquet_root)
+    if not {"fetch_log", "loads", "runs"} <= layout.tables():
         return {}  # no committed run yet
-    sources = {}
-    for table, folder in folders.items():
-        pattern = f"{folder.as_posix()}/*.parquet".replace("'", "''")
-        sources[table] = (f"({empty_select_sql(table)} UNION ALL BY NAME "
-                          f"SELECT * FROM read_parquet('{pattern}', union_by_name = true))")
+    root = parquet_root.as_posix()
+    sources = {table: views.source_sql(root, table, layout.paths(table)) for table in ("fetch_log", "loads", "runs")}
+    # A (load, session) pair is in the compacted files or in its load's parts, never both: one window for all.
+    versions = _LANDED_VERSIONS.format(current_versions=views.CURRENT_VERSIONS_SQL, newest=views.FETCH_LOG_NEWEST,
+                                       fetch_log=sources["fetch_log"], loads=sources["loads"])
     con = duckdb.connect()
     try:
-        con.execute(_LANDED_VERSIONS.format(current_versions=CURRENT_VERSIONS_SQL, **sources),
-                    {"sessions": list(session_ids)})
+        con.execute(versions, {"sessions": list(session_ids)})
         load_ids = [row[0] for row in con.execute("SELECT DISTINCT load_id FROM asked_versions").fetchall()]
         if not load_ids:
             return {}  # none of them has a current version: nothing to skip
