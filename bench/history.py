@@ -90,7 +90,7 @@ def describe_plan(sessions: int) -> str:
     steps = build_plan(sessions)
     bigs = Counter(s.count for s in steps if s.format == "both")
     small = sum(1 for s in steps if s.format == "parquet")
-    return (f"{small} loads of {SMALL_LOAD} sessions (format parquet) and "
+    return (f"{small} load{'s' if small != 1 else ''} of {SMALL_LOAD} sessions (format parquet) and "
             + " and ".join(f"{n} of {size:,}" for size, n in sorted(bigs.items(), reverse=True))
             + " (format both), the small ones spread before each big one")
 

@@ -457,6 +457,30 @@ class Report:
                  "(`MERGE_WHILE_FETCHING_UP_TO` in `warehouse/load.py`), hence their seconds after the last "
                  "response.", "")
 
+    def history_finding(self, data: dict[str, Any]) -> str:
+        """What the history section's own figures say about the misses: the snapshot, the Parquet views."""
+        summary = data["summary"]
+        large = summary["largest"]
+        both = summary["rows"].get(f"{large}|both", {})
+        queries = data.get("queries", {}).get(str(large), {}).get("parquet", {})
+        profile = data.get("profile", {})
+        text = profile.get("profile_cumulative", "")
+        snapshot, total = _profile_cumtime(text, "(publish_snapshot)"), _profile_total(text)
+        written, snapshot_size = both.get("bytes_written") or 0, both.get("snapshot_bytes") or 0
+        whole = snapshot_size and written >= 0.9 * snapshot_size
+        parts = [f"* **History.** At {large:,} sessions a format both load writes {_mb(written)} MB and "
+                 f"`piper-bi.duckdb` is {_mb(snapshot_size)} MB"
+                 + (": as much as a whole copy of the snapshot" if whole else "")]
+        if snapshot and total:
+            parts.append(f"; under the profiler the copy (`publish_snapshot`) takes {_f(snapshot, 2)} s of the "
+                         f"load's {_f(total, 2)} s")
+        parts.append(f". Over the Parquet files the fail-count query spends {_f(queries.get('open_seconds'), 3)} s "
+                     f"creating the views of `current_state.sql` and {_f(queries.get('query_seconds'), 3)} s in the "
+                     f"query itself, over {_f(summary['rows'].get(f'{large}|both', {}).get('parquet_files'))} files "
+                     "under `parquet/` (compacted files included, and those a compaction replaced while their grace "
+                     "period lasts).")
+        return "".join(parts)
+
     def history(self) -> None:
         data = self.r.get("history")
         if not data or "summary" not in data:
@@ -512,8 +536,11 @@ class Report:
                           _f(folder.get("before", {}).get("parquet_files")),
                           _mb(folder.get("before", {}).get("database_bytes"))))
         self.add("How each folder was built (`bench/history.py`, `build_plan`): the sessions in order, each load by "
-                 "`run_load` in one process at C = 64, chunks of 500; a parquet load is merged into DuckDB by the "
-                 "next format both load (catching up, one transaction per load). Folders are cached by N and a hash "
+                 "`run_load` in one process at C = 64, chunks of 500, with the folder's default settings (so the "
+                 "loads compact the Parquet files by themselves, as the product does); a parquet load is merged into "
+                 "DuckDB by the next format both load (catching up, one transaction per load). Files a compaction "
+                 "replaced stay for its grace period (an hour): a cached folder older than that has its leftovers "
+                 "deleted by the first load into it. Folders are cached by N and a hash "
                  f"of the product source (`{data.get('source_key')}` here), so a rerun of the same code reuses them.",
                  "")
         self.add(*_table(("N", "loads", "build", "files under parquet/", "piper.duckdb MB"), built))
@@ -634,6 +661,9 @@ class Report:
                 f"Without DuckDB (format parquet) the {sizes[1]:,}-session load peaks at "
                 f"{_f(parquet.get('peak_rss_mb'))} MB ({parquet.get('error') or parquet.get('status', 'n/a')}).",
             )
+        history = self.r.get("history", {})
+        if "History (issue 11)" in missed and history.get("summary"):
+            self.add(self.history_finding(history))
         overhead = self.r.get("overhead", {})
         if "Overhead" in missed and overhead:
             local, flow = overhead.get("run_load", {}), overhead.get("flow", {})
