@@ -259,9 +259,12 @@ class History:
             if Path(source).name == BUILT_FILE:
                 return destination
             if "/parquet/" in source and source.endswith(".parquet"):
-                os.link(source, destination)
-            else:
-                shutil.copyfile(source, destination)
+                try:
+                    os.link(source, destination)
+                    return destination
+                except OSError:  # another file system (a tmpfs /tmp): a copy, writable, is as good
+                    pass
+            shutil.copyfile(source, destination)
             return destination
 
         shutil.copytree(cached, target, copy_function=place)
