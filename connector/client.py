@@ -1,4 +1,4 @@
-"""The async Piper API client: fetch scenario runs by session id, concurrently, with retries."""
+"""The async Piper API client: fetch scenario runs by session id, concurrently, with retries; list sessions."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from connector.errors import (
     PiperAuthError,
     PiperCircuitOpen,
     PiperConfigError,
+    PiperListFailed,
     PiperStopLoad,
     PiperUnreachable,
 )
@@ -41,7 +42,14 @@ from connector.transport import (
     Sender,
     SendError,
 )
-from connector.urls import by_session_url, normalise_base_url, session_id_problem
+from connector.urls import (
+    by_session_url,
+    normalise_base_url,
+    scenario_url,
+    scenarios_list_url,
+    session_id_problem,
+    sessions_list_url,
+)
 
 Outcome = Literal["ok", "not_found", "failed", "rejected"]
 HttpClient = Literal["aiohttp", "httpx"]
@@ -49,6 +57,8 @@ OnResult = Callable[["FetchResult"], Awaitable[None] | None]
 HTTP_CLIENTS: tuple[HttpClient, ...] = ("aiohttp", "httpx")
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 USER_AGENT = "piper-etl/0.1"
+MAX_PAGE_LIMIT = 500
+"""The largest `limit` the list endpoints accept (docs/piper-api.md)."""
 UNREACHABLE_AFTER = 3
 """Connection failures in a row, with no response from the API ever, after which the load stops."""
 DEFAULT_CIRCUIT_BREAKER = CircuitBreaker()
@@ -84,6 +94,30 @@ class FetchResult:
     elapsed_ms: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class SessionsPage:
+    """One page of the sessions list as the API sent it: raw items (validated by `schemas`), and `total`.
+
+    `total` is None when the API sent no usable count.
+    """
+
+    offset: int
+    limit: int
+    items: list[object]
+    total: int | None
+    attempts: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ScenariosPage:
+    """One page of the scenarios list as the API sent it: raw items (validated by `schemas`)."""
+
+    offset: int
+    limit: int
+    items: list[object]
+    attempts: int = 1
+
+
 @dataclass(slots=True)
 class FetchBatch:
     """Results of `fetch_many`: one per requested session, in request order (none when a callback took them).
@@ -115,7 +149,7 @@ class _Token:
 
 
 class PiperClient:
-    """Async client for `GET /v1/orgs/{org_id}/scenarios/runs/by-session/{session_id}`.
+    """Async client for `GET /v1/orgs/{org_id}/scenarios/runs/by-session/{session_id}` and the sessions list.
 
     One connection pool sized to `concurrency` is shared by all requests. Use as an async context
     manager. Requests go through aiohttp by default (`http_client="httpx"` for httpx); `transport` injects an
@@ -252,6 +286,41 @@ class PiperClient:
                 ))
         return FetchBatch([r for r in results if r is not None], stopped)
 
+    async def list_scenarios_page(self, *, limit: int, offset: int) -> ScenariosPage:
+        """One page of `GET /v1/orgs/{org_id}/scenarios`: its raw items (the API sends a JSON list).
+
+        Retried, backed off, redacted and counted by the circuit breaker exactly as a by-session fetch.
+        Raises `PiperListFailed` when the page cannot be read (retries exhausted, 404, another 4xx, a
+        body that is neither a list nor `{"scenarios": [...]}`), and `PiperStopLoad` as a fetch does.
+        """
+        if not 1 <= limit <= MAX_PAGE_LIMIT or offset < 0:
+            raise ValueError(f"limit must be 1..{MAX_PAGE_LIMIT} and offset >= 0, not {limit} and {offset}")
+        what = f"scenarios list page (offset {offset}, limit {limit})"
+        result = await self._request(scenarios_list_url(self.base_url, self.org_id, limit=limit, offset=offset), what)
+        if result.outcome == "not_found":
+            raise PiperListFailed(what, f"HTTP 404: check the org id {self.org_id!r} and the base URL")
+        if result.outcome != "ok":
+            raise PiperListFailed(what, result.error or result.outcome)
+        body = result.payload
+        items = body.get("scenarios") if isinstance(body, dict) else body
+        if not isinstance(items, list):
+            raise PiperListFailed(what, 'the body is neither a list nor an object with a "scenarios" list')
+        return ScenariosPage(offset=offset, limit=limit, items=items, attempts=result.attempts)
+
+    async def fetch_scenario(self, scenario_id: str) -> FetchResult:
+        """Fetch `GET /v1/orgs/{org_id}/scenarios/{scenario_id}`, retrying what is worth retrying.
+
+        The result's `session_id` names the request (`scenario <id>`); its outcome, payload, status and
+        error mean what they mean for a by-session fetch (`not_found` for a 404). Raises only
+        `PiperStopLoad`, as `fetch_run_by_session` does.
+        """
+        subject = f"scenario {scenario_id}"
+        problem = session_id_problem(scenario_id)  # the same rules make any id safe as one path segment
+        if problem is not None:
+            return FetchResult(session_id=subject, outcome="rejected",
+                               error="scenario id " + problem.removeprefix("session id "))
+        return await self._request(scenario_url(self.base_url, self.org_id, scenario_id), subject)
+
     async def fetch_run_by_session(self, session_id: str) -> FetchResult:
         """Fetch one session's scenario run, retrying what is worth retrying.
 
@@ -268,9 +337,38 @@ class PiperClient:
         problem = session_id_problem(session_id)
         if problem is not None:
             return FetchResult(session_id=session_id, outcome="rejected", error=problem)
+        return await self._request(by_session_url(self.base_url, self.org_id, session_id), session_id)
+
+    async def list_sessions_page(self, *, limit: int, offset: int) -> SessionsPage:
+        """One page of `GET /v1/orgs/{org_id}/sessions/`: its raw items and the `total` the API reported.
+
+        Retried, backed off, redacted and counted by the circuit breaker exactly as a by-session fetch.
+        Raises `PiperListFailed` when the page cannot be read (retries exhausted, 404, another 4xx, a
+        body that is not `{"sessions": [...]}`), and `PiperStopLoad` as a fetch does.
+        """
+        if not 1 <= limit <= MAX_PAGE_LIMIT or offset < 0:
+            raise ValueError(f"limit must be 1..{MAX_PAGE_LIMIT} and offset >= 0, not {limit} and {offset}")
+        what = f"sessions list page (offset {offset}, limit {limit})"
+        result = await self._request(sessions_list_url(self.base_url, self.org_id, limit=limit, offset=offset), what)
+        if result.outcome == "not_found":
+            raise PiperListFailed(what, f"HTTP 404: check the org id {self.org_id!r} and the base URL")
+        if result.outcome != "ok":
+            raise PiperListFailed(what, result.error or result.outcome)
+        body = result.payload
+        items = body.get("sessions") if isinstance(body, dict) else None
+        if not isinstance(items, list):
+            raise PiperListFailed(what, 'the body is not an object with a "sessions" list')
+        total = body.get("total") if isinstance(body, dict) else None
+        known_total = total if type(total) is int and total >= 0 else None
+        return SessionsPage(offset=offset, limit=limit, items=items, total=known_total, attempts=result.attempts)
+
+    async def _request(self, url: str, subject: str) -> FetchResult:
+        """GET `url` until it gives an answer worth keeping; `subject` names what was asked for in the result.
+
+        The one retry loop of the client (the by-session fetch and the list pages go through it).
+        """
         if self._sender is None:
             raise RuntimeError("PiperClient must be used as 'async with PiperClient(...)'")
-        url = by_session_url(self.base_url, self.org_id, session_id)
         started = self._clock()
         if self._unusable_since is None:
             self._unusable_since = started
@@ -290,7 +388,7 @@ class PiperClient:
             except TimeoutError:
                 reason = f"no complete response within {self.timeouts.request:g} s"
             except BodyTooLarge as exc:
-                return self._result(session_id, "failed", started, attempt, status=exc.status, error=str(exc),
+                return self._result(subject, "failed", started, attempt, status=exc.status, error=str(exc),
                                     answered=True)
             except BadEncoding as exc:
                 reason, status = str(exc), exc.status
@@ -307,7 +405,7 @@ class PiperClient:
                     parsed = decode_json(self._redactor.text(response.content_type), body)
                     if not isinstance(parsed, NotJson):
                         return self._result(
-                            session_id, "ok", started, attempt, status=status, payload=parsed, body=body, answered=True
+                            subject, "ok", started, attempt, status=status, payload=parsed, body=body, answered=True
                         )
                     reason = parsed.reason
                     if parsed.refetch is Refetch.ONCE:
@@ -316,14 +414,14 @@ class PiperClient:
                             parsed = NotJson(f"{reason}; the same bytes came back when fetched again", Refetch.USELESS)
                         unparsed_digest = digest
                     if parsed.refetch is Refetch.USELESS:
-                        return self._result(session_id, "rejected", started, attempt, status=status, body=body,
+                        return self._result(subject, "rejected", started, attempt, status=status, body=body,
                                             error=parsed.reason, answered=True)
                 elif action is Action.NOT_FOUND:
-                    return self._result(session_id, "not_found", started, attempt, status=status, answered=True)
+                    return self._result(subject, "not_found", started, attempt, status=status, answered=True)
                 elif action is Action.AUTH:
-                    raise self._stop(PiperAuthError(status, session_id))
+                    raise self._stop(PiperAuthError(status, subject))
                 elif action is Action.FAIL:
-                    return self._result(session_id, "failed", started, attempt, status=status,
+                    return self._result(subject, "failed", started, attempt, status=status,
                                         error=_describe_failure(status, body), answered=True)
                 else:
                     reason = f"HTTP {status}"
@@ -335,13 +433,13 @@ class PiperClient:
             self._count_unusable(reason)
             if attempt > self.retry.max_retries:
                 error = f"{reason}; gave up after {attempt} attempts"
-                return self._result(session_id, "failed", started, attempt, status=status, error=error)
+                return self._result(subject, "failed", started, attempt, status=status, error=error)
             wait = self.retry.delay(attempt, retry_after, self._rng)
             if self._clock() + wait > deadline:
                 if never_reached:
                     raise self._stop(PiperUnreachable(self.base_url, reason))
                 error = f"{reason}; gave up after {attempt} attempts ({self.retry.budget_seconds:g} s budget spent)"
-                return self._result(session_id, "failed", started, attempt, status=status, error=error)
+                return self._result(subject, "failed", started, attempt, status=status, error=error)
             await self._pause(wait)
 
     def _stop(self, stop: PiperStopLoad) -> PiperStopLoad:

@@ -2,6 +2,8 @@
 
     PiperError                  base class: anything the connector raises
     ├── PiperConfigError        fatal: a setting is wrong (org id, base URL, token); fix it and rerun
+    ├── PiperListFailed         a page of a list could not be read (retries exhausted, 4xx, a bad body); a
+    │                           sync stops before loading anything, and the next sync starts again
     └── PiperStopLoad           fatal: no further request can succeed; stop the whole load
         ├── PiperAuthError      the API refused the token (HTTP 401 or 403)
         ├── PiperUnreachable    no connection to the API could be made at all (DNS, refused, timeouts)
@@ -25,6 +27,15 @@ class PiperError(Exception):
 
 class PiperConfigError(PiperError):
     """A connector setting is missing or invalid."""
+
+
+class PiperListFailed(PiperError):
+    """A page of a list endpoint could not be read, so the list as a whole is unknown."""
+
+    def __init__(self, what: str, reason: str) -> None:
+        self.what = what
+        self.reason = reason
+        super().__init__(f"cannot read the {what}: {reason}")
 
 
 class PiperStopLoad(PiperError):

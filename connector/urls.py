@@ -82,6 +82,20 @@ def by_session_url(base_url: str, org_id: str, session_id: str) -> str:
     return f"{base_url}/v1/orgs/{path_segment(org_id)}/scenarios/runs/by-session/{path_segment(session_id)}"
 
 
+def sessions_list_url(base_url: str, org_id: str, *, limit: int, offset: int) -> str:
+    """URL of one page of `GET /v1/orgs/{org_id}/sessions/`."""
+    return f"{base_url}/v1/orgs/{path_segment(org_id)}/sessions/?limit={int(limit)}&offset={int(offset)}"
+
+
+def scenarios_list_url(base_url: str, org_id: str, *, limit: int, offset: int) -> str:
+    """URL of one page of `GET /v1/orgs/{org_id}/scenarios`."""
+    return f"{base_url}/v1/orgs/{path_segment(org_id)}/scenarios?limit={int(limit)}&offset={int(offset)}"
+
+
+def scenario_url(base_url: str, org_id: str, scenario_id: str) -> str:
+    """URL of `GET /v1/orgs/{org_id}/scenarios/{scenario_id}` (the id as one percent-encoded segment)."""
+    return f"{base_url}/v1/orgs/{path_segment(org_id)}/scenarios/{path_segment(scenario_id)}"
+
 def _is_utf8(text: str) -> bool:
     if text.isascii():
         return True

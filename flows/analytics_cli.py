@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from flows.settings import DEFAULT_OUT
+from flows.settings import configured_out_dir
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_QUERY_FAILED, EXIT_USAGE = 0, 1, 2
 SQL_ROWS_SHOWN = 1000
-BASE_TABLES = ("runs", "turns", "criteria_results", "fetch_log", "loads", "rejected_payloads", "token_prices")
+BASE_TABLES = ("runs", "turns", "criteria_results", "fetch_log", "loads", "rejected_payloads", "token_prices",
+               "sessions", "scenarios", "scenario_criteria", "sync_state")
 
 
 def add_pricing_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,12 +57,20 @@ def add_analytics_commands(commands: Any) -> None:
         description="Print the key tables of an output folder (scenarios, the criteria that fail most, days, "
         "loads) and write a self-contained HTML report with interactive charts that opens without network. "
         "Reads OUT/parquet when it has files, else the snapshot OUT/piper-bi.duckdb, and names the one it reads "
-        "on stderr; never the file a load writes.",
+        "on stderr; never the file a load writes. Runs of test sessions are left out unless --include-test.",
     )
-    report.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help="output folder")
+    report.add_argument(
+        "--out", default=str(configured_out_dir()), metavar="DIR", help="output folder (env PIPER_OUT_DIR)"
+    )
     report.add_argument("--html", metavar="FILE", help="where to write the HTML report (default OUT/report.html)")
     report.add_argument("--since", type=utc_date, metavar="DATE", help="only runs started on or after DATE (UTC)")
     report.add_argument("--scenario", metavar="NAME", help="only runs of the scenario with this exact name")
+    report.add_argument("--agent", metavar="AGENT", help="only runs of the agent with this id or exact name")
+    report.add_argument("--tag", metavar="TAG", help="only runs of scenarios with this tag")
+    report.add_argument(
+        "--include-test", action="store_true",
+        help="count the runs of test sessions too (shown apart, as '(test sessions)'); by default they are left out",
+    )
     add_pricing_arguments(report)
 
     sql = commands.add_parser(
@@ -72,7 +81,9 @@ def add_analytics_commands(commands: Any) -> None:
         "the tables and views. The store it reads is named on stderr. Exit status 1 when the query fails.",
     )
     sql.add_argument("query", nargs="?", metavar="QUERY", help="SQL to run ('-' reads it from stdin)")
-    sql.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help="output folder")
+    sql.add_argument(
+        "--out", default=str(configured_out_dir()), metavar="DIR", help="output folder (env PIPER_OUT_DIR)"
+    )
     sql.add_argument("--csv", action="store_true", help="print the result as CSV (every row) instead of a table")
     add_pricing_arguments(sql)
 
@@ -90,6 +101,9 @@ def run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO | None = None) -
             prices=prices,
             since=datetime(since.year, since.month, since.day, tzinfo=UTC) if since else None,
             scenario=getattr(args, "scenario", None),
+            agent=getattr(args, "agent", None),
+            tag=getattr(args, "tag", None),
+            include_test=getattr(args, "include_test", True),  # `sql` shows every run
         )
     except NoOutputError as exc:
         print(f"piper-etl {args.command}: error: {exc}", file=sys.stderr)
@@ -122,7 +136,8 @@ def _report(args: argparse.Namespace, opened: Analytics) -> int:
     from warehouse.report_html import write_html
     from warehouse.report_terminal import print_report
 
-    data = collect(opened, since=args.since, scenario=args.scenario)
+    data = collect(opened, since=args.since, scenario=args.scenario, agent=args.agent, tag=args.tag,
+                   include_test=args.include_test)
     console = terminal_console()
     print_report(data, console)
     started = time.perf_counter()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -14,7 +14,7 @@ import pyarrow as pa
 from connector.client import FetchResult
 from connector.errors import PiperAuthError, PiperStopLoad
 from connector.urls import printable_session_id
-from schemas.flatten import FlatRun, PayloadRejected, build_tables, flatten_run
+from schemas.flatten import NO_SESSION_INFO, FlatRun, PayloadRejected, SessionInfo, build_tables, flatten_run
 from schemas.tables import FETCH_LOG, REJECTED_PAYLOADS
 from warehouse.crash import crash_point
 
@@ -39,6 +39,7 @@ class ChunkReport:
     stop_reason: str | None = None  # what the sessions never sent are recorded with
     token_refused: bool = False
     failures: list[tuple[str, str]] = field(default_factory=list)  # (session_id, reason), first few
+    scenario_ids: set[str] = field(default_factory=set)  # of the runs landed: their dimensions are refreshed
 
 
 def log_row(
@@ -75,9 +76,11 @@ class ChunkBuilder:
     """Collects one chunk: each result is flattened on arrival and its payload dropped; `land` writes it."""
 
     def __init__(
-        self, *, load_id: str, loaded_at: datetime, part: str, org_id: str, on_session: OnSession | None = None
+        self, *, load_id: str, loaded_at: datetime, part: str, org_id: str, on_session: OnSession | None = None,
+        session_info: Mapping[str, SessionInfo] | None = None,
     ) -> None:
         self.load_id, self.loaded_at, self.org_id = load_id, loaded_at, org_id
+        self.session_info: Mapping[str, SessionInfo] = session_info or {}  # what the sessions list said
         self.report = ChunkReport(part)
         self.on_session = on_session
         self.flat_runs: dict[str, FlatRun] = {}  # by session: two sessions may return one run id
@@ -98,7 +101,8 @@ class ChunkBuilder:
                 if unparsable:
                     raise PayloadRejected(result.error or "the body does not parse")
                 flat = flatten_run(result.payload, session_id=result.session_id, org_id=self.org_id,
-                                   utf8_checked=True)  # decoded by the client's orjson
+                                   utf8_checked=True,  # decoded by the client's orjson
+                                   session=self.session_info.get(result.session_id, NO_SESSION_INFO))
             except PayloadRejected as exc:
                 outcome, error = "rejected", f"payload rejected: {exc.reason}"
                 self.rejected_rows.append({
@@ -138,6 +142,7 @@ class ChunkBuilder:
         for name in ("runs", "turns", "criteria_results"):
             self.report.rows[name] = tables[name].num_rows
         sink(self.report.part, tables)
+        self.report.scenario_ids.update(str(s) for flat in self.flat_runs.values() if (s := flat.run["scenario_id"]))
         return self.report
 
 
@@ -150,8 +155,10 @@ class StreamLander:
     """
 
     def __init__(self, chunk_size: int, sink: ChunkSink, *, stream: str, load_id: str, loaded_at: datetime,
-                 org_id: str, on_session: OnSession | None, expected: int = 0) -> None:
+                 org_id: str, on_session: OnSession | None, expected: int = 0,
+                 session_info: Mapping[str, SessionInfo] | None = None) -> None:
         self.chunk_size, self.sink, self.stream = chunk_size, sink, stream
+        self.session_info = session_info
         self.load_id, self.loaded_at, self.org_id, self.on_session = load_id, loaded_at, org_id, on_session
         self.still_to_come = expected  # results not recorded yet (0: unknown, never split)
         self.split = False
@@ -164,7 +171,7 @@ class StreamLander:
     def _new_builder(self) -> ChunkBuilder:
         self.chunks += 1
         return ChunkBuilder(load_id=self.load_id, loaded_at=self.loaded_at, part=f"{self.stream}-{self.chunks:04d}",
-                            org_id=self.org_id, on_session=self.on_session)
+                            org_id=self.org_id, on_session=self.on_session, session_info=self.session_info)
 
     def record(self, result: FetchResult) -> Awaitable[None] | None:
         self.builder.record(result)

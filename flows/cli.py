@@ -1,4 +1,4 @@
-"""The `piper-etl` command line: load, compact, demo and fake-api (report and sql: `flows/analytics_cli.py`)."""
+"""The `piper-etl` command line: load, compact, save-token, demo, fake-api (report, sql: `flows/analytics_cli.py`)."""
 
 from __future__ import annotations
 
@@ -12,19 +12,41 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import IO, Any, TextIO, cast
+from typing import IO, TYPE_CHECKING, Any, TextIO, cast
 
 from connector.client import HTTP_CLIENTS
 from connector.errors import TOKEN_ENV
 from connector.urls import printable_session_id, session_id_bytes
 from flows.analytics_cli import add_analytics_commands, add_pricing_arguments
 from flows.analytics_cli import run as run_analytics_command
-from flows.errors import PROG, LoadFailed, OutputClosed, PrefectUnavailable, UsageError, translate
+from flows.errors import (
+    PROG,
+    LoadFailed,
+    OutputClosed,
+    PrefectUnavailable,
+    SyncFailed,
+    UsageError,
+    translate,
+    without_credentials,
+)
 from flows.pipeline import LoadSummary
-from flows.settings import DEFAULT_BASE_URL, DEFAULT_OUT, ENVIRONMENT, FORMATS, LoadSettings, token_from_env
+from flows.settings import (
+    DEFAULT_BASE_URL,
+    ENVIRONMENT,
+    FORMATS,
+    TOKEN_BLOCK,
+    LoadSettings,
+    configured_out_dir,
+    token_from_env,
+)
 from warehouse.report_text import terminal_safe
 
+if TYPE_CHECKING:
+    from flows.settings import SyncOptions
+    from flows.sync import SyncSummary
+
 EXIT_OK = 0
+FLOWS = {"load": "load_sessions", "sync": "sync_sessions"}
 DEMO_TOKEN = "pat_fake_demo_token"
 
 
@@ -115,47 +137,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     load.add_argument("session_ids", nargs="*", metavar="SESSION_ID", help="session ids to load")
     load.add_argument("--sessions-file", metavar="FILE", help="file of session ids, one a line ('-' for stdin)")
-    load.add_argument("--org-id", default=os.environ.get(ENVIRONMENT["org_id"]), help="Piper org id (env PIPER_ORG_ID)")
-    load.add_argument(
-        "--base-url", default=os.environ.get(ENVIRONMENT["base_url"], DEFAULT_BASE_URL),
-        help="API base URL (env PIPER_BASE_URL)",
-    )
-    load.add_argument("--out", type=output_folder, default=DEFAULT_OUT, metavar="DIR", help="output folder")
-    load.add_argument("--concurrency", type=int, default=16, help="requests in flight at once")
-    load.add_argument("--max-retries", type=int, default=5, help="retries per session")
-    load.add_argument("--chunk-size", type=int, default=500, help="sessions per Parquet part, at most")
-    load.add_argument("--format", choices=FORMATS, default="both", help="what to write")
-    load.add_argument("--refetch", action="store_true", help="fetch sessions whose stored run is final again")
-    load.add_argument(
-        "--http-client", choices=HTTP_CLIENTS, default="aiohttp",
-        help="HTTP library for the requests (httpx is slower at high concurrency)",
-    )
-    load.add_argument(
-        "--lock-timeout", type=float, default=30.0, metavar="SECONDS",
-        help="how long to wait for another process to release piper.duckdb",
-    )
-    load.add_argument(
-        "--max-consecutive-failures", type=int, default=50, metavar="N",
-        help="stop the load after N requests in a row without a usable answer (0: never); see "
-        "--circuit-breaker-seconds",
-    )
-    load.add_argument(
-        "--circuit-breaker-seconds", type=float, default=30.0, metavar="SECONDS",
-        help="... and only once that long has passed without a usable answer",
-    )
-    load.add_argument(
-        "--sessions-per-task", type=int, default=5000,
-        help="sessions per fetch task of the Prefect engine",
-    )
-    load.add_argument(
-        "--engine",
-        choices=("auto", "local", "prefect"),
-        default="auto",
-        help="'prefect' runs the load_sessions flow (run history in your Prefect server); 'local' runs the same "
-        "steps in this process with no Prefect; 'auto' picks prefect when PREFECT_API_URL is set",
-    )
-    add_pricing_arguments(load)
+    add_settings_arguments(load, "load")
     add_analytics_commands(commands)
+
+    sync = commands.add_parser(
+        "sync",
+        help="list the org's sessions and load the new, unfinished and updated ones",
+        description="List the sessions of the org, queue every session with a scenario run that is new, whose "
+        "stored run is not final, or whose updated_at moved, and load them in one load with a sync_state row. "
+        f"The token is read from {TOKEN_ENV}.",
+    )
+    sync.add_argument("--since", metavar="ISO", help="only sessions created at or after this UTC date or time")
+    sync.add_argument("--until", metavar="ISO", help="only sessions created before this UTC date or time")
+    sync.add_argument("--full-scan", action="store_true",
+                      help="read the whole list instead of stopping below the watermark")
+    sync.add_argument("--dry-run", action="store_true",
+                      help="list and print what would be loaded; write nothing")
+    add_settings_arguments(sync, "sync")
 
     compact = commands.add_parser(
         "compact", help="compact the Parquet files of an output folder",
@@ -163,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Loads also do this by themselves every few loads (see --auto). The settings given are stored in the "
         "folder and apply to every later compaction.",
     )
-    compact.add_argument("--out", type=output_folder, default=DEFAULT_OUT, metavar="DIR", help="output folder")
+    compact.add_argument("--out", type=output_folder, default=str(configured_out_dir()), metavar="DIR",
+                         help="output folder (env PIPER_OUT_DIR)")
     compact.add_argument("--auto", choices=("on", "off"), help="whether loads compact by themselves (stored)")
     compact.add_argument(
         "--keep-superseded", choices=("on", "off"),
@@ -173,6 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
     compact.add_argument(
         "--grace-seconds", type=float, metavar="SECONDS",
         help="how long files replaced by a compaction stay for readers of an older current_state.sql (stored)",
+    )
+
+    commands.add_parser(
+        "save-token", help="save the Piper API token as the Prefect Secret block the flows read",
+        description=f"Read the Piper API token from a hidden prompt (or stdin) and save it in the Prefect server "
+        f"at PREFECT_API_URL as the Secret block '{TOKEN_BLOCK}', replacing an earlier one. Flow runs read it "
+        f"when their worker has no {TOKEN_ENV}.",
     )
 
     demo = commands.add_parser(
@@ -198,8 +204,61 @@ def build_parser() -> argparse.ArgumentParser:
     fake.add_argument("--retry-after", default="1", help="Retry-After value sent with 429 (seconds or HTTP date)")
     fake.add_argument("--truncate-rate", type=float, default=0.0, help="share of bodies cut short")
     fake.add_argument("--payload-kb", type=float, default=12.0, help="average payload size in KB")
+    fake.add_argument("--runless-sessions", type=int, default=0,
+                      help="more sessions listed without a scenario run (by-session 404)")
+    fake.add_argument("--list-order", choices=("newest_first", "oldest_first", "unordered"), default="newest_first",
+                      help="order of the sessions list")
     fake.add_argument("--sessions-out", metavar="FILE", help="write the known session ids to FILE")
     return parser
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser, command: str) -> None:
+    """The load's settings flags (`SETTINGS_FLAGS`) and `--engine`, shared by `load` and `sync`."""
+    parser.add_argument(
+        "--org-id", default=os.environ.get(ENVIRONMENT["org_id"]), help="Piper org id (env PIPER_ORG_ID)"
+    )
+    parser.add_argument(
+        "--base-url", default=os.environ.get(ENVIRONMENT["base_url"], DEFAULT_BASE_URL),
+        help="API base URL (env PIPER_BASE_URL)",
+    )
+    parser.add_argument(
+        "--out", type=output_folder, default=str(configured_out_dir()), metavar="DIR",
+        help="output folder (env PIPER_OUT_DIR)",
+    )
+    parser.add_argument("--concurrency", type=int, default=16, help="requests in flight at once")
+    parser.add_argument("--max-retries", type=int, default=5, help="retries per session")
+    parser.add_argument("--chunk-size", type=int, default=500, help="sessions per Parquet part, at most")
+    parser.add_argument("--format", choices=FORMATS, default="both", help="what to write")
+    parser.add_argument("--refetch", action="store_true", help="fetch sessions whose stored run is final again")
+    parser.add_argument(
+        "--http-client", choices=HTTP_CLIENTS, default="aiohttp",
+        help="HTTP library for the requests (httpx is slower at high concurrency)",
+    )
+    parser.add_argument(
+        "--lock-timeout", type=float, default=30.0, metavar="SECONDS",
+        help="how long to wait for another process to release piper.duckdb",
+    )
+    parser.add_argument(
+        "--max-consecutive-failures", type=int, default=50, metavar="N",
+        help="stop the load after N requests in a row without a usable answer (0: never); see "
+        "--circuit-breaker-seconds",
+    )
+    parser.add_argument(
+        "--circuit-breaker-seconds", type=float, default=30.0, metavar="SECONDS",
+        help="... and only once that long has passed without a usable answer",
+    )
+    parser.add_argument(
+        "--sessions-per-task", type=int, default=5000,
+        help="sessions per fetch task of the Prefect engine",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=("auto", "local", "prefect"),
+        default="auto",
+        help=f"'prefect' runs the {FLOWS[command]} flow (run history in your Prefect server); 'local' runs the same "
+        "steps in this process with no Prefect; 'auto' picks prefect when PREFECT_API_URL is set",
+    )
+    add_pricing_arguments(parser)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -222,10 +281,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.command == "load":
         return _load(args, sys.stdin)
+    if args.command == "sync":
+        return _sync(args)
     if args.command in ("report", "sql"):
         return run_analytics_command(args, sys.stdin)
     if args.command == "compact":
         return _compact(args)
+    if args.command == "save-token":
+        return _save_token(sys.stdin)
     if args.command == "demo":
         from flows.demo import run_demo
 
@@ -263,6 +326,17 @@ def _collect_ids(args: argparse.Namespace, stdin: TextIO) -> list[str]:
     return ids
 
 
+def _save_token(stdin: TextIO) -> int:
+    from flows import token_block
+
+    api_url = token_block.prefect_api_url()
+    require_prefect_server()  # before the prompt: nobody types a token for a server that is down
+    token_block.save_token(token_block.read_token(stdin))
+    print(f"{PROG} save-token: saved the Secret block '{TOKEN_BLOCK}' at {without_credentials(api_url)}",
+          file=sys.stderr)
+    return EXIT_OK
+
+
 SETTINGS_FLAGS = {
     "org_id": "org_id", "base_url": "base_url", "out_dir": "out", "concurrency": "concurrency",
     "max_retries": "max_retries", "chunk_size": "chunk_size", "format": "format", "refetch": "refetch",
@@ -271,11 +345,15 @@ SETTINGS_FLAGS = {
     "max_consecutive_failures": "max_consecutive_failures", "circuit_breaker_seconds": "circuit_breaker_seconds",
 }
 """Each load setting and the `load` flag (argparse dest) that sets it: every flag reaches both engines."""
+LOAD_FLAGS = {name: "--" + dest.replace("_", "-") for name, dest in SETTINGS_FLAGS.items()}
+"""Each load setting as the command line spells it, for the errors that name a setting."""
 
 
 def _load(args: argparse.Namespace, stdin: TextIO) -> int:
     ids = _collect_ids(args, stdin)
-    settings = LoadSettings.resolve({name: getattr(args, dest) for name, dest in SETTINGS_FLAGS.items()})
+    settings = LoadSettings.resolve(
+        {name: getattr(args, dest) for name, dest in SETTINGS_FLAGS.items()}, names=LOAD_FLAGS
+    )
     engine = args.engine
     if engine == "auto":
         engine = "prefect" if os.environ.get("PREFECT_API_URL") else "local"
@@ -289,7 +367,54 @@ def _load(args: argparse.Namespace, stdin: TextIO) -> int:
     return report_summary(summary)
 
 
-def report_summary(summary: LoadSummary, out: TextIO | None = None, err: TextIO | None = None) -> int:
+def _sync(args: argparse.Namespace) -> int:
+    from flows.settings import SyncOptions
+
+    settings = LoadSettings.resolve({name: getattr(args, dest) for name, dest in SETTINGS_FLAGS.items()})
+    options = SyncOptions.parse(full_scan=args.full_scan, since=args.since, until=args.until,
+                                names=("--since", "--until"))
+    engine = args.engine
+    if engine == "auto":
+        engine = "prefect" if os.environ.get("PREFECT_API_URL") and not args.dry_run else "local"
+    if args.dry_run:
+        from flows.sync import dry_run_async, dry_run_lines
+
+        plan = asyncio.run(dry_run_async(settings, options, token_from_env()))
+        for line in dry_run_lines(plan):
+            print(line)
+        return EXIT_OK
+    if engine == "prefect":
+        require_prefect_server()
+        summary = _sync_with_prefect(settings, options)
+    else:
+        from flows.sync import run_sync
+
+        summary = run_sync(settings, options, token_from_env())
+    for problem in summary.plan.problems:
+        print(f"{PROG} sync: warning: {terminal_safe(problem)}", file=sys.stderr)
+    print(summary.line())
+    code = report_summary(summary.load, command="sync")
+    if not summary.ok:
+        raise LoadFailed(
+            f"the sessions list kept changing while it was read ({summary.plan.discovery.passes} passes); what was "
+            "found is loaded, the watermark stays; rerun the sync"
+        )
+    return code
+
+
+def _sync_with_prefect(settings: LoadSettings, options: SyncOptions) -> SyncSummary:
+    from flows.prefect_flow import sync_sessions
+
+    try:
+        flow_run: Any = sync_sessions(**settings.as_parameters(), **options.as_parameters())  # type: ignore[call-overload]
+        return cast("SyncSummary", asyncio.run(flow_run))
+    except SyncFailed as exc:
+        return exc.sync_summary
+
+
+def report_summary(
+    summary: LoadSummary, out: TextIO | None = None, err: TextIO | None = None, *, command: str = "load"
+) -> int:
     """Print the first failures and the warnings (stderr), then the summary line (stdout).
 
     Returns 0 for a load that succeeded; raises `LoadFailed` (or `TokenRefused`) for one that did not,
@@ -302,9 +427,9 @@ def report_summary(summary: LoadSummary, out: TextIO | None = None, err: TextIO 
     if more:
         print(more, file=err)
     for warning in summary.warnings:
-        print(f"{PROG} load: warning: {warning}", file=err)
+        print(f"{PROG} {command}: warning: {warning}", file=err)
     if summary.stop_message:
-        print(f"{PROG} load: {summary.stop_message}", file=err)
+        print(f"{PROG} {command}: {summary.stop_message}", file=err)
     try:
         print(summary.line(), file=out)
     except BrokenPipeError:  # `load | head -0`: the exit status must still say how the load went
@@ -435,7 +560,8 @@ def _fake_api(args: argparse.Namespace) -> int:
     from connector.fake_api import FakeDataset, FakePiper, run_forever
 
     _require_free_port(args.port)
-    dataset = FakeDataset.generate(seed=args.seed, sessions=args.sessions, payload_kb=args.payload_kb)
+    dataset = FakeDataset.generate(seed=args.seed, sessions=args.sessions, payload_kb=args.payload_kb,
+                                   runless_sessions=args.runless_sessions)
     token = os.environ.get(TOKEN_ENV) or DEMO_TOKEN
     state = FakePiper(
         dataset=dataset,
@@ -446,6 +572,7 @@ def _fake_api(args: argparse.Namespace) -> int:
         retry_after=args.retry_after,
         truncate_rate=args.truncate_rate,
         fault_seed=args.seed,
+        list_order=args.list_order,
     )
     if args.sessions_out:
         try:

@@ -1,4 +1,4 @@
-"""`piper-etl demo`: a real load, over HTTP, from the simulated Piper API on loopback."""
+"""`piper-etl demo`: real loads and syncs, over HTTP, from the simulated Piper API on loopback."""
 
 from __future__ import annotations
 
@@ -13,17 +13,20 @@ from connector.fake_api import FakeDataset, FakePiper, serve
 from flows.analytics_cli import write_report
 from flows.pipeline import LoadSummary, run_load
 from flows.report import run_status_summary, verdict_summary
-from flows.settings import LoadSettings
+from flows.settings import LoadSettings, SyncOptions
+from flows.sync import SyncSummary, run_sync
 from warehouse.store import DATABASE_FILE
 
 UNKNOWN_SESSIONS = ("web-no-such-session", "sms:+15550000000:unknown")
+NEW_SESSIONS = ("web-demo-new-1", "web-demo-new-2", "web-demo-new-3")
+RUNLESS_SHARE = 10  # one listed session in ten has no scenario run
 
 
 def run_demo(*, sessions: int = 200, out_dir: Path = Path("piper-demo"), seed: int = 7) -> int:
-    """Load a simulated org twice (the second time after its pending runs finished) and show the result."""
+    """Load a simulated org twice (the second time after its pending runs finished), sync it twice, show the result."""
     console = Console(highlight=False, soft_wrap=True)
     started = time.monotonic()
-    dataset = FakeDataset.generate(seed=seed, sessions=sessions)
+    dataset = FakeDataset.generate(seed=seed, sessions=sessions, runless_sessions=sessions // RUNLESS_SHARE)
     token = f"pat_demo_{secrets.token_hex(12)}"  # a throwaway token shared with the simulated API only
     # A little latency and a few 429s and 503s so the load shows its retries at work.
     state = FakePiper(dataset=dataset, token=token, latency_ms=20, rate_limit_rate=0.02, error_rate=0.02,
@@ -38,6 +41,14 @@ def run_demo(*, sessions: int = 200, out_dir: Path = Path("piper-demo"), seed: i
         dataset.complete_pending()
         second = run_load(session_ids, settings, token)
         _print_load(console, "second load, after the pending runs finished", second)
+        for session_id in NEW_SESSIONS:  # the org moves on: new sessions, two runs re-run
+            dataset.add_session(session_id)
+        for session_id in dataset.session_ids[:2]:
+            dataset.rerun(session_id)
+        synced = run_sync(settings, SyncOptions(), token)
+        _print_sync(console, f"sync, after {len(NEW_SESSIONS)} new sessions and 2 re-runs", synced)
+        quiet = run_sync(settings, SyncOptions(), token)
+        _print_sync(console, "sync again, nothing new", quiet)
     _print_tables(console, out_dir / DATABASE_FILE)
     console.print(f"\n[bold]Written[/] under {out_dir}/:")
     console.print(f"  {out_dir / DATABASE_FILE}   DuckDB: the tables and the analytics views")
@@ -55,7 +66,8 @@ def run_demo(*, sessions: int = 200, out_dir: Path = Path("piper-demo"), seed: i
     console.print(f"  piper-etl report --out {out_dir}   the same in this terminal (and the HTML again)")
     console.print(f"  piper-etl sql --out {out_dir} \"SELECT * FROM scenario_summary\"   the analytics views in SQL")
     console.print(f"\ndemo finished in {time.monotonic() - started:.1f} s")
-    return 0 if first.status != "aborted" and second.status != "aborted" else 1
+    statuses = (first.status, second.status, synced.load.status, quiet.load.status)
+    return 0 if "aborted" not in statuses else 1
 
 
 def _print_load(console: Console, title: str, summary: LoadSummary) -> None:
@@ -63,6 +75,16 @@ def _print_load(console: Console, title: str, summary: LoadSummary) -> None:
     console.print(
         f"  {title}: {o['loaded']} loaded, {o['skipped']} skipped (already final), {o['not_found']} not found, "
         f"{o['failed']} failed, {o['rejected']} rejected; {summary.rows['criteria_results']} criteria results written"
+    )
+
+
+def _print_sync(console: Console, title: str, summary: SyncSummary) -> None:
+    plan, state, o = summary.plan, summary.state, summary.load.outcomes
+    how = "the whole list" if state["full_scan"] else "stopped below the watermark"
+    console.print(
+        f"  {title}: listed {plan.listed} sessions in {state['pages_read']} pages ({how}); queued "
+        f"{len(plan.queued)} ({plan.reasons['new']} new, {plan.reasons['unfinished']} unfinished, "
+        f"{plan.reasons['updated']} updated): {o['loaded']} loaded, {o['failed']} failed"
     )
 
 

@@ -3,7 +3,8 @@
     PiperEtlError                 base class: `exit_status` and the `message` a person reads
     ├── UsageError            2   the command, a flag, a setting or a file it names is wrong; nothing was sent
     ├── LoadFailed            1   the load ended with sessions failed or rejected; the rest is committed
-    │   └── TokenRefused      3   the Piper API refused the token; what was fetched is committed
+    │   ├── TokenRefused      3   the Piper API refused the token; what was fetched is committed
+    │   └── SyncFailed        1   a sync flow ended so (or its listing is not proven complete), after its commit
     ├── WriteError            1   the output could not be written; earlier loads are intact
     │   └── WarehouseBusy     1   another process held piper.duckdb past --lock-timeout; the next load merges
     ├── PrefectUnavailable    4   the Prefect server (PREFECT_API_URL) does not answer; nothing was loaded
@@ -33,6 +34,7 @@ from warehouse.store import WarehouseLocked
 
 if TYPE_CHECKING:
     from flows.pipeline import LoadSummary
+    from flows.sync import SyncSummary
 
 PROG = "piper-etl"
 
@@ -82,6 +84,14 @@ class TokenRefused(LoadFailed):
     """The Piper API refused the token (401) or its permissions (403); no more requests were sent."""
 
     exit_status = 3
+
+
+class SyncFailed(LoadFailed):
+    """The `sync_sessions` flow's error once its load is committed; it carries the sync's summary."""
+
+    def __init__(self, message: str, *, sync_summary: SyncSummary) -> None:
+        super().__init__(message, summary=sync_summary.load)
+        self.sync_summary = sync_summary
 
 
 class WriteError(PiperEtlError):

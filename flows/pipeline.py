@@ -10,7 +10,7 @@ import asyncio
 import gc
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,8 +22,11 @@ from connector.client import PiperClient
 from connector.errors import PiperConfigError
 from connector.retry import CircuitBreaker, RetryPolicy
 from connector.urls import session_id_problem
+from flows import dimensions
 from flows.chunks import ChunkReport, ChunkSink, OnSession, StreamLander, log_row, log_table
+from flows.dimensions import ScenarioReport
 from flows.settings import LoadSettings
+from schemas.flatten import SessionInfo
 from warehouse.crash import crash_point
 from warehouse.load import LoadTransaction, open_load
 from warehouse.records import LoadCounts
@@ -61,6 +64,7 @@ class LoadSummary:
     failures: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     verdicts_markdown: str | None = None  # the warehouse's verdict summary, when the commit was asked for it
+    scenarios: ScenarioReport | None = None  # the refresh of the scenario dimensions of the runs landed
 
     @property
     def requested(self) -> int:
@@ -76,9 +80,14 @@ class LoadSummary:
         return (
             f"load {self.load_id} {self.status}: {self.requested} sessions: {o['loaded']} loaded, "
             f"{o['skipped']} skipped, {o['not_found']} not found, {o['failed']} failed, {o['rejected']} rejected; "
-            f"{self.rows['runs']} runs, {self.rows['turns']} turns, {self.rows['criteria_results']} criteria results "
-            f"written to {self.out_dir} in {seconds:.1f} s"
+            f"{self.rows['runs']} runs, {self.rows['turns']} turns, {self.rows['criteria_results']} criteria results"
+            f"{self._scenarios_written()} written to {self.out_dir} in {seconds:.1f} s"
         )
+
+
+    def _scenarios_written(self) -> str:
+        fetched = self.scenarios.fetched if self.scenarios is not None else 0
+        return f", {fetched} scenario definition{'' if fetched == 1 else 's'}" if fetched else ""
 
 
 def unique_session_ids(session_ids: Iterable[str]) -> list[str]:
@@ -86,10 +95,18 @@ def unique_session_ids(session_ids: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(session_ids))
 
 
-def plan_load(load: LoadTransaction, session_ids: Iterable[str], settings: LoadSettings) -> LoadPlan:
-    """Deduplicate the ids and, unless `refetch`, set aside sessions already stored with a final run."""
+def plan_load(
+    load: LoadTransaction, session_ids: Iterable[str], settings: LoadSettings, *, refetch_ids: Collection[str] = (),
+) -> LoadPlan:
+    """Deduplicate the ids and, unless `refetch`, set aside sessions already stored with a final run.
+
+    `refetch_ids`: sessions fetched even when their stored run is final (a sync's sessions whose listing
+    says they changed since).
+    """
     requested = unique_session_ids(session_ids)
-    storable = [s for s in requested if session_id_problem(s) is None]  # the others are rejected, never stored
+    refetch = set(refetch_ids)
+    # ids with a problem are rejected, never stored; those to refetch are not looked up
+    storable = [s for s in requested if session_id_problem(s) is None and s not in refetch]
     skipped = {} if settings.refetch else load.stored_final_runs(storable)
     return LoadPlan(load.load_id, load.started_at, requested, [s for s in requested if s not in skipped], skipped)
 
@@ -117,18 +134,42 @@ def land_unsent(sink: ChunkSink, plan: LoadPlan, later: list[list[str]], reason:
 async def fetch_and_land(
     client: PiperClient, session_ids: Sequence[str], settings: LoadSettings, *, sink: ChunkSink, stream: str,
     load_id: str, loaded_at: datetime, on_session: OnSession | None = None,
+    session_info: Mapping[str, SessionInfo] | None = None,
 ) -> list[ChunkReport]:
     """Fetch sessions in one stream of requests and hand them to `sink` chunk by chunk (parts `<stream>-0001`, ...).
 
     Requests never wait for a chunk boundary: a full chunk lands in a worker thread while fetching goes
     on into the next, and at most one chunk lands at a time, so at most two are in memory whatever the
     number of sessions. Every session ends in a report, including those never sent after a stop.
+    `session_info`: what the sessions list says about the sessions (`runs.agent_id`, `agent_name`,
+    `is_test`); a session it lacks has null agent columns.
     """
     lander = StreamLander(settings.chunk_size, sink, stream=stream, load_id=load_id, loaded_at=loaded_at,
-                           org_id=client.org_id, on_session=on_session, expected=len(session_ids))
+                           org_id=client.org_id, on_session=on_session, expected=len(session_ids),
+                           session_info=session_info)
     batch = await client.fetch_many(session_ids, on_result=lander.record)
     crash_point("fetched")
     return await lander.finish(batch.stopped)
+
+
+def referenced_scenarios(reports: Sequence[ChunkReport]) -> list[str]:
+    """The scenarios of the runs the chunks landed, each once, sorted."""
+    return sorted(set().union(*(report.scenario_ids for report in reports)))
+
+
+async def land_scenarios(
+    client: PiperClient, load: LoadTransaction, reports: Sequence[ChunkReport]
+) -> ScenarioReport:
+    """Refresh the scenario dimensions of the runs landed (`flows.dimensions`), as a part of this load.
+
+    After a stop (the token refused, the circuit breaker) nothing is sent: the scenarios wait for the next load.
+    """
+    referenced = referenced_scenarios(reports)
+    stop = next((report.stop_message for report in reports if report.stop_message), None)
+    if stop is not None:
+        return ScenarioReport.skipped(referenced, "the load stopped")
+    return await dimensions.refresh_scenarios(client, referenced, dimensions.stored_scenarios(load, referenced),
+                                              load.land, load_id=load.load_id, loaded_at=load.started_at)
 
 
 def load_status(reports: Sequence[ChunkReport]) -> str:
@@ -142,9 +183,13 @@ def load_status(reports: Sequence[ChunkReport]) -> str:
 
 def commit_load(
     load: LoadTransaction, plan: LoadPlan, settings: LoadSettings, reports: Sequence[ChunkReport],
-    *, summarize: bool = False,
+    *, summarize: bool = False, scenarios: ScenarioReport | None = None,
 ) -> LoadSummary:
-    """Commit the load with its `loads` row and publish; the summary of what it did."""
+    """Commit the load with its `loads` row and publish; the summary of what it did.
+
+    `scenarios`: what the refresh of the scenario dimensions did; its problems become warnings and
+    never change the load's status (`flows.dimensions` says why).
+    """
     counts = LoadCounts()
     failures: list[tuple[str, str]] = []
     stop_message, token_refused = None, False
@@ -164,7 +209,8 @@ def commit_load(
         load_id=plan.load_id, status=status, out_dir=settings.out_dir, outcomes=counts.outcomes, rows=counts.rows,
         started_at=plan.started_at, finished_at=committed.load_row["finished_at"],  # type: ignore[arg-type]
         stop_message=stop_message, token_refused=token_refused, failures=failures[:5],
-        warnings=load_warnings(counts.outcomes, settings), verdicts_markdown=committed.verdicts_markdown,
+        warnings=load_warnings(counts.outcomes, settings) + (scenarios.warnings() if scenarios else []),
+        verdicts_markdown=committed.verdicts_markdown, scenarios=scenarios,
     )
 
 
@@ -203,10 +249,13 @@ async def run_load_async(
     on_session: OnSession | None = None,
     on_plan: Callable[[LoadPlan], None] | None = None,
     now: datetime | None = None,
+    session_info: Mapping[str, SessionInfo] | None = None,
 ) -> LoadSummary:
-    """The whole load without Prefect: plan, one stream of requests over all sessions, commit.
+    """The whole load without Prefect: plan, one stream of requests over all sessions, scenarios, commit.
 
     `now`: the load's start time, as a seam for tests of clock steps (default: the clock).
+    `session_info`: what a sessions listing says about some of the sessions (a sync passes its listing);
+    for the others the stored `sessions` rows are used (`flows.dimensions.session_info_for`).
     """
     client = make_client(settings, token, transport)  # validates the settings before any work
     ids = unique_session_ids(session_ids)
@@ -215,11 +264,25 @@ async def run_load_async(
         plan = plan_load(load, ids, settings)
         if on_plan is not None:
             on_plan(plan)
-        reports = [land_skipped(load.land, plan)]
         async with client:
-            reports += await fetch_and_land(client, plan.to_fetch, settings, sink=load.land, stream="main",
-                                            load_id=plan.load_id, loaded_at=plan.started_at, on_session=on_session)
-        return commit_load(load, plan, settings, reports)
+            reports, scenarios = await land_planned(load, client, plan, settings, on_session=on_session,
+                                                    session_info=session_info)
+        return commit_load(load, plan, settings, reports, scenarios=scenarios)
+
+
+async def land_planned(
+    load: LoadTransaction, client: PiperClient, plan: LoadPlan, settings: LoadSettings, *,
+    on_session: OnSession | None = None, session_info: Mapping[str, SessionInfo] | None = None,
+) -> tuple[list[ChunkReport], ScenarioReport]:
+    """The local engine's fetch: the skipped sessions recorded, one stream of requests over the rest, then
+    the scenario definitions of the runs landed. `session_info`: see `run_load_async`.
+    """
+    reports = [land_skipped(load.land, plan)]
+    info = dimensions.session_info_for(load, plan.to_fetch, session_info)
+    reports += await fetch_and_land(client, plan.to_fetch, settings, sink=load.land, stream="main",
+                                    load_id=plan.load_id, loaded_at=plan.started_at, on_session=on_session,
+                                    session_info=info)
+    return reports, await land_scenarios(client, load, reports)
 
 
 @contextmanager
@@ -249,8 +312,9 @@ def run_load(
     on_session: OnSession | None = None,
     on_plan: Callable[[LoadPlan], None] | None = None,
     now: datetime | None = None,
+    session_info: Mapping[str, SessionInfo] | None = None,
 ) -> LoadSummary:
     """Run a whole load in this process with no orchestration (the CLI's default path)."""
     with fewer_gc_passes():
         return asyncio.run(run_load_async(session_ids, settings, token, transport=transport, on_session=on_session,
-                                          on_plan=on_plan, now=now))
+                                          on_plan=on_plan, now=now, session_info=session_info))

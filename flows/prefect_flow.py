@@ -1,4 +1,6 @@
-"""The Prefect flow `load_sessions`: the same load as `flows.pipeline`, with run history and artifacts.
+"""The Prefect flows `load_sessions` and `sync_sessions`: the load and the sync of `flows.pipeline` and `flows.sync`.
+
+With run history and artifacts.
 
 Tasks are coarse: one task per `sessions_per_task` sessions (thousands), each streaming its requests
 with asyncio concurrency and landing its chunks as Parquet parts of the load itself. Task inputs and
@@ -14,6 +16,8 @@ from __future__ import annotations
 import functools
 import os
 from collections import Counter
+from collections.abc import Mapping
+from datetime import datetime
 from typing import TypeVar, cast
 
 from prefect import flow, get_run_logger, task
@@ -22,15 +26,19 @@ from prefect.cache_policies import NO_CACHE
 from prefect.utilities.annotations import quote
 
 from connector.errors import TOKEN_ENV, PiperConfigError
-from flows import pipeline
+from flows import dimensions, pipeline, sync
 from flows.chunks import ChunkReport
-from flows.errors import LoadFailed
-from flows.report import load_summary_markdown
-from flows.settings import DEFAULT_OUT, TOKEN_BLOCK, HttpClient, LoadSettings, OutputFormat
-from warehouse.load import LoadTarget, land_chunk, open_load
+from flows.dimensions import ScenarioReport
+from flows.errors import LoadFailed, SyncFailed
+from flows.report import load_summary_markdown, sync_summary_markdown
+from flows.settings import TOKEN_BLOCK, HttpClient, LoadSettings, OutputFormat, SyncOptions
+from schemas.flatten import SessionInfo
+from warehouse.load import LoadTarget, LoadTransaction, land_chunk, open_load
 from warehouse.publish import analytics_markdown
 
 T = TypeVar("T")
+SYNC_PARAMETERS = frozenset({"full_scan", "since", "until"})
+"""The parameters of `sync_sessions` that are not load settings."""
 
 
 def unwalked(value: T) -> T:
@@ -69,15 +77,20 @@ async def resolve_token() -> str:
 
 @task(name="fetch-and-land", cache_policy=NO_CACHE, persist_result=False)
 async def fetch_and_land(
-    session_ids: list[str], settings: LoadSettings, target: LoadTarget, stream: str
+    session_ids: list[str], settings: LoadSettings, target: LoadTarget, stream: str,
+    session_info: dict[str, SessionInfo] | None = None,
 ) -> list[ChunkReport]:
-    """Fetch up to `sessions_per_task` sessions in one stream and land them as parts of the load, chunk by chunk."""
+    """Fetch up to `sessions_per_task` sessions in one stream and land them as parts of the load, chunk by chunk.
+
+    `session_info`: what the sessions list says about these sessions (the runs' agent columns).
+    """
     sink = functools.partial(land_chunk, target)
 
     async with pipeline.make_client(settings, await resolve_token()) as client:
         with pipeline.fewer_gc_passes():
             reports = await pipeline.fetch_and_land(client, session_ids, settings, sink=sink, stream=stream,
-                                                    load_id=target.load_id, loaded_at=target.loaded_at)
+                                                    load_id=target.load_id, loaded_at=target.loaded_at,
+                                                    session_info=session_info)
     outcomes: Counter[str] = Counter()
     for report in reports:
         outcomes.update(report.outcomes)
@@ -85,12 +98,59 @@ async def fetch_and_land(
     return reports
 
 
+@task(name="refresh-scenarios", cache_policy=NO_CACHE, persist_result=False)
+async def refresh_scenarios(
+    referenced: list[str], stored: dict[str, datetime | None], settings: LoadSettings, target: LoadTarget
+) -> ScenarioReport:
+    """Land the definitions of the new and moved scenarios among `referenced` as a part of the load."""
+    async with pipeline.make_client(settings, await resolve_token()) as client:
+        report = await dimensions.refresh_scenarios(client, referenced, stored, functools.partial(land_chunk, target),
+                                                    load_id=target.load_id, loaded_at=target.loaded_at)
+    get_run_logger().info(report.line())
+    return report
+
+
+async def land_scenarios(load: LoadTransaction, settings: LoadSettings, reports: list[ChunkReport]) -> ScenarioReport:
+    """The flow's side of `pipeline.land_scenarios`: the stored state read here, the requests in a task."""
+    referenced = pipeline.referenced_scenarios(reports)
+    if any(report.stop_message for report in reports):
+        return ScenarioReport.skipped(referenced, "the load stopped")
+    if not referenced:
+        return ScenarioReport()
+    stored = dimensions.stored_scenarios(load, referenced)
+    return await refresh_scenarios(unwalked(referenced), unwalked(stored), settings, load.target)
+
+async def land_in_tasks(
+    load: LoadTransaction, plan: pipeline.LoadPlan, settings: LoadSettings,
+    session_info: Mapping[str, SessionInfo] | None = None,
+) -> tuple[list[ChunkReport], ScenarioReport]:
+    """The flow's fetch: the skipped sessions recorded, one `fetch-and-land` task per `sessions_per_task`,
+    then the scenario definitions of the runs landed (`session_info`: see `pipeline.run_load_async`).
+
+    A stop (a refused token, ...) in one task records the sessions of the later tasks as `failed`, unsent.
+    """
+    reports = [pipeline.land_skipped(load.land, plan)]
+    info = dimensions.session_info_for(load, plan.to_fetch, session_info)
+    load.watch()  # the tasks' chunks go into the load's DuckDB transaction as they land
+    slices = plan.slices(settings.sessions_per_task)
+    for index, sessions in enumerate(slices):
+        task_info = {session_id: info[session_id] for session_id in sessions if session_id in info}
+        task_reports = await fetch_and_land(unwalked(sessions), settings, load.target, f"task-{index + 1:04d}",
+                                            unwalked(task_info))
+        reports.extend(task_reports)
+        stop_reason = next((r.stop_reason for r in task_reports if r.stop_reason is not None), None)
+        if stop_reason is not None:
+            reports.append(pipeline.land_unsent(load.land, plan, slices[index + 1 :], stop_reason))
+            break
+    return reports, await land_scenarios(load, settings, reports)
+
+
 @flow(name="load_sessions", log_prints=False)
 async def load_sessions(
     session_ids: list[str],
     org_id: str | None = None,
     base_url: str | None = None,
-    out_dir: str = DEFAULT_OUT,
+    out_dir: str | None = None,
     concurrency: int = 16,
     max_retries: int = 5,
     chunk_size: int = 500,
@@ -110,7 +170,8 @@ async def load_sessions(
         session_ids: Piper session ids; duplicates are loaded once.
         org_id: Piper organisation id; defaults to the PIPER_ORG_ID environment variable.
         base_url: Piper API base URL; defaults to PIPER_BASE_URL, then https://api.letpiper.com.
-        out_dir: output folder for piper.duckdb and parquet/.
+        out_dir: output folder for piper.duckdb and parquet/ on the worker; defaults to PIPER_OUT_DIR, then
+            ~/.local/share/piper-etl/warehouse (under XDG_DATA_HOME when that is set).
         concurrency: requests in flight at once.
         max_retries: retries per session after the first attempt.
         chunk_size: sessions per Parquet part, at most; a chunk is landed while the next one is fetched.
@@ -140,17 +201,8 @@ async def load_sessions(
             "load %s: %d sessions requested, %d to fetch, %d skipped (already final)",
             plan.load_id, len(plan.requested), len(plan.to_fetch), len(plan.skipped),
         )
-        reports = [pipeline.land_skipped(load.land, plan)]
-        load.watch()  # the tasks' chunks go into the load's DuckDB transaction as they land
-        slices = plan.slices(settings.sessions_per_task)
-        for index, sessions in enumerate(slices):
-            task_reports = await fetch_and_land(unwalked(sessions), settings, load.target, f"task-{index + 1:04d}")
-            reports.extend(task_reports)
-            stop_reason = next((r.stop_reason for r in task_reports if r.stop_reason is not None), None)
-            if stop_reason is not None:
-                reports.append(pipeline.land_unsent(load.land, plan, slices[index + 1 :], stop_reason))
-                break
-        summary = pipeline.commit_load(load, plan, settings, reports, summarize=True)
+        reports, scenarios = await land_in_tasks(load, plan, settings)
+        summary = pipeline.commit_load(load, plan, settings, reports, summarize=True, scenarios=scenarios)
 
     verdicts = summary.verdicts_markdown  # read while the snapshot was copied
     if verdicts is None:  # a Parquet-only load
@@ -165,4 +217,71 @@ async def load_sessions(
         logger.warning(warning)
     if not summary.ok:
         raise load_failed(summary)
+    return summary
+
+
+@flow(name="sync_sessions", log_prints=False)
+async def sync_sessions(
+    org_id: str | None = None,
+    base_url: str | None = None,
+    out_dir: str | None = None,
+    concurrency: int = 16,
+    max_retries: int = 5,
+    chunk_size: int = 500,
+    format: OutputFormat = "both",
+    refetch: bool = False,
+    lock_timeout: float = 30.0,
+    http_client: HttpClient = "aiohttp",
+    pricing_file: str | None = None,
+    judge_model: str | None = None,
+    sessions_per_task: int = 5000,
+    max_consecutive_failures: int = 50,
+    circuit_breaker_seconds: float = 30.0,
+    full_scan: bool = False,
+    since: str | None = None,
+    until: str | None = None,
+) -> sync.SyncSummary:
+    """List the org's sessions and load the new, unfinished and updated ones, in one load with its sync_state row.
+
+    Takes every parameter of `load_sessions` but `session_ids`, with the same meaning, and:
+
+    Args:
+        full_scan: read the whole sessions list instead of stopping below the watermark (the daily sync).
+        since: only sessions created at or after this ISO 8601 date or time (UTC when it names no zone).
+        until: only sessions created before this ISO 8601 date or time. A sync with since or until (a
+            backfill) leaves the watermark where it was.
+    """
+    given = dict(locals())
+    options = SyncOptions.parse(full_scan=full_scan, since=since, until=until)
+    settings = LoadSettings.resolve({name: value for name, value in given.items() if name not in SYNC_PARAMETERS})
+    token = await resolve_token()
+    pipeline.make_client(settings, token)  # a missing or unusable token fails before any work
+    logger = get_run_logger()
+    with open_load(settings.out_dir, format=settings.format, lock_timeout=settings.lock_timeout) as load:
+        async with pipeline.make_client(settings, token) as client:
+            sync_plan = await sync.begin_sync(load, client, options)
+        logger.info("sync %s: %s", load.load_id, sync_plan.describe())
+        for problem in sync_plan.problems:
+            logger.warning(problem)
+        plan = pipeline.plan_load(load, sync_plan.queued, settings, refetch_ids=sync_plan.refetch)
+        reports, scenarios = await land_in_tasks(load, plan, settings, sync_plan.session_info())
+        summary = sync.finish_sync(load, sync_plan, plan, settings, reports, summarize=True, scenarios=scenarios)
+
+    verdicts = summary.load.verdicts_markdown
+    if verdicts is None:  # a Parquet-only load
+        verdicts = analytics_markdown(settings.out_dir)
+    await acreate_markdown_artifact(
+        key="piper-sync-summary",
+        markdown=sync_summary_markdown(summary) + "\n" + load_summary_markdown(summary.load) + "\n" + verdicts,
+        description=summary.line(),
+    )
+    logger.info(summary.line())
+    for warning in summary.load.warnings:
+        logger.warning(warning)
+    if not summary.ok:
+        failed = load_failed(summary.load) if not summary.load.ok else None
+        message = failed.message if failed is not None else (
+            "the sessions list kept changing while it was read: what was found is loaded, the watermark stays"
+        )
+        raise SyncFailed(message or summary.line(), sync_summary=summary)
     return summary

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 
 from flows.pipeline import LoadSummary
+
+if TYPE_CHECKING:
+    from flows.sync import SyncSummary
 
 OUTCOMES = ("loaded", "skipped", "not_found", "failed", "rejected")
 
@@ -26,6 +30,8 @@ def load_summary_markdown(summary: LoadSummary) -> str:
         "",
         f"Output folder: `{summary.out_dir}`",
     ]
+    if summary.scenarios is not None and summary.scenarios.referenced:
+        lines += ["", f"Scenario definitions: {summary.scenarios.line()}."]
     if summary.stop_message:
         lines += ["", f"**Stopped:** {summary.stop_message}"]
     for warning in summary.warnings:
@@ -33,6 +39,28 @@ def load_summary_markdown(summary: LoadSummary) -> str:
     if summary.failures:
         lines += ["", "First failures:", ""]
         lines += [f"- `{session_id}`: {reason}" for session_id, reason in summary.failures]
+    return "\n".join(lines) + "\n"
+
+
+def sync_summary_markdown(summary: SyncSummary) -> str:
+    """A markdown summary of one sync (its listing, queue and watermark), for the Prefect artifact."""
+    state, plan = summary.state, summary.plan
+    lines = [
+        f"# Piper sync `{summary.load.load_id}`: {summary.status}",
+        "",
+        "| | |",
+        "| --- | ---: |",
+        f"| sessions listed | {state['sessions_listed']} |",
+        f"| pages read | {state['pages_read']} |",
+        f"| whole list read | {'yes' if state['full_scan'] else 'no (stopped below the watermark)'} |",
+        f"| queued: new | {plan.reasons['new']} |",
+        f"| queued: unfinished | {plan.reasons['unfinished']} |",
+        f"| queued: updated | {plan.reasons['updated']} |",
+        f"| sessions rows new or changed | {len(plan.rows)} |",
+        f"| watermark before | {state['watermark_before'] or 'none'} |",
+        f"| watermark after | {state['watermark_after'] or 'none'} |",
+    ]
+    lines += ["", *(f"**Warning:** {problem}" for problem in plan.problems)] if plan.problems else []
     return "\n".join(lines) + "\n"
 
 

@@ -1,8 +1,12 @@
 """Load settings: plain values that are safe to log and to pass as Prefect parameters (never the token).
 
 `LoadSettings.resolve` is the one place where flags, environment variables and defaults meet: the CLI
-passes its flags, the Prefect flow its parameters (the same names, see `flow_parameters`), both get
-the same object, and the local engine and the flow read only that.
+passes its flags, the Prefect flow its parameters (the same names), both get the same object, and the
+local engine and the flow read only that. An invalid value is a `SettingError` that names the setting
+as its caller spells it: `--chunk-size` on the command line, `chunk_size` in a flow run.
+
+The default output folder is the user's data folder (`default_out_dir`), never the working directory:
+run from a checkout, `./warehouse` was the `warehouse/` package itself.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
 from pathlib import Path
 
 from connector.client import HTTP_CLIENTS, HttpClient
@@ -18,19 +23,60 @@ from warehouse.load import FORMATS, OutputFormat
 from warehouse.pricing import PriceList, PricingError, read_pricing
 
 __all__ = [
-    "DEFAULT_BASE_URL", "DEFAULT_OUT", "ENVIRONMENT", "FORMATS", "HttpClient", "LoadSettings", "OutputFormat",
+    "DEFAULT_BASE_URL", "ENVIRONMENT", "FORMATS", "HttpClient", "LoadSettings", "OutputFormat", "SettingError",
+    "SyncOptions", "configured_out_dir", "default_out_dir",
 ]
 
 DEFAULT_BASE_URL = "https://api.letpiper.com"
-DEFAULT_OUT = "warehouse"
 TOKEN_BLOCK = "piper-api-token"
 ENVIRONMENT = {
     "org_id": "PIPER_ORG_ID",
     "base_url": "PIPER_BASE_URL",
+    "out_dir": "PIPER_OUT_DIR",
     "pricing_file": "PIPER_PRICING_FILE",
     "judge_model": "PIPER_JUDGE_MODEL",
 }
 """The settings an environment variable provides when no flag or parameter does."""
+
+
+def default_out_dir(env: Mapping[str, str] | None = None) -> Path:
+    """The output folder when neither a flag, a parameter nor PIPER_OUT_DIR names one.
+
+    `$XDG_DATA_HOME/piper-etl/warehouse`, else `~/.local/share/piper-etl/warehouse` (the XDG base
+    directory rule: a relative XDG_DATA_HOME is ignored). Never inside the source tree or a package.
+    """
+    env = os.environ if env is None else env
+    data_home = env.get("XDG_DATA_HOME", "").strip()
+    if data_home and Path(data_home).is_absolute():
+        base = Path(data_home)
+    else:
+        home = env.get("HOME", "").strip()
+        base = (Path(home) if home else Path.home()) / ".local" / "share"
+    return base / "piper-etl" / "warehouse"
+
+
+def configured_out_dir(env: Mapping[str, str] | None = None) -> Path:
+    """The output folder of a command given no `--out`: PIPER_OUT_DIR, else `default_out_dir`."""
+    env = os.environ if env is None else env
+    named = env.get(ENVIRONMENT["out_dir"], "").strip()
+    return Path(named).expanduser() if named else default_out_dir(env)
+
+
+class SettingError(PiperConfigError):
+    """A setting has an unusable value; the message names it as the caller spells it.
+
+    `setting` is the field name (a flow parameter's name); `str(error)` reads `NAME PROBLEM`, where
+    NAME is the flow parameter by default and the flag after `LoadSettings.resolve(..., names=...)`.
+    """
+
+    def __init__(self, setting: str, problem: str, *, spelled: str | None = None) -> None:
+        self.setting = setting
+        self.problem = problem
+        super().__init__(f"{spelled or setting} {problem}")
+
+    def spelled_as(self, names: Mapping[str, str]) -> SettingError:
+        """The same error naming the setting as `names` spells it (a flag, for the command line)."""
+        return SettingError(self.setting, self.problem, spelled=names.get(self.setting, self.setting))
 
 
 @dataclass(frozen=True)
@@ -39,7 +85,7 @@ class LoadSettings:
 
     org_id: str
     base_url: str = DEFAULT_BASE_URL
-    out_dir: Path = field(default_factory=lambda: Path(DEFAULT_OUT))
+    out_dir: Path = field(default_factory=default_out_dir)
     concurrency: int = 16
     max_retries: int = 5
     chunk_size: int = 500
@@ -55,25 +101,27 @@ class LoadSettings:
 
     def __post_init__(self) -> None:
         if not self.org_id:
-            raise PiperConfigError("no org id: pass --org-id or set PIPER_ORG_ID")
+            raise SettingError("org_id", "is empty")
         if self.format not in FORMATS:
-            raise PiperConfigError(f"format must be one of {', '.join(FORMATS)}, not {self.format!r}")
+            raise SettingError("format", f"must be one of {', '.join(FORMATS)}, not {self.format!r}")
         if self.concurrency < 1 or self.concurrency > 1024:
-            raise PiperConfigError("concurrency must be between 1 and 1024")
+            raise SettingError("concurrency", f"must be between 1 and 1024, not {self.concurrency}")
         if self.max_retries < 0:
-            raise PiperConfigError("max retries must be 0 or more")
+            raise SettingError("max_retries", f"must be 0 or more, not {self.max_retries}")
         if self.http_client not in HTTP_CLIENTS:
-            raise PiperConfigError(f"http client must be one of {', '.join(HTTP_CLIENTS)}, not {self.http_client!r}")
+            raise SettingError("http_client", f"must be one of {', '.join(HTTP_CLIENTS)}, not {self.http_client!r}")
         if self.lock_timeout < 0:
-            raise PiperConfigError("lock timeout must be 0 or more seconds")
+            raise SettingError("lock_timeout", f"must be 0 or more seconds, not {self.lock_timeout}")
         if self.chunk_size < 1:
-            raise PiperConfigError("chunk size must be at least 1")
+            raise SettingError("chunk_size", f"must be at least 1, not {self.chunk_size}")
         if self.max_consecutive_failures < 0:
-            raise PiperConfigError("max consecutive failures must be 0 (off) or more")
+            raise SettingError(
+                "max_consecutive_failures", f"must be 0 (off) or more, not {self.max_consecutive_failures}"
+            )
         if self.circuit_breaker_seconds < 0:
-            raise PiperConfigError("circuit breaker seconds must be 0 or more")
+            raise SettingError("circuit_breaker_seconds", f"must be 0 or more, not {self.circuit_breaker_seconds}")
         if self.sessions_per_task < 1:
-            raise PiperConfigError("sessions per task must be at least 1")
+            raise SettingError("sessions_per_task", f"must be at least 1, not {self.sessions_per_task}")
         object.__setattr__(self, "out_dir", Path(self.out_dir))
         self.price_list()  # a bad pricing file is a usage error before any request, not after the fetch
 
@@ -82,9 +130,20 @@ class LoadSettings:
         return price_list(self.pricing_file, self.judge_model)
 
     @classmethod
-    def resolve(cls, given: Mapping[str, object | None], env: Mapping[str, str] | None = None) -> LoadSettings:
-        """Settings from flags or flow parameters (`given`; None = not given), else the environment, else defaults."""
+    def resolve(
+        cls,
+        given: Mapping[str, object | None],
+        env: Mapping[str, str] | None = None,
+        *,
+        names: Mapping[str, str] | None = None,
+    ) -> LoadSettings:
+        """Settings from flags or flow parameters (`given`; None = not given), else the environment, else defaults.
+
+        `names` spells each setting in error messages as the caller knows it (the CLI: its flags); by
+        default a setting is named by its field, which is the flow parameter's name.
+        """
         env = os.environ if env is None else env
+        names = names or {}
         unknown = set(given) - {f.name for f in fields(cls)}
         if unknown:
             raise PiperConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
@@ -93,16 +152,69 @@ class LoadSettings:
             if name not in values and env.get(variable, "").strip():
                 values[name] = env[variable].strip()
         if "out_dir" in values:
-            values["out_dir"] = Path(str(values["out_dir"]))
+            values["out_dir"] = Path(str(values["out_dir"])).expanduser()
         if "org_id" not in values:
-            raise PiperConfigError(f"no org id: pass --org-id or set {ENVIRONMENT['org_id']}")
-        return cls(**values)  # type: ignore[arg-type]
+            raise PiperConfigError(f"no org id: pass {names.get('org_id', 'org_id')} or set {ENVIRONMENT['org_id']}")
+        try:
+            return cls(**values)  # type: ignore[arg-type]
+        except SettingError as exc:
+            raise exc.spelled_as(names) from None
 
     def as_parameters(self) -> dict[str, object]:
         """The settings as JSON-safe values: the `loads` row's parameters and the flow's parameters."""
         values = asdict(self)
         values["out_dir"] = str(self.out_dir)
         return values
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    """What a sync lists, on top of the load's settings: a full scan, and bounds on `created_at` (backfills)."""
+
+    full_scan: bool = False
+    since: datetime | None = None  # sessions created at or after it
+    until: datetime | None = None  # sessions created before it
+
+    def __post_init__(self) -> None:
+        if self.since is not None and self.until is not None and self.since >= self.until:
+            raise PiperConfigError(f"since ({self.since.isoformat()}) must be before until ({self.until.isoformat()})")
+
+    @classmethod
+    def parse(
+        cls, *, full_scan: bool, since: str | None, until: str | None, names: tuple[str, str] = ("since", "until")
+    ) -> SyncOptions:
+        """Options from text (flags or flow parameters); `names` are what an error calls the two bounds."""
+        return cls(full_scan, parse_instant(since, names[0]), parse_instant(until, names[1]))
+
+    @property
+    def bounded(self) -> bool:
+        return self.since is not None or self.until is not None
+
+    def in_bounds(self, created_at: datetime | None) -> bool:
+        """Whether a session created then is in the sync's range (an unknown time is: it costs a fetch at most)."""
+        if created_at is None:
+            return True
+        return (self.since is None or created_at >= self.since) and (self.until is None or created_at < self.until)
+
+    def as_parameters(self) -> dict[str, object]:
+        return {
+            "full_scan": self.full_scan,
+            "since": self.since.isoformat() if self.since else None,
+            "until": self.until.isoformat() if self.until else None,
+        }
+
+
+def parse_instant(value: str | None, name: str) -> datetime | None:
+    """An ISO 8601 date or time as an aware UTC instant (no zone: UTC); a config error naming `name` otherwise."""
+    if value is None or not value.strip():
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise PiperConfigError(
+            f"{name} {value!r} is not an ISO 8601 date or time (for example 2026-11-01 or 2026-11-01T12:00:00Z)"
+        ) from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 def price_list(pricing_file: str | None, judge_model: str | None) -> PriceList | None:

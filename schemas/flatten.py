@@ -8,6 +8,9 @@ Two pure steps:
 * :func:`build_tables` turns many :class:`FlatRun` into three ``pa.Table`` with exactly the schemas of
   :data:`schemas.tables.DATA_TABLES`, filling ``_load_id`` and ``_loaded_at``.
 
+The run payload names no agent: ``agent_id``, ``agent_name`` and ``is_test`` of ``runs`` come from the
+session's :class:`SessionInfo` (what the sessions list says), passed in by the caller; null without one.
+
 Field rules (the contract; see :mod:`schemas.coerce` for the readers):
 
 * ids are non-empty strings; turn result and criteria result ids are unique within a payload.
@@ -30,7 +33,7 @@ counts, and null when there is no non-null count at all (no criteria, or every c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import chain
@@ -56,7 +59,7 @@ from schemas.coerce import (
 )
 from schemas.tables import DATA_TABLES, UTC_TS
 
-__all__ = ["FlatRun", "PayloadRejected", "build_tables", "flatten_run", "row_columns"]
+__all__ = ["FlatRun", "PayloadRejected", "SessionInfo", "build_tables", "flatten_run", "row_columns"]
 
 _META_COLUMNS = ("_load_id", "_loaded_at")
 
@@ -69,6 +72,31 @@ def row_columns(table: str) -> tuple[str, ...]:
 _TURN_COLUMNS = row_columns("turns")
 _CRITERIA_COLUMNS = row_columns("criteria_results")
 _CRITERIA_TEXTS = ("criteria_id", "criteria_type", "criteria_question", "verdict", "critique", "evidence")
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """What the sessions list says about a session that its run payload does not: its agent, and whether
+    it is a test session. Plain values, safe to hand to a Prefect task.
+    """
+
+    agent_id: str | None = None
+    agent_name: str | None = None
+    is_test: bool | None = None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, object]) -> SessionInfo:
+        """The info of a `sessions` row (or any mapping with those keys); a value of the wrong type is None."""
+        agent_id, agent_name, is_test = row.get("agent_id"), row.get("agent_name"), row.get("is_test")
+        return cls(
+            agent_id if isinstance(agent_id, str) else None,
+            agent_name if isinstance(agent_name, str) else None,
+            is_test if isinstance(is_test, bool) else None,
+        )
+
+
+NO_SESSION_INFO = SessionInfo()
+"""A session the sessions list never showed: its runs' agent columns are null."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +137,13 @@ def _criteria_path(turn_pos: int, pos: int) -> str:
     return f"turn_results[{turn_pos}].criteria_results[{pos}]"
 
 
-def flatten_run(payload: object, *, session_id: str, org_id: str, utf8_checked: bool = False) -> FlatRun:
+def flatten_run(
+    payload: object, *, session_id: str, org_id: str, utf8_checked: bool = False,
+    session: SessionInfo = NO_SESSION_INFO,
+) -> FlatRun:
     """Validate one decoded run payload and flatten it; raises :class:`PayloadRejected` only.
+
+    ``session``: what the sessions list says about the session (its run's agent columns).
 
     Pure and deterministic: the payload is not modified, and the same input gives equal output. The
     hot path (a field that is already what the schema wants) is checked inline; anything else goes to
@@ -233,6 +266,9 @@ def flatten_run(payload: object, *, session_id: str, org_id: str, utf8_checked: 
     run_row["failed_criteria_count"] = run_fails
     run_row["input_tokens"] = _token_total(run_in, run_in_known, f"{where} input_tokens")
     run_row["output_tokens"] = _token_total(run_out, run_out_known, f"{where} output_tokens")
+    run_row["agent_id"] = session.agent_id
+    run_row["agent_name"] = session.agent_name
+    run_row["is_test"] = session.is_test
     return FlatRun(run=run_row, turn_columns=turns, criteria_columns=criteria)
 
 

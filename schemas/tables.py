@@ -31,8 +31,15 @@ RUNS = pa.schema(
         pa.field("output_tokens", pa.int64()),
         pa.field("_load_id", pa.string(), nullable=False),
         pa.field("_loaded_at", UTC_TS, nullable=False),
+        # From the session's `sessions` row (the sessions list), not from the run payload: null when the
+        # session was never listed. Appended after the load columns, where `ensure_tables` adds them to an
+        # older database, so that every database has one column order.
+        pa.field("agent_id", pa.string()),
+        pa.field("agent_name", pa.string()),
+        pa.field("is_test", pa.bool_()),
     ]
 )
+"""One row per scenario run: the by-session payload's run, its counts and token totals, and the session's agent."""
 
 TURNS = pa.schema(
     [

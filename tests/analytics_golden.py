@@ -12,6 +12,14 @@ lines, so read them together:
     b2   Cancel    passed     10-02 13:00        90   c4 FAIL 100/10, c5 PASS 400/40, c6 (no verdict) -/-
     b3   Cancel    failed     10-03 09:00        45   c4 FAIL 150/15, c5 FAIL 250/25
     b4   Cancel    cancelled  10-03 10:00         -   (no turns: a status Piper may add one day)
+    u1   Upgrade   passed     10-03 11:00        30   c7 PASS 10/1
+
+Sessions (the dimension, as a sync lists them): a1 and a2 are agent-1 "Ana"; b1, b2 and b3 agent-2 "Bo";
+u1 is a test session of agent-2; a3, a4 and b4 were never listed. a1 and u1 were loaded with their session
+info (runs.agent_id set), the others get theirs from the sessions rows in the views. Scenario definitions:
+c1 and c2 (turn "I want my money back", required), c3 ("Store credit instead?", not required), c4 and c5
+("Cancel my plan", required), c7 ("Upgrade me", not required); c6 has no definition. Tags: Refund
+[refunds, billing], Cancel [churn], Upgrade [billing, sales].
 """
 
 from __future__ import annotations
@@ -22,7 +30,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from schemas.flatten import build_tables, flatten_run
+from schemas import tables
+from schemas.flatten import SessionInfo, build_tables, flatten_run
 from warehouse import analytics, pricing
 
 ORG_ID = "0f8fad5b-d9cb-469f-a165-70867728950e"
@@ -35,6 +44,7 @@ QUESTIONS = {
     "c4": "Does the agent confirm the cancellation?",
     "c5": "Does the agent stay polite?",
     "c6": "Does the agent mention the cooling-off period?",
+    "c7": "Does the agent explain the new price?",
 }
 CRITIQUES = {
     ("a2", "c2"): "Promised a refund without the order number.",
@@ -43,7 +53,17 @@ CRITIQUES = {
     ("b3", "c4"): "Did not confirm cancellation.",
     ("b3", "c5"): "Tone was curt.",
 }
-SCENARIOS = {"a": ("sc-a", "Refund"), "b": ("sc-b", "Cancel")}
+SCENARIOS = {"a": ("sc-a", "Refund"), "b": ("sc-b", "Cancel"), "u": ("sc-u", "Upgrade")}
+AGENTS = {"agent-1": "Ana", "agent-2": "Bo"}
+SESSIONS = {"a1": ("agent-1", False), "a2": ("agent-1", False), "b1": ("agent-2", False),
+            "b2": ("agent-2", False), "b3": ("agent-2", False), "u1": ("agent-2", True)}
+LOADED_WITH_INFO = ("a1", "u1")
+DEFINITIONS = {  # criteria_id: (scenario key, turn index, user message, required)
+    "c1": ("a", 0, "I want my money back", True), "c2": ("a", 0, "I want my money back", True),
+    "c3": ("a", 1, "Store credit instead?", False), "c4": ("b", 0, "Cancel my plan", True),
+    "c5": ("b", 0, "Cancel my plan", True), "c7": ("u", 0, "Upgrade me", False),
+}
+TAGS = {"a": ["refunds", "billing"], "b": ["churn"], "u": ["billing", "sales"]}
 
 
 Tokens = tuple[int | None, int | None]
@@ -100,15 +120,41 @@ PAYLOADS = [
          [[("c4", "FAIL", (100, 10)), ("c5", "PASS", (400, 40)), ("c6", None, (None, None))]]),
     _run("b3", "failed", "2026-10-03T09:00:00+00:00", 45, [[("c4", "FAIL", (150, 15)), ("c5", "FAIL", (250, 25))]]),
     _run("b4", "cancelled", "2026-10-03T10:00:00+00:00", None, []),
+    _run("u1", "passed", "2026-10-03T11:00:00+00:00", 30, [[("c7", "PASS", (10, 1))]]),
 ]
 
 PRICES = pricing.PriceList((pricing.ModelPrice("judge-golden", 2.0, 10.0),), "judge-golden", "golden.toml")
 """Test prices, not real ones: $2 per million input tokens, $10 per million output tokens."""
 
 
+def _session_info(run: str) -> SessionInfo:
+    if run not in LOADED_WITH_INFO:
+        return SessionInfo()
+    agent, is_test = SESSIONS[run]
+    return SessionInfo(agent, AGENTS[agent], is_test)
+
+
+def _dimension_rows(load_id: str) -> dict[str, pa.Table]:
+    meta = {"_load_id": load_id, "_loaded_at": LOADED_AT}
+    sessions = [{"session_id": f"session-{run}", "agent_id": agent, "agent_name": AGENTS[agent], "is_test": is_test,
+                 "scenario_run_status": "passed", **meta} for run, (agent, is_test) in SESSIONS.items()]
+    scenarios = [{"scenario_id": sid, "name": name, "tags": TAGS[key], "turn_count": 1, **meta}
+                 for key, (sid, name) in SCENARIOS.items()]
+    criteria = [{"criteria_id": crit, "scenario_id": SCENARIOS[key][0], "turn_id": f"{key}-turn-{turn}",
+                 "turn_order_index": turn, "user_message": message, "required": required,
+                 "question": QUESTIONS[crit], **meta} for crit, (key, turn, message, required) in DEFINITIONS.items()]
+    return {
+        "sessions": pa.Table.from_pylist(sessions, schema=tables.SESSIONS),
+        "scenarios": pa.Table.from_pylist(scenarios, schema=tables.SCENARIOS),
+        "scenario_criteria": pa.Table.from_pylist(criteria, schema=tables.SCENARIO_CRITERIA),
+    }
+
+
 def golden_tables(load_id: str = LOAD_ID) -> dict[str, pa.Table]:
-    flat = [flatten_run(payload, session_id=f"session-{payload['id']}", org_id=ORG_ID) for payload in PAYLOADS]
-    return build_tables(flat, load_id=load_id, loaded_at=LOADED_AT)
+    """The golden runs, turns and criteria results, and the dimension tables."""
+    flat = [flatten_run(payload, session_id=f"session-{payload['id']}", org_id=ORG_ID,
+                        session=_session_info(payload["id"])) for payload in PAYLOADS]
+    return {**build_tables(flat, load_id=load_id, loaded_at=LOADED_AT), **_dimension_rows(load_id)}
 
 
 def golden_connection(prices: pricing.PriceList | None = None) -> duckdb.DuckDBPyConnection:

@@ -70,10 +70,15 @@ Cli = Callable[..., CliResult]
 
 
 @pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Cli:
-    """Run `piper-etl` in this process with the canary token in the environment."""
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Cli:
+    """Run `piper-etl` in this process with the canary token in the environment.
+
+    The default output folder is under a temporary XDG_DATA_HOME: a command given no `--out` never
+    writes into the real home.
+    """
     monkeypatch.setenv("PIPER_API_TOKEN", CANARY_TOKEN)
-    for name in ("PIPER_ORG_ID", "PIPER_BASE_URL", "PREFECT_API_URL"):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+    for name in ("PIPER_ORG_ID", "PIPER_BASE_URL", "PIPER_OUT_DIR", "PREFECT_API_URL"):
         monkeypatch.delenv(name, raising=False)
 
     def run(*args: str, stdin: str = "") -> CliResult:

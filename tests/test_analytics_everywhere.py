@@ -11,15 +11,16 @@ import pytest
 from flows.chunks import log_row, log_table
 from tests.analytics_golden import LOADED_AT, PRICES, golden_tables
 from tests.conftest import Cli, SimulatedPiper, load_args
-from warehouse import analytics, publish, store
+from warehouse import analytics, ddl, publish, store
 from warehouse.load import open_load
 from warehouse.reader import open_analytics
 from warehouse.records import LoadCounts
 
 ORDER = {
-    "scenario_summary": "scenario_id",
-    "criteria_summary": "scenario_id, criteria_id",
-    "daily_summary": "day, scenario_id",
+    "scenario_summary": "scenario_id, is_test",
+    "criteria_summary": "scenario_id, criteria_id, is_test",
+    "agent_summary": "agent_id NULLS FIRST, scenario_id, is_test",
+    "daily_summary": "day, scenario_id, is_test",
     "run_costs": "run_id",
     "failures": "criteria_result_id",
 }
@@ -50,15 +51,42 @@ def test_views_agree_between_the_database_and_the_parquet_files(tmp_path: Path) 
     database = duckdb.connect(str(tmp_path / store.DATABASE_FILE), read_only=True)
     database.execute("SET TimeZone = 'UTC'")
     parquet = open_analytics(tmp_path)
+    snapshot = open_analytics(tmp_path, prefer_snapshot=True)
     try:
-        assert parquet.source == tmp_path / "parquet"
+        assert parquet.source == tmp_path / "parquet" and snapshot.source == tmp_path / "piper-bi.duckdb"
         for view in analytics.VIEWS:
             expected = view_rows(database, view)
             assert expected, view
             assert view_rows(parquet.con, view) == expected, view
+            assert view_rows(snapshot.con, view) == expected, view
     finally:
         database.close()
         parquet.close()
+        snapshot.close()
+
+
+def test_views_read_a_snapshot_from_before_the_dimensions(tmp_path: Path) -> None:
+    """An older snapshot has no dimension tables and no agent columns: they read as empty and NULL."""
+    con = duckdb.connect(str(tmp_path / "piper-bi.duckdb"))
+    try:
+        for name, table in golden_tables().items():
+            if name in ("runs", "turns", "criteria_results"):
+                con.register("golden", table.drop_columns(["agent_id", "agent_name", "is_test"])
+                             if name == "runs" else table)
+                con.execute(f"CREATE TABLE {name} AS SELECT * FROM golden")
+                con.unregister("golden")
+        for name in ("fetch_log", "loads", "rejected_payloads"):
+            con.execute(ddl.create_table_sql(name))
+    finally:
+        con.close()
+    opened = open_analytics(tmp_path)
+    try:
+        assert opened.reads_snapshot
+        assert opened.con.execute("SELECT sum(runs), bool_or(is_test), count(agent_id) FROM agent_summary"
+                                  ).fetchone() == (9, False, 0)
+        assert opened.con.execute("SELECT count(required) FROM criteria_summary").fetchone() == (0,)
+    finally:
+        opened.close()
 
 
 def test_current_state_sql_defines_the_views_for_parquet_only_users(
@@ -101,7 +129,7 @@ def test_views_survive_a_new_column_in_a_table(tmp_path: Path) -> None:
     con = store.connect(tmp_path / store.DATABASE_FILE)
     try:
         con.execute("ALTER TABLE runs ADD COLUMN added_later VARCHAR")
-        assert con.execute("SELECT count(*) FROM run_costs").fetchone() == (8,)
+        assert con.execute("SELECT count(*) FROM run_costs").fetchone() == (9,)
     finally:
         con.close()
 
@@ -112,7 +140,7 @@ def test_current_state_sql_runs_from_anywhere_with_a_file_search_path(tmp_path: 
     con = duckdb.connect()
     con.execute("SET file_search_path = ?", [str(tmp_path)])
     con.execute((tmp_path / "current_state.sql").read_text(encoding="utf-8"))
-    assert con.execute("SELECT sum(runs) FROM scenario_summary").fetchone() == (8,)
+    assert con.execute("SELECT sum(runs) FROM scenario_summary").fetchone() == (9,)
 
 
 def test_the_flow_summary_read_while_the_snapshot_is_copied_says_what_snapshot_and_parquet_say(

@@ -25,7 +25,7 @@ def by_key(rows: list[dict[str, Any]], *keys: str) -> dict[Any, dict[str, Any]]:
 
 def test_scenario_summary() -> None:
     rows = by_key(fetch(golden_connection(PRICES), "SELECT * FROM scenario_summary"), "scenario_name")
-    assert set(rows) == {"Refund", "Cancel"}
+    assert set(rows) == {"Refund", "Cancel", "Upgrade"}
     refund, cancel = rows["Refund"], rows["Cancel"]
     # Refund: a1 passed, a2 failed, a3 running and a4 pending are not final.
     assert refund | {"run_pass_rate": None, "criteria_pass_rate": None, "p95_duration_seconds": None,
@@ -39,7 +39,9 @@ def test_scenario_summary() -> None:
         "input_tokens": 750, "output_tokens": 75,  # a3 (running) counts: the judge was paid; a4 has none
         "estimated_cost_usd": None,
         "first_run_at": utc("2026-10-01T10:00:00"), "last_run_at": utc("2026-10-02T08:00:00"),
+        "is_test": False,  # a3, a4 were never listed: not known to be tests, so counted as real runs
     }
+    assert rows["Upgrade"]["is_test"] is True and rows["Upgrade"]["runs"] == 1
     assert refund["run_pass_rate"] == approx(1 / 2)
     assert refund["criteria_pass_rate"] == approx(3 / 4)  # the SKIPPED verdict is neither pass nor fail
     assert refund["p95_duration_seconds"] == approx(60 + 0.95 * 60)
@@ -64,7 +66,7 @@ def test_daily_summary_uses_utc_days_whatever_the_session_time_zone() -> None:
     rows = by_key(fetch(con, "SELECT * FROM daily_summary"), "day", "scenario_name")
     assert set(rows) == {
         (date(2026, 10, 1), "Refund"), (date(2026, 10, 2), "Refund"), (None, "Refund"),
-        (date(2026, 10, 2), "Cancel"), (date(2026, 10, 3), "Cancel"),
+        (date(2026, 10, 2), "Cancel"), (date(2026, 10, 3), "Cancel"), (date(2026, 10, 3), "Upgrade"),
     }
     first = rows[(date(2026, 10, 1), "Refund")]
     assert (first["runs"], first["runs_passed"], first["runs_failed"], first["runs_not_final"]) == (2, 1, 1, 0)
@@ -87,7 +89,7 @@ def test_daily_summary_uses_utc_days_whatever_the_session_time_zone() -> None:
 
 def test_criteria_summary() -> None:
     rows = by_key(fetch(golden_connection(PRICES), "SELECT * FROM criteria_summary"), "criteria_id")
-    assert set(rows) == {"c1", "c2", "c3", "c4", "c5", "c6"}
+    assert set(rows) == {"c1", "c2", "c3", "c4", "c5", "c6", "c7"}
     counts = {key: (r["evaluations"], r["passes"], r["fails"], r["other_verdicts"]) for key, r in rows.items()}
     assert counts == {
         "c1": (2, 2, 0, 0),  # a3's FAIL is in a running run: not counted yet
@@ -96,6 +98,7 @@ def test_criteria_summary() -> None:
         "c4": (3, 0, 2, 1),
         "c5": (3, 2, 1, 0),
         "c6": (1, 0, 0, 1),
+        "c7": (1, 1, 0, 0),
     }
     assert [rows[k]["pass_rate"] for k in ("c1", "c2", "c4", "c5")] == [approx(1.0), approx(0.5), approx(0.0),
                                                                         approx(2 / 3)]
@@ -108,11 +111,24 @@ def test_criteria_summary() -> None:
     assert c4["last_failed_at"] == utc("2026-10-03T09:00:00")
     assert (c4["latest_failing_critique"], c4["latest_failing_run_id"]) == ("Did not confirm cancellation.", "b3")
     assert (c4["scenario_name"], c4["criteria_question"]) == ("Cancel", "Does the agent confirm the cancellation?")
+    definitions = {key: (r["required"], r["user_message"], r["is_test"]) for key, r in rows.items()}
+    assert definitions == {
+        "c1": (True, "I want my money back", False), "c2": (True, "I want my money back", False),
+        "c3": (False, "Store credit instead?", False), "c4": (True, "Cancel my plan", False),
+        "c5": (True, "Cancel my plan", False), "c6": (None, None, False),  # a criterion with no definition
+        "c7": (False, "Upgrade me", True),
+    }
 
 
 def test_run_costs() -> None:
     rows = by_key(fetch(golden_connection(PRICES), "SELECT * FROM run_costs"), "run_id")
-    assert len(rows) == 8
+    assert len(rows) == 9
+    agents = {run: (r["agent_id"], r["agent_name"], r["is_test"]) for run, r in rows.items()}
+    assert agents == {  # a1 and u1 from their own columns, the others from their sessions rows
+        "a1": ("agent-1", "Ana", False), "a2": ("agent-1", "Ana", False), "a3": (None, None, False),
+        "a4": (None, None, False), "b1": ("agent-2", "Bo", False), "b2": ("agent-2", "Bo", False),
+        "b3": ("agent-2", "Bo", False), "b4": (None, None, False), "u1": ("agent-2", "Bo", True),
+    }
     b1 = rows["b1"]
     assert (b1["input_tokens"], b1["output_tokens"], b1["total_tokens"], b1["judge_model"]) == (
         400, None, 400, "judge-golden")
@@ -134,6 +150,33 @@ def test_failures_newest_first_with_their_story() -> None:
     assert (first["scenario_name"], first["turn_index"], first["run_status"]) == ("Cancel", 0, "failed")
     assert first["response_content"] == "agent reply b3 turn 0"
     assert rows[3]["run_status"] == "running"  # a failure in a running run is shown, flagged by its status
+    assert [(r["agent_name"], r["is_test"], r["required"], r["user_message"]) for r in rows[2:]] == [
+        ("Bo", False, True, "Cancel my plan"), (None, False, True, "I want my money back"),
+        ("Ana", False, True, "I want my money back")]
+
+
+def test_agent_summary() -> None:
+    rows = by_key(fetch(golden_connection(PRICES), "SELECT * FROM agent_summary"), "agent_id", "scenario_id", "is_test")
+    assert set(rows) == {("agent-1", "sc-a", False), (None, "sc-a", False), ("agent-2", "sc-b", False),
+                         (None, "sc-b", False), ("agent-2", "sc-u", True)}
+    ana = rows[("agent-1", "sc-a", False)]  # a1 passed, a2 failed
+    assert (ana["agent_name"], ana["scenario_name"], ana["runs"], ana["runs_final"]) == ("Ana", "Refund", 2, 2)
+    assert (ana["runs_passed"], ana["runs_failed"], ana["runs_error"]) == (1, 1, 0)
+    assert ana["run_pass_rate"] == approx(0.5)
+    assert (ana["criteria_passed"], ana["criteria_failed"]) == (3, 1) and ana["criteria_pass_rate"] == approx(0.75)
+    assert (ana["input_tokens"], ana["output_tokens"]) == (700, 70)
+    assert ana["estimated_cost_usd"] == approx(700 * 2e-6 + 70 * 10e-6)
+    assert (ana["first_run_at"], ana["last_run_at"]) == (utc("2026-10-01T10:00:00"), utc("2026-10-01T23:30:00"))
+    unknown = rows[(None, "sc-a", False)]  # a3 running and a4 pending, never listed
+    assert (unknown["runs"], unknown["runs_final"], unknown["run_pass_rate"]) == (2, 0, None)
+    assert (unknown["input_tokens"], unknown["output_tokens"]) == (50, 5)
+    bo = rows[("agent-2", "sc-b", False)]  # b1 error, b2 passed, b3 failed
+    assert (bo["runs"], bo["runs_passed"], bo["runs_failed"], bo["runs_error"]) == (3, 1, 1, 1)
+    assert bo["run_pass_rate"] == approx(1 / 3) and bo["criteria_pass_rate"] == approx(2 / 5)
+    assert (bo["input_tokens"], bo["output_tokens"]) == (1300, 90)
+    test = rows[("agent-2", "sc-u", True)]  # the test session keeps a row of its own
+    assert (test["runs"], test["run_pass_rate"], test["criteria_pass_rate"]) == (1, approx(1.0), approx(1.0))
+    assert sum(row["runs"] for row in rows.values()) == 9
 
 
 def test_fails_in_criteria_summary_are_the_failures_of_final_runs() -> None:

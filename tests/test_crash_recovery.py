@@ -81,3 +81,18 @@ def test_crash_point_is_inert_without_the_variable() -> None:
     from warehouse.crash import crash_point
 
     crash_point("merged")  # returns: the variable is not set in the test process
+
+
+def test_a_load_killed_after_landing_scenario_definitions_keeps_them(piper: SimulatedPiper, out_dir: Path) -> None:
+    """The definitions part has no session of its own; an empty `fetch_log` part marks it complete."""
+    ids = piper.dataset.session_ids[:6]
+    args = load_args(piper, out_dir, *ids)
+    assert run_cli_process(args, crash_at="scenarios-landed").returncode == CRASH_EXIT_STATUS
+    before = len(piper.state.requests)
+    assert run_cli_process(args).returncode == 0
+    landed = query(out_dir, "SELECT count(DISTINCT scenario_id) FROM runs")[0][0]
+    assert landed and query(out_dir, "SELECT count(*) FROM scenarios")[0][0] == landed
+    assert query(out_dir, "SELECT count(*) FROM runs r ANTI JOIN scenarios USING (scenario_id)") == [(0,)]
+    assert query(out_dir, "SELECT status FROM loads ORDER BY load_seq LIMIT 1") == [("recovered",)]
+    again = [r for r in piper.state.requests[before:] if "/scenarios/" in r.raw_path and "/runs/" not in r.raw_path]
+    assert not again, "the recovered definitions are not fetched again"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -26,9 +27,15 @@ def test_demo_loads_twice_and_prints_its_summary(tmp_path: Path, capsys: pytest.
     assert "second load, after the pending runs finished" in printed and "skipped (already final)" in printed
     for heading in ("Runs by status", "Judged criteria by verdict", "judge input tokens", "piper.duckdb", "SELECT"):
         assert heading in printed
-    assert query(out_dir, "SELECT count(*) FROM runs")[0][0] == 40
+    assert "sync, after 3 new sessions and 2 re-runs: listed 47 sessions in 1 pages" in printed
+    # updated: the 2 re-runs, and the runs the second load stored final but whose session moved when they finished
+    queued = re.search(r"queued (\d+) \(3 new, 0 unfinished, (\d+) updated\): (\d+) loaded, 0 failed", printed)
+    assert queued and int(queued[2]) >= 2 and queued[1] == queued[3]
+    assert "sync again, nothing new: listed 47 sessions in 1 pages" in printed and "queued 0 (0 new" in printed
+    assert query(out_dir, "SELECT count(*) FROM runs")[0][0] == 43, "a re-run replaces its session's run"
     assert query(out_dir, "SELECT count(*) FROM runs WHERE status IN ('pending', 'running')")[0][0] == 0
-    assert query(out_dir, "SELECT count(*) FROM loads")[0][0] == 2
+    assert query(out_dir, "SELECT count(*) FROM loads")[0][0] == 4
+    assert query(out_dir, "SELECT count(*) FROM sync_state")[0][0] == 2
 
 
 def free_port() -> int:

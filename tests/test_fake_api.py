@@ -229,12 +229,15 @@ def test_set_payload_serves_exactly_that_json(state: FakePiper, client: httpx.Cl
 def test_sessions_list_pages_and_rejects_bad_paging(state: FakePiper, client: httpx.Client) -> None:
     url = f"/v1/orgs/{state.dataset.org_id}/sessions/"
     seen: list[str] = []
+    created: list[str] = []
     for offset in range(0, 50, 15):
         body = client.get(url, params={"limit": 15, "offset": offset}).json()
         assert body["total"] == 40
         assert all(set(session) == SESSION_KEYS for session in body["sessions"])
         seen += [session["id"] for session in body["sessions"]]
-    assert seen == state.dataset.session_ids
+        created += [session["created_at"] for session in body["sessions"]]
+    assert sorted(seen) == sorted(state.dataset.session_ids), "every session once"
+    assert created == sorted(created, reverse=True), "newest first (tests/test_fake_api_changes.py: other orders)"
     for params, name in (({"limit": 0}, "limit"), ({"limit": 501}, "limit"), ({"limit": "x"}, "limit"),
                          ({"offset": -1}, "offset")):
         response = client.get(url, params=params)

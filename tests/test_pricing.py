@@ -16,6 +16,7 @@ COST_COLUMNS = {
     "scenario_summary": ["estimated_cost_usd"],
     "criteria_summary": ["estimated_cost_usd"],
     "daily_summary": ["estimated_cost_usd"],
+    "agent_summary": ["estimated_cost_usd"],
     "run_costs": ["input_cost_usd", "output_cost_usd", "estimated_cost_usd"],
 }
 TWO_MODELS = """
@@ -99,7 +100,7 @@ def test_costs_are_null_not_zero_without_a_price(prices: pricing.PriceList | Non
     for view, columns in COST_COLUMNS.items():
         for column in columns:
             assert con.execute(f"SELECT count({column}) FROM {view}").fetchone() == (0,), f"{view}.{column}"
-    assert con.execute("SELECT sum(input_tokens) FROM run_costs").fetchone() == (2050,)  # tokens are still there
+    assert con.execute("SELECT sum(input_tokens) FROM run_costs").fetchone() == (2060,)  # tokens are still there
 
 
 def test_two_models_and_none_chosen_is_an_error_that_lists_them(tmp_path: Path) -> None:

@@ -86,7 +86,8 @@ def test_the_terminal_report_fits_in_100_columns(demo: tuple[Path, str]) -> None
     print_report(report_data(demo[0]), Console(file=printed, width=100))
     text = printed.getvalue()
     assert max(len(line) for line in text.splitlines()) <= 100
-    for heading in ("Scenarios", "Criteria that fail most", "By UTC day", "Loads (last 2 of 2)", NO_PRICE[:40]):
+    # the demo commits two loads and two syncs
+    for heading in ("Scenarios", "Criteria that fail most", "By UTC day", "Loads (last 4 of 4)", NO_PRICE[:40]):
         assert heading in text, heading
 
 

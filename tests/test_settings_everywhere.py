@@ -11,17 +11,17 @@ import pytest
 
 from connector.errors import PiperConfigError
 from flows.cli import SETTINGS_FLAGS, build_parser
-from flows.prefect_flow import load_sessions
-from flows.settings import ENVIRONMENT, LoadSettings
+from flows.prefect_flow import load_sessions, sync_sessions
+from flows.settings import ENVIRONMENT, LoadSettings, SyncOptions
 
 NOT_SETTINGS = {"session_ids", "sessions_file", "engine", "help"}
 """`load` options that say what to load or how to run it, not how the load behaves."""
 
 
-def load_parser() -> argparse.ArgumentParser:
+def load_parser(command: str = "load") -> argparse.ArgumentParser:
     parser = build_parser()
     action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return action.choices["load"]
+    return action.choices[command]
 
 
 def field_defaults() -> dict[str, object]:
@@ -87,3 +87,27 @@ def test_the_settings_parameters_are_what_the_flow_receives() -> None:
     parameters = settings.as_parameters()
     assert set(parameters) == set(inspect.signature(load_sessions.fn).parameters) - {"session_ids"}
     assert LoadSettings.resolve(parameters, {}) == settings, "a flow rebuilds exactly the CLI's settings"
+
+
+SYNC_ONLY = {"full_scan": False, "since": None, "until": None}
+"""`sync_sessions` parameters that are not load settings, with their defaults (prefect.yaml relies on them)."""
+
+
+def test_the_sync_flow_takes_the_load_flows_parameters_but_session_ids_plus_its_own() -> None:
+    load_parameters = dict(inspect.signature(load_sessions.fn).parameters)
+    load_parameters.pop("session_ids")
+    sync_parameters = dict(inspect.signature(sync_sessions.fn).parameters)
+    assert list(sync_parameters) == [*load_parameters, *SYNC_ONLY], "same names, same order, then the sync's own"
+    for name, parameter in load_parameters.items():
+        assert sync_parameters[name].default == parameter.default, name
+        assert sync_parameters[name].annotation == parameter.annotation, name
+    assert {name: sync_parameters[name].default for name in SYNC_ONLY} == SYNC_ONLY
+    assert SyncOptions().as_parameters() == SYNC_ONLY
+
+
+def test_sync_takes_every_load_setting_flag_with_the_same_defaults() -> None:
+    load_flags = {a.dest: a.default for a in load_parser()._actions}
+    sync_flags = {a.dest: a.default for a in load_parser("sync")._actions}
+    settings_dests = set(SETTINGS_FLAGS.values())
+    assert {d: load_flags[d] for d in settings_dests} == {d: sync_flags[d] for d in settings_dests}
+    assert set(sync_flags) - settings_dests == {"help", "engine", "since", "until", "full_scan", "dry_run"}

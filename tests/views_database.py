@@ -11,15 +11,15 @@ from datetime import UTC, datetime
 import duckdb
 import pyarrow as pa
 
-from schemas.tables import DATA_TABLES
+from schemas.tables import DATA_TABLES, DIMENSION_KEYS
 from warehouse import analytics, ddl
 
 
 def views_database(tables: dict[str, pa.Table]) -> duckdb.DuckDBPyConnection:
-    """`runs`, `turns` and `criteria_results` created by the DDL, filled from `tables`, then the views."""
+    """The data tables and the dimensions created by the DDL, filled from `tables`, then the views."""
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    for name in DATA_TABLES:
+    for name in [*DATA_TABLES, *DIMENSION_KEYS]:
         con.execute(ddl.create_table_sql(name))
         if name in tables:
             con.register("given", tables[name])

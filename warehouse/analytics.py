@@ -1,8 +1,9 @@
 """The analytics views (`analytics.sql`): installed in `OUT/piper.duckdb` and written into `current_state.sql`.
 
-The views are defined once, as SQL over the tables `runs`, `turns`, `criteria_results` and
-`token_prices`, so the same text works wherever those four names resolve: inside the DuckDB file,
-over the Parquet current-state views, or in the in-memory database of `piper-etl sql` and `report`.
+The views are defined once, as SQL over the tables `runs`, `turns`, `criteria_results`, `token_prices`
+and the dimensions `sessions` and `scenario_criteria`, so the same text works wherever those names
+resolve: inside the DuckDB file, over the Parquet current-state views, or in the in-memory database of
+`piper-etl sql` and `report`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from warehouse import pricing
 VIEWS = {
     "scenario_summary": "per scenario: runs by status, run and criteria pass rates, durations, tokens, cost",
     "criteria_summary": "per criterion: evaluations, passes, fails, other verdicts, tokens, latest failing critique",
+    "agent_summary": "per agent and scenario: runs, run and criteria pass rates, tokens, cost",
     "daily_summary": "per UTC day and scenario: runs, pass rates, tokens, cost",
     "run_costs": "per run: judge tokens by kind and estimated cost",
     "failures": "one row per FAIL verdict with scenario, turn, question, critique and evidence, newest first",

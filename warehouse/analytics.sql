@@ -1,4 +1,5 @@
--- piper-etl analytics views, defined once over the tables runs, turns, criteria_results and token_prices.
+-- piper-etl analytics views, defined once over the tables runs, turns, criteria_results, token_prices and
+-- the dimensions sessions and scenario_criteria.
 -- The same statements run inside OUT/piper.duckdb and over the Parquet files (OUT/current_state.sql).
 -- Every column is described in docs/analytics.md.
 --
@@ -15,6 +16,12 @@
 -- * Cost is tokens times the USD-per-million price of the token_prices row marked selected. With no
 --   such row, or no price on it, every cost is NULL (unknown), never 0.
 -- * A day is the UTC calendar day of the run's start, whatever the session's TimeZone setting.
+-- * is_test is true for the runs of sessions the sessions list marks as test sessions, and false for every
+--   other run (a session never listed counts as a real one). The summaries keep test and other runs in
+--   separate rows (is_test is part of their key), so that `WHERE NOT is_test` leaves one row per key.
+-- * The agent and is_test of a run are the run's own columns (filled when it was loaded), else those of its
+--   current sessions row; a criterion's required flag and user message come from its scenario's current
+--   definition in scenario_criteria (NULL when that scenario was never fetched).
 
 CREATE OR REPLACE VIEW run_costs AS
 WITH price AS (
@@ -47,8 +54,16 @@ SELECT
     CASE WHEN price.input_usd IS NULL OR price.output_usd IS NULL
               OR (r.input_tokens IS NULL AND r.output_tokens IS NULL) THEN NULL
          ELSE (coalesce(r.input_tokens * price.input_usd, 0) + coalesce(r.output_tokens * price.output_usd, 0)) / 1e6
-    END AS estimated_cost_usd
+    END AS estimated_cost_usd,
+    coalesce(r.agent_id, s.agent_id) AS agent_id,
+    coalesce(r.agent_name, s.agent_name) AS agent_name,
+    coalesce(r.is_test, s.is_test, false) AS is_test
 FROM runs AS r
+LEFT JOIN (
+    SELECT session_id, any_value(agent_id) AS agent_id, any_value(agent_name) AS agent_name,
+           bool_or(is_test) AS is_test
+    FROM sessions GROUP BY session_id
+) AS s ON s.session_id = r.session_id
 CROSS JOIN price;
 
 CREATE OR REPLACE VIEW scenario_summary AS
@@ -76,9 +91,10 @@ SELECT
     TRY_CAST(sum(output_tokens) AS BIGINT) AS output_tokens,
     sum(estimated_cost_usd) AS estimated_cost_usd,
     min(started_at) AS first_run_at,
-    max(started_at) AS last_run_at
+    max(started_at) AS last_run_at,
+    is_test
 FROM run_costs
-GROUP BY scenario_id, scenario_name;
+GROUP BY scenario_id, scenario_name, is_test;
 
 CREATE OR REPLACE VIEW daily_summary AS
 SELECT
@@ -103,9 +119,10 @@ SELECT
         AS criteria_pass_rate,
     TRY_CAST(sum(input_tokens) AS BIGINT) AS input_tokens,
     TRY_CAST(sum(output_tokens) AS BIGINT) AS output_tokens,
-    sum(estimated_cost_usd) AS estimated_cost_usd
+    sum(estimated_cost_usd) AS estimated_cost_usd,
+    is_test
 FROM run_costs
-GROUP BY day, scenario_id, scenario_name;
+GROUP BY day, scenario_id, scenario_name, is_test;
 
 CREATE OR REPLACE VIEW criteria_summary AS
 WITH price AS (
@@ -113,14 +130,20 @@ WITH price AS (
     FROM token_prices
     WHERE selected
 ),
+definitions AS (  -- one per criterion of a scenario, so that the join below never multiplies rows
+    SELECT scenario_id, criteria_id, any_value(required) AS required, any_value(user_message) AS user_message
+    FROM scenario_criteria
+    GROUP BY scenario_id, criteria_id
+),
 judged AS (
     SELECT
         c.criteria_result_id, c.run_id, c.criteria_id, c.criteria_question, c.criteria_type, c.verdict,
         c.critique, c.input_tokens, c.output_tokens,
-        r.scenario_id, r.scenario_name, r.started_at AS run_started_at,
-        coalesce(r.status IN ('passed', 'failed', 'error'), false) AS run_is_final
+        r.scenario_id, r.scenario_name, r.started_at AS run_started_at, r.run_is_final, r.is_test,
+        d.required, d.user_message
     FROM criteria_results AS c
-    JOIN runs AS r ON c.run_id = r.run_id
+    JOIN run_costs AS r ON c.run_id = r.run_id
+    LEFT JOIN definitions AS d ON d.scenario_id = r.scenario_id AND d.criteria_id = c.criteria_id
 ),
 counted AS (
     SELECT
@@ -129,6 +152,9 @@ counted AS (
         criteria_id,
         criteria_question,
         criteria_type,
+        required,
+        user_message,
+        is_test,
         count(*) FILTER (WHERE run_is_final) AS evaluations,
         count(*) FILTER (WHERE run_is_final AND verdict = 'PASS') AS passes,
         count(*) FILTER (WHERE run_is_final AND verdict = 'FAIL') AS fails,
@@ -142,7 +168,7 @@ counted AS (
         arg_max(run_id, (run_started_at, run_id, criteria_result_id))
             FILTER (WHERE run_is_final AND verdict = 'FAIL' AND run_started_at IS NOT NULL) AS latest_failing_run_id
     FROM judged
-    GROUP BY scenario_id, scenario_name, criteria_id, criteria_question, criteria_type
+    GROUP BY scenario_id, scenario_name, criteria_id, criteria_question, criteria_type, required, user_message, is_test
 )
 SELECT
     scenario_id,
@@ -163,7 +189,10 @@ SELECT
     END AS estimated_cost_usd,
     last_failed_at,
     latest_failing_critique,
-    latest_failing_run_id
+    latest_failing_run_id,
+    required,
+    user_message,
+    is_test
 FROM counted
 CROSS JOIN price;
 
@@ -183,9 +212,46 @@ SELECT
     c.evidence,
     t.response_content,
     c.turn_result_id,
-    c.criteria_result_id
+    c.criteria_result_id,
+    r.agent_id,
+    r.agent_name,
+    r.is_test,
+    d.required,
+    d.user_message
 FROM criteria_results AS c
-JOIN runs AS r ON c.run_id = r.run_id
+JOIN run_costs AS r ON c.run_id = r.run_id
 LEFT JOIN turns AS t ON c.run_id = t.run_id AND c.turn_result_id = t.turn_result_id
+LEFT JOIN (
+    SELECT scenario_id, criteria_id, any_value(required) AS required, any_value(user_message) AS user_message
+    FROM scenario_criteria
+    GROUP BY scenario_id, criteria_id
+) AS d ON d.scenario_id = r.scenario_id AND d.criteria_id = c.criteria_id
 WHERE c.verdict = 'FAIL'
 ORDER BY r.started_at DESC NULLS LAST, c.run_id, c.turn_index, c.criteria_result_id;
+
+CREATE OR REPLACE VIEW agent_summary AS
+SELECT
+    agent_id,
+    agent_name,
+    scenario_id,
+    scenario_name,
+    is_test,
+    count(*) AS runs,
+    count(*) FILTER (WHERE run_is_final) AS runs_final,
+    count(*) FILTER (WHERE status = 'passed') AS runs_passed,
+    count(*) FILTER (WHERE status = 'failed') AS runs_failed,
+    count(*) FILTER (WHERE status = 'error') AS runs_error,
+    (count(*) FILTER (WHERE status = 'passed'))::DOUBLE / nullif(count(*) FILTER (WHERE run_is_final), 0)
+        AS run_pass_rate,
+    coalesce(sum(passed_criteria_count) FILTER (WHERE run_is_final), 0)::BIGINT AS criteria_passed,
+    coalesce(sum(failed_criteria_count) FILTER (WHERE run_is_final), 0)::BIGINT AS criteria_failed,
+    (sum(passed_criteria_count) FILTER (WHERE run_is_final))::DOUBLE
+        / nullif(sum(passed_criteria_count + failed_criteria_count) FILTER (WHERE run_is_final), 0)
+        AS criteria_pass_rate,
+    TRY_CAST(sum(input_tokens) AS BIGINT) AS input_tokens,
+    TRY_CAST(sum(output_tokens) AS BIGINT) AS output_tokens,
+    sum(estimated_cost_usd) AS estimated_cost_usd,
+    min(started_at) AS first_run_at,
+    max(started_at) AS last_run_at
+FROM run_costs
+GROUP BY agent_id, agent_name, scenario_id, scenario_name, is_test;

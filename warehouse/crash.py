@@ -11,8 +11,9 @@ from collections import Counter
 
 CRASH_ENV = "PIPER_ETL_CRASH_AT"
 CRASH_EXIT_STATUS = 86
-POINTS = ("fetching", "fetched", "parquet-written", "merge-uncommitted", "merged",
-          "compact-written", "compact-sql-written", "compact-committed", "compact-vacuum")
+POINTS = ("listed", "fetching", "fetched", "scenarios-landed", "parquet-written", "merge-uncommitted", "merged",
+          "compact-written", "compact-sql-written", "compact-committed", "compact-vacuum",
+          "snapshot-updating", "snapshot-updated", "snapshot-linked")
 _reached: Counter[str] = Counter()
 
 

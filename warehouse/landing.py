@@ -67,10 +67,11 @@ def write_part(table: pa.Table, path: Path, *, tag: str = "", sync_folder: bool 
 
 
 def write_chunk(root: Path, load_id: str, part: str, tables: dict[str, pa.Table]) -> list[Path]:
-    """Land one chunk's tables; empty tables write no file. The fetch log is written last.
+    """Land one chunk's tables; empty tables write no file, but for `fetch_log`, which is written last.
 
     A chunk lands whole or not at all: a failure removes the parts it wrote, and a kill leaves data
-    parts without their `fetch_log` part, which recovery deletes.
+    parts without their `fetch_log` part, which recovery deletes. A chunk with no session of its own
+    (the scenario definitions) passes an empty `fetch_log` to mark itself complete all the same.
     """
     written: list[Path] = []
     try:
@@ -78,7 +79,7 @@ def write_chunk(root: Path, load_id: str, part: str, tables: dict[str, pa.Table]
             if name not in LANDED_TABLES:
                 raise ValueError(f"unknown landed table {name!r}")
             table = tables[name]
-            if table.num_rows == 0:
+            if table.num_rows == 0 and name != "fetch_log":
                 continue
             path = part_path(root, name, load_id, part)
             # the folders are fsynced once, by the commit (`write_load_row`), not once a part

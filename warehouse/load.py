@@ -24,17 +24,18 @@ import logging
 import os
 import queue
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import Literal, TypeVar
 
 import duckdb
 import pyarrow as pa
 
-from warehouse import compact, files, landing, leases, publish, recovery, store
+from warehouse import compact, files, landing, leases, publish, recovery, store, sync_reads, views
 from warehouse.crash import crash_point
 from warehouse.merge import Merge
 from warehouse.pricing import PriceList
@@ -43,6 +44,7 @@ from warehouse.records import LoadCounts, load_row
 logger = logging.getLogger(__name__)
 
 OutputFormat = Literal["duckdb", "parquet", "both"]
+T = TypeVar("T")
 FORMATS: tuple[OutputFormat, ...] = ("duckdb", "parquet", "both")
 
 
@@ -123,23 +125,91 @@ class LoadTransaction:
     def stored_final_runs(self, session_ids: list[str]) -> dict[str, str]:
         """session_id -> run_id for the sessions whose current run is final in every store this load writes.
 
-        DuckDB answers when this load holds it; for `both` only runs whose load is also committed in
-        the Parquet files count. Without the database (another writer holds it) `both` reads the
-        Parquet state (DuckDB catches up with it at the commit) and `duckdb` skips nothing.
+        Read as `_read_state` says; without the database (another writer holds it) `duckdb` skips nothing.
         """
         if not session_ids:
             return {}
+        if self.writes_parquet and not (self.writes_duckdb and self._con is not None):
+            # The Parquet files answer, as `_read_state` would, but reading only what decides these sessions.
+            found = store.landed_final_session_runs(self.out_dir / landing.PARQUET_DIR, session_ids)
+            return {session: run for session, (run, _) in found.items()}
+        return self._read_state(lambda con: store.final_session_runs(con, session_ids))
+
+    def stored_dimension(
+        self, table: str, keys: Iterable[str], columns: Sequence[str]
+    ) -> dict[str, dict[str, object]]:
+        """key -> the named columns of the current row of each key in a dimension table (`sessions`, `scenarios`).
+
+        Only the requested keys are read; a key without a row is absent. Read as `_read_state` says.
+        """
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return {}
+        return self._read_state(lambda con: store.dimension_rows(con, table, wanted, columns))
+
+    def _read_state(self, read: Callable[[duckdb.DuckDBPyConnection], dict[str, tuple[T, str]]]) -> dict[str, T]:
+        """What `read` finds (key -> (value, load_id of its row)) in the committed state of the stores this load writes.
+
+        DuckDB answers when this load holds it; for `both` only rows whose load is also committed in
+        the Parquet files count. Without the database (another writer holds it) `both` reads the
+        Parquet state (DuckDB catches up with it at the commit) and `duckdb` reads the database
+        read-only if nobody writes it right now, else finds nothing.
+        """
         parquet_root = self.out_dir / landing.PARQUET_DIR
         if self.writes_duckdb and self._con is not None:
-            found = store.final_session_runs(self._con, session_ids)
+            # A cursor of its own: the inserter thread may be using the connection (DuckDB connections are
+            # not for two threads at once), and a cursor sees the committed state, not this load's inserts.
+            cursor = self._con.cursor()
+            try:
+                cursor.execute(f"USE {store.CATALOG}")
+                found = read(cursor)
+            finally:
+                cursor.close()
             if not self.writes_parquet:
-                return {session: run for session, (run, _) in found.items()}
+                return {key: value for key, (value, _) in found.items()}
             committed = landing.committed_load_ids(parquet_root)
-            return {session: run for session, (run, load_id) in found.items() if load_id in committed}
-        if not self.writes_parquet:
+            return {key: value for key, (value, load_id) in found.items() if load_id in committed}
+        if self.writes_parquet:
+            if not views.present_tables(parquet_root):
+                return {}
+            con = views.open_current_state(parquet_root)
+        else:
+            try:
+                con = store.connect(self.out_dir / store.DATABASE_FILE, read_only=True, lock_timeout=0)
+            except (store.WarehouseLocked, duckdb.Error):
+                return {}
+        try:
+            return {key: value for key, (value, _) in read(con).items()}
+        except duckdb.CatalogException:  # a database no load of this version has written yet
             return {}
-        found = store.landed_final_session_runs(parquet_root, session_ids)
-        return {session: run for session, (run, _) in found.items()}
+        finally:
+            con.close()
+
+    @contextmanager
+    def reading_state(self) -> Iterator[sync_reads.StateView | None]:
+        """The current state this load builds on, for the sync's reads; None when no store can be read.
+
+        The same store as `stored_final_runs` reads: the database when this load holds it (for `both`,
+        counting only loads committed in the Parquet files), else the Parquet files (for `parquet`, `both`).
+        """
+        parquet_root = self.out_dir / landing.PARQUET_DIR
+        if self.writes_duckdb and self._con is not None:
+            committed = frozenset(landing.committed_load_ids(parquet_root)) if self.writes_parquet else None
+            yield sync_reads.StateView(self._con, committed)
+            return
+        if not self.writes_parquet or not views.present_tables(parquet_root):
+            yield None
+            return
+        con = views.open_current_state(parquet_root)
+        try:
+            yield sync_reads.StateView(con)
+        finally:
+            con.close()
+
+    def expect_sessions(self, sessions: int) -> None:
+        """How many sessions the load will fetch, once known after `open_load` (a sync knows after listing)."""
+        if sessions > MERGE_WHILE_FETCHING_UP_TO:
+            self._insert_while_fetching = False
 
     # -- while fetching --------------------------------------------------------------------------
 

@@ -53,21 +53,25 @@ def publish_duckdb(
 ) -> str | None:
     """Store the prices and (re)create the views through the writer connection, then publish the snapshot.
 
-    The copy is taken while `con` still holds the database's lock, right after a CHECKPOINT, so it is
-    one whole committed state. `summarize`: returns the verdict summary markdown, read through a cursor
-    of `con` while the snapshot is being copied (the copy waits on the disk, the read on DuckDB).
+    The snapshot is brought up to date while `con` still holds the database's lock, right after a
+    CHECKPOINT, so it is one whole committed state (warehouse/snapshot.py). `summarize`: returns the
+    verdict summary markdown, read through another cursor of `con` while the snapshot is published.
     """
-    current_versions = f"CREATE OR REPLACE VIEW current_versions AS {views.CURRENT_VERSIONS_SQL};\n"
-    analytics.install(con, prices, now, more_sql=current_versions + views.KEY_COLLISIONS_SQL)  # then CHECKPOINT
-    database, target = out_dir / store.DATABASE_FILE, snapshot.snapshot_path(out_dir)
-    if not summarize:
-        snapshot.publish_snapshot(database, target)
-        return None
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="piper-snapshot") as pool:
-        copying = pool.submit(snapshot.publish_snapshot, database, target)
-        verdicts = _verdicts_from_writer(con, database)
-        copying.result()
-    return verdicts
+    more_sql = f"CREATE OR REPLACE VIEW current_versions AS {views.CURRENT_VERSIONS_SQL};\n" + views.KEY_COLLISIONS_SQL
+    analytics.install(con, prices, now, more_sql=more_sql)  # then CHECKPOINT
+    views_sql = analytics.analytics_sql() + "\n" + more_sql
+    publishing = con.cursor()  # its own USE; made here, not in the thread: a connection is not thread-safe
+    try:
+        if not summarize:
+            snapshot.publish(publishing, out_dir, views_sql)
+            return None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="piper-snapshot") as pool:
+            published = pool.submit(snapshot.publish, publishing, out_dir, views_sql)
+            verdicts = _verdicts_from_writer(con, out_dir / store.DATABASE_FILE)
+            published.result()
+        return verdicts
+    finally:
+        publishing.close()
 
 
 def _verdicts_from_writer(con: duckdb.DuckDBPyConnection, database: Path) -> str:

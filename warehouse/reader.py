@@ -17,11 +17,11 @@ from pathlib import Path
 
 import duckdb
 
-from warehouse import analytics, pricing, snapshot, views
+from warehouse import analytics, ddl, pricing, snapshot, views
 from warehouse.landing import PARQUET_DIR
 
 SOURCE = "piper_source"
-PASS_THROUGH = ("fetch_log", "loads", "rejected_payloads")
+PASS_THROUGH = ("fetch_log", "loads", "rejected_payloads", "sessions", "scenarios", "scenario_criteria", "sync_state")
 
 
 class NoOutputError(LookupError):
@@ -70,12 +70,18 @@ def open_analytics(
     prices: pricing.PriceList | None = None,
     since: datetime | None = None,
     scenario: str | None = None,
+    agent: str | None = None,
+    tag: str | None = None,
+    include_test: bool = True,
     prefer_snapshot: bool = False,
 ) -> Analytics:
     """Open `out_dir` with every table and analytics view, optionally restricted to some runs.
 
     `prices` replaces the stored prices for this connection only. `since` keeps runs started at or
-    after that instant (runs not started yet are left out); `scenario` keeps runs of that scenario name.
+    after that instant (runs not started yet are left out); `scenario` keeps runs of that scenario name;
+    `agent` runs of the agent with that id or name; `tag` runs of the scenarios with that tag (as the
+    `scenarios` table has them); `include_test=False` leaves out the runs of test sessions (`is_test`).
+    The agent and is_test of a run are its own columns, else its session's (as the views take them).
     `prefer_snapshot` reads the published snapshot when there is one: right after a load that wrote
     DuckDB it holds the same current state as the Parquet files, already reduced, so it reads faster.
     """
@@ -85,7 +91,7 @@ def open_analytics(
     try:
         con.execute("SET TimeZone = 'UTC'")  # timestamps come back in UTC, as the report labels them
         has_prices = _attach(con, source)
-        _define_tables(con, since, scenario)
+        _define_tables(con, RunFilter(since, scenario, agent, tag, include_test))
         if prices is not None:
             pricing.replace_prices(con, prices, datetime.now(UTC))
         elif has_prices:
@@ -119,23 +125,69 @@ def _attach(con: duckdb.DuckDBPyConnection, source: Path) -> bool:
     return True
 
 
-def _define_tables(con: duckdb.DuckDBPyConnection, since: datetime | None, scenario: str | None) -> None:
-    conditions: list[str] = []
-    params: list[object] = []
-    if since is not None:
-        conditions.append("started_at >= ?")
-        params.append(since)
-    if scenario is not None:
-        conditions.append("scenario_name = ?")
-        params.append(scenario)
+@dataclass(frozen=True)
+class RunFilter:
+    """Which runs `piper-etl report` (and `open_analytics`) shows; the default keeps every run."""
+
+    since: datetime | None = None
+    scenario: str | None = None
+    agent: str | None = None
+    tag: str | None = None
+    include_test: bool = True
+
+    def where(self) -> tuple[list[str], list[object]]:
+        """Conditions over the source's runs `r` and sessions `s` (see `_define_tables`), and their parameters."""
+        conditions: list[str] = []
+        params: list[object] = []
+        if self.since is not None:
+            conditions.append("r.started_at >= ?")
+            params.append(self.since)
+        if self.scenario is not None:
+            conditions.append("r.scenario_name = ?")
+            params.append(self.scenario)
+        if self.agent is not None:
+            conditions.append("? IN (coalesce(r.agent_id, s.agent_id), coalesce(r.agent_name, s.agent_name))")
+            params.append(self.agent)
+        if self.tag is not None:
+            conditions.append("r.scenario_id IN (SELECT scenario_id FROM scenarios WHERE list_contains(tags, ?))")
+            params.append(self.tag)
+        if not self.include_test:
+            conditions.append("NOT coalesce(r.is_test, s.is_test, false)")
+        return conditions, params
+
+
+def _define_tables(con: duckdb.DuckDBPyConnection, runs: RunFilter) -> None:
+    """The tables of the source as views (or, with a filter, a table of the matching runs) in the default catalog.
+
+    Each has every column of the current schema: a snapshot published by an older piper-etl may lack
+    a table (the dimensions) or columns (runs' agent columns); they read as empty or NULL.
+    """
+    for table in PASS_THROUGH:
+        con.execute(f"CREATE VIEW {table} AS SELECT * FROM {_current_schema(con, table)}")
+    conditions, params = runs.where()
     if conditions:
-        con.execute(f"CREATE TABLE runs AS SELECT * FROM {SOURCE}.runs WHERE {' AND '.join(conditions)}", params)
+        con.execute(
+            f"CREATE TABLE runs AS SELECT r.* FROM {_current_schema(con, 'runs')} AS r LEFT JOIN ("
+            "SELECT session_id, any_value(agent_id) AS agent_id, any_value(agent_name) AS agent_name, "
+            "bool_or(is_test) AS is_test FROM sessions GROUP BY session_id) AS s ON s.session_id = r.session_id "
+            f"WHERE {' AND '.join(conditions)}",
+            params,
+        )
         for table in ("turns", "criteria_results"):
-            con.execute(
-                f"CREATE VIEW {table} AS SELECT * FROM {SOURCE}.{table} WHERE run_id IN (SELECT run_id FROM runs)"
-            )
+            con.execute(f"CREATE VIEW {table} AS SELECT * FROM {_current_schema(con, table)} "
+                        "WHERE run_id IN (SELECT run_id FROM runs)")
     else:
         for table in ("runs", "turns", "criteria_results"):
-            con.execute(f"CREATE VIEW {table} AS SELECT * FROM {SOURCE}.{table}")
-    for table in PASS_THROUGH:
-        con.execute(f"CREATE VIEW {table} AS SELECT * FROM {SOURCE}.{table}")
+            con.execute(f"CREATE VIEW {table} AS SELECT * FROM {_current_schema(con, table)}")
+
+
+def _current_schema(con: duckdb.DuckDBPyConnection, table: str) -> str:
+    """The source's `table` with every column the current schema has (typed NULL where it lacks one)."""
+    found = {row[0] for row in con.execute(
+        "SELECT column_name FROM duckdb_columns() WHERE database_name = ? AND table_name = ?", [SOURCE, table]
+    ).fetchall()}
+    if not found:
+        return f"({ddl.empty_select_sql(table)})"
+    if set(ddl.ALL_TABLES[table].names) <= found:
+        return f"{SOURCE}.{table}"
+    return f"({ddl.empty_select_sql(table)} UNION ALL BY NAME SELECT * FROM {SOURCE}.{table})"

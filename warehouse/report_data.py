@@ -57,6 +57,9 @@ class ReportData:
     daily: list[Row]
     criteria: list[Row]
     loads: list[Row]
+    agent: str | None = None
+    tag: str | None = None
+    include_test: bool = True
 
     @property
     def filters(self) -> str:
@@ -65,6 +68,12 @@ class ReportData:
             parts.append(f"runs started on or after {self.since.isoformat()} (UTC)")
         if self.scenario is not None:
             parts.append(f"scenario {self.scenario!r}")
+        if self.agent is not None:
+            parts.append(f"agent {self.agent!r}")
+        if self.tag is not None:
+            parts.append(f"scenarios tagged {self.tag!r}")
+        if not self.include_test:
+            parts.append("test sessions left out (--include-test counts them)")
         return "; ".join(parts) or "all runs"
 
 
@@ -75,9 +84,13 @@ def rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None =
 
 
 def collect(
-    analytics: Analytics, *, since: date | None = None, scenario: str | None = None, top_criteria: int = 15
+    analytics: Analytics, *, since: date | None = None, scenario: str | None = None, top_criteria: int = 15,
+    agent: str | None = None, tag: str | None = None, include_test: bool = True,
 ) -> ReportData:
-    """Read the report's tables from an open analytics connection (already filtered by since/scenario)."""
+    """Read the report's tables from an open analytics connection (already filtered: the arguments name the filters).
+
+    With test sessions included, a scenario with both test and other runs has two rows (`is_test`).
+    """
     con = analytics.con
     price = rows(
         con,
@@ -106,15 +119,19 @@ def collect(
             analytics.prices_from_setting,
         ),
         totals=totals,
-        scenarios=rows(con, "SELECT * FROM scenario_summary ORDER BY runs DESC, scenario_name NULLS LAST"),
-        daily=rows(con, "SELECT * FROM daily_summary WHERE day IS NOT NULL ORDER BY day, scenario_name NULLS LAST"),
+        scenarios=rows(con, "SELECT * FROM scenario_summary ORDER BY runs DESC, scenario_name NULLS LAST, is_test"),
+        daily=rows(con, "SELECT * FROM daily_summary WHERE day IS NOT NULL "
+                        "ORDER BY day, scenario_name NULLS LAST, is_test"),
         criteria=rows(
             con,
             "SELECT * FROM criteria_summary WHERE fails > 0 "
-            "ORDER BY fails DESC, pass_rate NULLS LAST, scenario_name, criteria_question LIMIT ?",
+            "ORDER BY fails DESC, pass_rate NULLS LAST, scenario_name, criteria_question, is_test LIMIT ?",
             [top_criteria],
         ),
         loads=rows(con, "SELECT * FROM loads ORDER BY started_at, load_id"),
+        agent=agent,
+        tag=tag,
+        include_test=include_test,
     )
 
 
@@ -153,4 +170,6 @@ def excerpt(text: str | None, limit: int) -> str:
 
 
 def scenario_label(row: Row) -> str:
-    return str(row.get("scenario_name") or row.get("scenario_id") or "(no scenario)")
+    """The scenario's name, marked when the row holds test sessions' runs (kept apart from the others)."""
+    name = str(row.get("scenario_name") or row.get("scenario_id") or "(no scenario)")
+    return f"{name} (test sessions)" if row.get("is_test") else name

@@ -3,13 +3,41 @@
 A DuckDB file has either one writer process or several read-only ones, never both. If dashboards
 opened `piper.duckdb`, a scheduled load would fail while one is open, and a dashboard opening it in the
 middle of a merge would wait or fail. So after every merge the load, still holding the database's lock
-(no other process can write it) and right after a CHECKPOINT (the file alone holds every committed
-row), copies the database to a temporary file beside the snapshot and renames it over the snapshot:
+(no other process can write it), publishes a copy, and the cost of that publish follows what the load
+changed, not the size of the database:
 
-* a dashboard never blocks a load: the load never opens the snapshot, it only replaces its name;
-* a dashboard never sees half a load: the rename is atomic, so a new connection opens either the
-  previous complete snapshot or the new one; a connection opened earlier keeps reading the file it
-  opened (on Linux and macOS the old file lives on until its last reader closes it).
+* Two standby copies live in `OUT/_bi/` (`a.duckdb`, `b.duckdb`); `piper-bi.duckdb` is a hard link
+  to the one published last. A publish writes the *other* one, never the file readers are sent to.
+* That standby is attached read-write by the writer's DuckDB. DuckDB takes an exclusive lock to do so,
+  which it cannot get while any other process has the file open read-only: so a failed attach says
+  that a dashboard still reads it (one that opened the snapshot two publishes ago), and a successful
+  one that nobody does. On Linux, this process's own open files are checked too (POSIX locks do not
+  conflict within one process).
+* The standby is brought up to date with only the loads of `loads` it lacks, in one transaction, by
+  the kinds of `schemas/tables.py`. `DATA_TABLES`: the standby's run versions (run_id, session_id,
+  _load_id of its `runs`) sharing a run_id or session_id with those loads' `fetch_log` 'loaded' rows
+  and no longer current in the database lose their rows (a merge makes no other version stale, see
+  warehouse/merge.py), and the database's rows of those loads, all current, are inserted; what did
+  not change is neither read nor written again. `DIMENSION_KEYS`: every key whose rows now come from
+  those loads gets the database's rows. `HISTORY_TABLES` and `loads`: those loads' rows. `token_prices`
+  is replaced whole (a handful of rows); the views are recreated from the writer's own SQL when their
+  text differs. The new rows are selected by `_load_id` constants, which DuckDB answers from the row
+  groups of those loads alone (rows are stored in load order). Then CHECKPOINT and DETACH, so that
+  the file alone holds every row (a reader of `piper-bi.duckdb` never sees a WAL named `a.duckdb.wal`).
+* Publishing is a hard link to a temporary name renamed over `piper-bi.duckdb`: atomic, so a new
+  connection opens the previous complete snapshot or the new one; a connection opened earlier keeps the
+  file it opened, which no publish writes while it is published or held.
+
+When the standby cannot be updated (it does not exist yet, cannot be opened, has an older table
+layout, holds loads the database does not, or a reader holds it) it is replaced by a whole copy of the
+database, taken right after the CHECKPOINT of `analytics.install` (the file alone holds every committed
+row); an INFO log line says why. A kill at any point leaves the published file untouched, and the
+standby either as it was or with the new loads: its `loads` table always says what it holds.
+
+Why not the alternatives: a reflink (`copy_file_range` on XFS or btrfs) is cheap only on file
+systems that share extents, and ext4 or overlayfs (most containers) would still copy every byte; a
+copy of the changed pages would need DuckDB's block layout. Two standbys cost twice the database's
+size on disk (docs/bi.md), for a publish that writes what the load changed.
 
 On Windows a file held open cannot be replaced: the publish is then skipped with a warning and the
 load still succeeds; the next load publishes again.
@@ -20,11 +48,21 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
+from contextlib import suppress
 from pathlib import Path
 
-from warehouse import files
+import duckdb
+
+from schemas.tables import DATA_TABLES, DIMENSION_KEYS, HISTORY_TABLES
+from warehouse import files, store
+from warehouse.crash import crash_point
+from warehouse.ddl import quote_ident
 
 SNAPSHOT_FILE = "piper-bi.duckdb"
+STANDBY_DIR = "_bi"
+STANDBY_FILES = ("a.duckdb", "b.duckdb")
+STANDBY_CATALOG = "piper_bi"
 _COPY_BUFFER = 1 << 20
 logger = logging.getLogger(__name__)
 
@@ -37,13 +75,38 @@ def snapshot_path(out_dir: Path) -> Path:
     return out_dir / SNAPSHOT_FILE
 
 
+def standby_paths(out_dir: Path) -> list[Path]:
+    return [out_dir / STANDBY_DIR / name for name in STANDBY_FILES]
+
+
+def publish(con: duckdb.DuckDBPyConnection, out_dir: Path, views_sql: str) -> Path | None:
+    """Bring the standby up to date from the writer `con` and publish it; None when Windows refused.
+
+    `con`: a cursor of the writer connection that nothing else uses meanwhile (its `USE` changes);
+    the database must have just been CHECKPOINTed (a whole copy may be needed). `views_sql`: the
+    CREATE OR REPLACE VIEW statements the writer ran, run again inside the standby.
+    """
+    con.execute(f"USE {store.CATALOG}")
+    target = snapshot_path(out_dir)
+    for stale in [*target.parent.glob(f".{target.name}.*.tmp"), *(out_dir / STANDBY_DIR).glob(".*.tmp")]:
+        stale.unlink(missing_ok=True)  # left by a killed publish (one at a time: the writer's lock)
+    standby = _standby_to_write(target, standby_paths(out_dir))
+    why = _update_standby(con, standby, views_sql)
+    if why is not None:
+        logger.info("BI snapshot: copying the whole database into %s because %s", standby, why)
+        _wal(standby).unlink(missing_ok=True)  # would be replayed into the new copy otherwise
+        publish_snapshot(out_dir / store.DATABASE_FILE, standby)
+    crash_point("snapshot-updated")
+    return _link(standby, target)
+
+
 def publish_snapshot(database: Path, target: Path) -> Path | None:
     """Copy `database` to `target` atomically; returns `target`, or None when Windows refused the rename.
 
     The caller must hold the database open (its lock keeps other writers out) and have just run a
     CHECKPOINT, so that the file alone holds every committed row.
     """
-    wal = database.with_name(database.name + ".wal")
+    wal = _wal(database)
     if wal.exists() and wal.stat().st_size > 0:
         raise SnapshotError(f"{database} has a write-ahead log ({wal.name}): run CHECKPOINT before publishing")
     for stale in target.parent.glob(f".{target.name}.*.tmp"):  # left by a killed publish (one at a time)
@@ -56,3 +119,164 @@ def publish_snapshot(database: Path, target: Path) -> Path | None:
                 raise
             logger.warning("%s is held open by a reader that Windows will not let go of; not replaced", target)
             return None
+
+
+def _standby_to_write(target: Path, standbys: list[Path]) -> Path:
+    """The standby `target` is not a link to; of two such (an older layout of the folder), one that exists."""
+    published = _identity(target)
+    free = [path for path in standbys if published is None or _identity(path) != published]
+    return next((path for path in free if path.exists()), free[0])
+
+
+def _update_standby(con: duckdb.DuckDBPyConnection, standby: Path, views_sql: str) -> str | None:
+    """Bring `standby` up to date with the database's committed loads; None when done, else why not."""
+    if not standby.exists():
+        return "there is no standby copy yet"
+    if _held_in_this_process(standby):
+        return "a reader in this process has it open"
+    literal = str(standby).replace("'", "''")
+    try:
+        con.execute(f"ATTACH '{literal}' AS {STANDBY_CATALOG} (ROW_GROUP_SIZE {store.ROW_GROUP_SIZE})")
+    except duckdb.Error as exc:
+        if isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower():
+            return "a reader still has it open"
+        return f"it cannot be opened ({exc})"
+    try:
+        why = _catch_up(con, views_sql)
+    except duckdb.Error as exc:  # a whole copy is always right; the cause goes to the log line
+        why = f"updating it failed ({exc})"
+    finally:
+        con.execute(f"USE {store.CATALOG}")
+        con.execute(f"DETACH {STANDBY_CATALOG}")
+    wal = _wal(standby)
+    if why is None and wal.exists() and wal.stat().st_size > 0:
+        return f"its write-ahead log {wal.name} was left after the checkpoint"
+    return why
+
+
+def _catch_up(con: duckdb.DuckDBPyConnection, views_sql: str) -> str | None:
+    """Add to the attached standby the loads it lacks (module docstring); None when done, else why not."""
+    if _layout(con, STANDBY_CATALOG) != _layout(con, store.CATALOG):
+        return "its table layout differs from the database's"
+    loads = {row[0] for row in con.execute(f"SELECT load_id FROM {STANDBY_CATALOG}.loads").fetchall()}
+    if loads - {row[0] for row in con.execute(f"SELECT load_id FROM {store.CATALOG}.loads").fetchall()}:
+        return "it holds loads the database does not"
+    missing = sorted({row[0] for row in con.execute(f"SELECT load_id FROM {store.CATALOG}.loads").fetchall()} - loads)
+    # Constants, not a subquery: DuckDB then skips every row group of other loads by its min/max of
+    # `_load_id` (rows are stored in load order), so reading the new rows costs what they hold.
+    of_load = f"IN ({', '.join('?' for _ in missing)})" if missing else "IN (NULL)"
+    db, bi = store.CATALOG, STANDBY_CATALOG
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE snapshot_touched AS
+        SELECT DISTINCT run_id, session_id FROM {db}.fetch_log WHERE outcome = 'loaded' AND load_id {of_load}""",
+                missing)
+    touched = ("(run_id IN (SELECT run_id FROM temp.snapshot_touched) "
+               "OR session_id IN (SELECT session_id FROM temp.snapshot_touched))")
+    # The standby's run versions that the missing loads made no longer current (every row of a data
+    # table belongs to the version of its runs row: same run_id, session_id and _load_id).
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE snapshot_stale AS
+        SELECT run_id, session_id, _load_id FROM {bi}.runs WHERE {touched}
+        EXCEPT SELECT run_id, session_id, _load_id FROM {db}.runs WHERE {touched}""")
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for table in DATA_TABLES:
+            t = quote_ident(table)
+            con.execute(f"DELETE FROM {bi}.{t} USING temp.snapshot_stale s WHERE {t}.run_id = s.run_id "
+                        f"AND {t}.session_id = s.session_id AND {t}._load_id = s._load_id")
+            _replace(con, table, f"_load_id {of_load}", missing)  # the new loads' rows that are current
+        for table, key in DIMENSION_KEYS.items():
+            t, k = quote_ident(table), quote_ident(key)
+            con.execute(f"DELETE FROM {bi}.{t} WHERE {k} IN (SELECT {k} FROM {db}.{t} WHERE _load_id {of_load})",
+                        missing)  # a key's current rows are those of one load: a new one replaces them all
+            _replace(con, table, f"_load_id {of_load}", missing)
+        for table in (*HISTORY_TABLES, "loads"):
+            _replace(con, table, f"load_id {of_load}", missing)
+        _replace(con, "token_prices", "true", [])
+        if _views(con, bi) != _views(con, db):  # unchanged views are not rewritten (nor checkpointed)
+            con.execute(f"USE {STANDBY_CATALOG}")  # the views' unqualified names bind to the standby's tables
+            con.execute(views_sql)
+        crash_point("snapshot-updating")
+        con.execute("COMMIT")
+    except BaseException:
+        with suppress(duckdb.Error):  # a COMMIT that failed has ended the transaction already
+            con.execute("ROLLBACK")
+        raise
+    finally:
+        con.execute("DROP TABLE IF EXISTS temp.snapshot_stale")
+        con.execute("DROP TABLE IF EXISTS temp.snapshot_touched")
+    con.execute(f"CHECKPOINT {STANDBY_CATALOG}")
+    return None
+
+
+def _replace(con: duckdb.DuckDBPyConnection, table: str, where: str, params: list[str]) -> None:
+    """Make the standby's rows of `table` matching `where` those of the database."""
+    t = table if table == "token_prices" else quote_ident(table)
+    con.execute(f"DELETE FROM {STANDBY_CATALOG}.{t} WHERE {where}", params)
+    con.execute(f"INSERT INTO {STANDBY_CATALOG}.{t} BY NAME SELECT * FROM {store.CATALOG}.{t} WHERE {where}", params)
+
+
+def _views(con: duckdb.DuckDBPyConnection, catalog: str) -> list[tuple[object, ...]]:
+    return con.execute("SELECT view_name, sql FROM duckdb_views() WHERE database_name = ? AND NOT internal "
+                       "ORDER BY 1", [catalog]).fetchall()
+
+
+def _layout(con: duckdb.DuckDBPyConnection, catalog: str) -> list[tuple[object, ...]]:
+    """Every table's columns, in order, with their types."""
+    return con.execute(
+        "SELECT c.table_name, c.column_index, c.column_name, c.data_type, c.is_nullable "
+        "FROM duckdb_columns() c JOIN duckdb_tables() t USING (table_oid) "
+        "WHERE c.database_name = ? AND c.schema_name = 'main' ORDER BY 1, 2",
+        [catalog],
+    ).fetchall()
+
+
+def _link(standby: Path, target: Path) -> Path | None:
+    """Make `target` a hard link to `standby`, atomically (a copy where the file system has no hard links)."""
+    tmp = files.temporary_name(target)
+    try:
+        os.link(standby, tmp)
+    except OSError as exc:
+        logger.info("BI snapshot: copying %s to %s because it cannot be hard-linked (%s)", standby, target, exc)
+        return publish_snapshot(standby, target)
+    try:
+        crash_point("snapshot-linked")
+        os.replace(tmp, target)
+    except PermissionError:
+        if os.name != "nt":
+            raise
+        logger.warning("%s is held open by a reader that Windows will not let go of; not replaced", target)
+        return None
+    finally:
+        tmp.unlink(missing_ok=True)
+    files.fsync_folder(target.parent)
+    return target
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return (stat.st_dev, stat.st_ino)
+
+
+def _held_in_this_process(path: Path) -> bool:
+    """Whether this process has `path` open (Linux: /proc/self/fd; elsewhere unknown, so False)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    wanted = _identity(path)
+    try:
+        fds = os.listdir("/proc/self/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            stat = os.stat(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if (stat.st_dev, stat.st_ino) == wanted:
+            return True
+    return False
+
+
+def _wal(database: Path) -> Path:
+    return database.with_name(database.name + ".wal")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import duckdb
 
-from schemas.tables import FINAL_STATUSES
+from schemas.tables import DIMENSION_KEYS, FINAL_STATUSES
 from warehouse import views
 from warehouse.ddl import ALL_TABLES, create_table_sql, duckdb_type, quote_ident
 
@@ -116,6 +116,24 @@ def final_session_runs(con: duckdb.DuckDBPyConnection, session_ids: Iterable[str
         [list(session_ids), list(FINAL_STATUSES)],
     ).fetchall()
     return {row[0]: (row[1], row[2]) for row in rows}
+
+
+def dimension_rows(
+    con: duckdb.DuckDBPyConnection, table: str, keys: Iterable[str], columns: Iterable[str]
+) -> dict[str, tuple[dict[str, object], str]]:
+    """key -> (the named columns, `_load_id`) of the current row of each requested key of a dimension table.
+
+    For a table with one row per key (`sessions`, `scenarios`); `con` holds only current rows (the
+    database, or the Parquet current-state views).
+    """
+    key, names = DIMENSION_KEYS[table], list(columns)
+    selected = ", ".join(f"t.{quote_ident(name)}" for name in names)
+    rows = con.execute(
+        f"SELECT t.{quote_ident(key)}, t._load_id, {selected} FROM {quote_ident(table)} t "
+        f"JOIN (SELECT unnest(?::VARCHAR[]) AS k) q ON t.{quote_ident(key)} = q.k",
+        [list(keys)],
+    ).fetchall()
+    return {row[0]: (dict(zip(names, row[2:], strict=True)), row[1]) for row in rows}
 
 
 _LANDED_VERSIONS = """CREATE TEMP TABLE asked_versions AS

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 from datetime import timedelta
 from typing import Any
@@ -45,6 +46,8 @@ def session_item(dataset: FakeDataset, session_id: str) -> dict[str, Any]:
     rng = random.Random(f"{dataset.seed}:{session_id}:session")
     channel_type, channel_name = channel_of(session_id)
     message_count = 2 * len(header.scenario.turns) + rng.randint(0, 3)
+    created_at = dataset.created_at(session_id)
+    drawn_update = created_at + timedelta(seconds=rng.randint(60, 900))  # about when its first run ended
     return {
         "id": session_id,
         "agent_id": header.agent.id,
@@ -54,10 +57,20 @@ def session_item(dataset: FakeDataset, session_id: str) -> dict[str, Any]:
         "channel_name": channel_name,
         "message_count": message_count,
         "is_test": rng.random() < 0.1,
-        "scenario_run_status": dataset.status_of(session_id),
-        "created_at": iso(header.created_at),
-        "updated_at": iso(header.created_at + timedelta(seconds=rng.randint(60, 3600))),
+        "scenario_run_status": dataset.status_of(session_id) if dataset.has_run(session_id) else None,
+        "created_at": iso(created_at),
+        "updated_at": iso(dataset.updated_at(session_id) or drawn_update),
     }
+
+
+def listed_sessions(dataset: FakeDataset, order: str) -> list[str]:
+    """Every listed session id in the list's order: newest first (by `created_at`, then id), oldest
+    first, or "unordered" (by a hash of the id: stable, but unrelated to time, as an API may do)."""
+    ids = dataset.listed_ids()
+    if order == "unordered":
+        return sorted(ids, key=lambda sid: hashlib.blake2b(sid.encode(), digest_size=8).digest())
+    keyed = sorted(ids, key=lambda sid: (dataset.created_at(sid), sid))
+    return keyed if order == "oldest_first" else keyed[::-1]
 
 
 def _last_run(dataset: FakeDataset, scenario: Scenario) -> dict[str, Any] | None:

@@ -2,6 +2,10 @@
 
 Routing is done on the raw request path, because the session id is one percent-encoded segment and
 the decoded path would turn an encoded %2F inside it into a path separator.
+
+The sessions list changes while it is read when asked to: `on_list` runs before each list request
+is answered (it may change the dataset), and `sessions_created_per_list` / `sessions_deleted_per_list`
+create and delete that many sessions before each list request, chosen from `fault_seed`.
 """
 
 from __future__ import annotations
@@ -11,8 +15,9 @@ import hmac
 import random
 import threading
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote
 
 import orjson
@@ -25,6 +30,8 @@ from starlette.types import Receive, Scope, Send
 from connector.fake_api import _bank, _views
 from connector.fake_api.data import FakeDataset
 
+ListOrder = Literal["newest_first", "oldest_first", "unordered"]
+LIST_ORDERS: tuple[ListOrder, ...] = ("newest_first", "oldest_first", "unordered")
 FAULTS = frozenset({"400", "429", "500", "502", "503", "504", "401", "403", "truncate", "html", "slow"})
 _ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
@@ -56,11 +63,51 @@ class FakePiper:
     fault_seed: int = 0
     slow_seconds: float = 2.0
     echo_authorization: bool = False  # a hostile server: JSON errors and run critiques quote the Authorization header
+    list_order: ListOrder = "newest_first"  # the sessions list's order (the API documents none)
+    on_list: Callable[[FakePiper, int], None] | None = field(default=None, repr=False)  # (state, list request no.)
+    sessions_created_per_list: int = 0
+    sessions_deleted_per_list: int = 0
     requests: list[RecordedRequest] = field(default_factory=list, repr=False)
+    list_requests: int = field(default=0, repr=False)
+    created_ids: list[str] = field(default_factory=list, repr=False)  # by sessions_created_per_list
+    deleted_ids: list[str] = field(default_factory=list, repr=False)  # by sessions_deleted_per_list
     session_hits: Counter[str] = field(default_factory=Counter, repr=False)
     _path_hits: Counter[str] = field(default_factory=Counter, repr=False)
     _scripts: dict[str, deque[str]] = field(default_factory=dict, repr=False)
+    _path_scripts: dict[str, deque[str]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _ordered: tuple[tuple[int, str], list[str]] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.list_order not in LIST_ORDERS:
+            raise ValueError(f"list_order must be one of {', '.join(LIST_ORDERS)}, not {self.list_order!r}")
+
+    def listed_sessions(self) -> list[str]:
+        """The session ids the list shows now, in its order (cached until the dataset changes)."""
+        key = (self.dataset.version, self.list_order)
+        cached = self._ordered
+        if cached is None or cached[0] != key:
+            cached = self._ordered = (key, _views.listed_sessions(self.dataset, self.list_order))
+        return cached[1]
+
+    def before_list_request(self) -> None:
+        """Count a list request and apply the changes that happen between two of them."""
+        with self._lock:
+            self.list_requests += 1
+            number = self.list_requests
+        rng = random.Random(f"churn:{self.fault_seed}:{number}")
+        for _ in range(self.sessions_deleted_per_list):
+            listed = self.dataset.listed_ids()
+            if listed:
+                victim = rng.choice(listed)
+                self.dataset.remove_session(victim)
+                self.deleted_ids.append(victim)
+        for index in range(self.sessions_created_per_list):
+            new_id = f"web-churn-{self.fault_seed}-{number}-{index}"
+            self.dataset.add_session(new_id)
+            self.created_ids.append(new_id)
+        if self.on_list is not None:
+            self.on_list(self, number)
 
     def script(self, session_id: str, *faults: str) -> None:
         """Queue faults for session_id: each by-session request for it takes the next one."""
@@ -70,12 +117,20 @@ class FakePiper:
         with self._lock:
             self._scripts.setdefault(session_id, deque()).extend(faults)
 
+    def script_path(self, raw_path: str, *faults: str) -> None:
+        """Queue faults for another endpoint (a list, a scenario): each request of this raw path takes the next one."""
+        unknown = [fault for fault in faults if fault not in FAULTS]
+        if unknown:
+            raise ValueError(f"unknown fault(s) {unknown}; expected some of {sorted(FAULTS)}")
+        with self._lock:
+            self._path_scripts.setdefault(raw_path, deque()).extend(faults)
+
     def next_fault(self, key: str, *, session: bool) -> str | None:
         """Count a request for key (a session id or a raw path) and draw the fault it meets, if any."""
         with self._lock:
             hits = self.session_hits if session else self._path_hits
             hits[key] += 1
-            queue = self._scripts.get(key) if session else None
+            queue = (self._scripts if session else self._path_scripts).get(key)
             if queue:
                 return queue.popleft()
             number = hits[key]
@@ -228,9 +283,10 @@ class _Api:
                 if isinstance(page, Response):
                     return page
                 limit, offset = page
-                ids = dataset.session_ids[offset : offset + limit]
-                sessions = [_views.session_item(dataset, sid) for sid in ids]
-                return _json(200, {"sessions": sessions, "total": len(dataset.session_ids)})
+                self.state.before_list_request()
+                listed = self.state.listed_sessions()
+                sessions = [_views.session_item(dataset, sid) for sid in listed[offset : offset + limit]]
+                return _json(200, {"sessions": sessions, "total": len(listed)})
             case ["scenarios"] | ["scenarios", ""]:
                 page = self._page(request)
                 if isinstance(page, Response):
