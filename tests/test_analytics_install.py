@@ -14,7 +14,7 @@ MORE = "CREATE OR REPLACE VIEW run_ids AS SELECT run_id FROM runs;\n"
 
 def database() -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
-    for name in ("runs", "turns", "criteria_results"):
+    for name in ddl.ALL_TABLES:
         con.execute(ddl.create_table_sql(name))
     return con
 
