@@ -252,8 +252,13 @@ class History:
         return folder, built
 
     def _copy(self, cached: Path, target: Path) -> Path:
-        """A working copy: Parquet parts hard-linked (read-only), every other file copied (writable)."""
+        """A working copy: Parquet parts hard-linked (read-only), every other file copied (writable).
+
+        Files that are hard links of one another in the cached folder (the snapshot and the standby
+        copy it names) are hard links of one copy in the working one, as the load left them.
+        """
         shutil.rmtree(target, ignore_errors=True)
+        copied: dict[tuple[int, int], str] = {}
 
         def place(source: str, destination: str) -> object:
             if Path(source).name == BUILT_FILE:
@@ -264,7 +269,13 @@ class History:
                     return destination
                 except OSError:  # another file system (a tmpfs /tmp): a copy, writable, is as good
                     pass
+            found = os.stat(source)
+            first = copied.get((found.st_dev, found.st_ino))
+            if first is not None:
+                os.link(first, destination)
+                return destination
             shutil.copyfile(source, destination)
+            copied[(found.st_dev, found.st_ino)] = destination
             return destination
 
         shutil.copytree(cached, target, copy_function=place)
