@@ -236,3 +236,43 @@ def run_command(argv: list[str], *, env: dict[str, str] | None, timeout: float, 
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
     return wall, code, _tail(log)
+
+
+@dataclass
+class Measured:
+    """A command run to completion, with what `wait4` reported about it."""
+
+    wall_seconds: float
+    returncode: int
+    cpu_seconds: float
+    peak_rss_mb: float
+    bytes_written: int  # ru_oublock x 512: what the process (and its waited-for children) sent to the disk
+    tail: str
+
+
+def run_measured(argv: list[str], *, env: dict[str, str] | None, timeout: float, log: Path) -> Measured:
+    """Run a command to completion (stdout+stderr to `log`), reaped with `os.wait4` for its resource usage."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with open(log, "ab") as sink:
+        sink.write(f"\n=== {' '.join(argv[:4])} {time.strftime('%H:%M:%S')}\n".encode())
+        sink.flush()
+        proc = subprocess.Popen(argv, cwd=SOURCE, env=env, stdout=sink, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        waited: list[tuple[int, int, Any]] = []
+        waiter = threading.Thread(target=lambda: waited.append(os.wait4(proc.pid, 0)), daemon=True)
+        waiter.start()
+        waiter.join(timeout)
+        if waiter.is_alive():
+            os.killpg(proc.pid, signal.SIGKILL)
+            waiter.join(30)
+    wall = time.perf_counter() - started
+    proc.returncode = 0  # reaped by wait4 above; stop Popen from waiting again
+    for pid in _group_members(proc.pid):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    if not waited:
+        return Measured(wall, -9, 0.0, 0.0, 0, f"no exit status after {timeout:g} s")
+    _pid, status, usage = waited[0]
+    return Measured(wall, os.waitstatus_to_exitcode(status), usage.ru_utime + usage.ru_stime,
+                    usage.ru_maxrss / 1024, usage.ru_oublock * 512, _tail(log))

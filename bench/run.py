@@ -1,7 +1,8 @@
 """Benchmark piper-etl against its peers in one run and write docs/performance.md.
 
-    python -m bench.run --quick      # under 10 minutes: smaller N, one repetition of the network legs
-    python -m bench.run              # under 40 minutes: 10 k / 200 k sessions, medians of repetitions
+    python -m bench.run --quick      # under 15 minutes: smaller N, one repetition of the network legs
+    python -m bench.run              # about an hour: 10 k / 200 k sessions, medians of repetitions
+    python -m bench.run --only history --quick   # the history section alone (issue 11), a few minutes
 
 Needs the bench extra (`pip install -e ".[test,bench]"`). Everything runs on 127.0.0.1: the simulated
 Piper API (`bench.server`, one process per latency, pinned to the second core), an optional Prefect
@@ -12,6 +13,7 @@ server (pinned with it), and each leg in its own process pinned to the first cor
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -48,7 +50,7 @@ FETCH_CLIENTS = {
 MEMORY_CONCURRENCY = 16  # the CLI default: memory is about chunks, and plain httpx is fastest at L = 0 with it
 RSS_GUARD_MB = 3000  # a leg past this is stopped: the machine is shared
 E2E_CONCURRENCY = 64
-SECTIONS = ("capacity", "fetch", "cpu", "e2e", "overhead", "startup", "memory")
+SECTIONS = ("capacity", "fetch", "cpu", "e2e", "overhead", "startup", "memory", "history")
 LOCK_FILE = Path(tempfile.gettempdir()) / "piper-bench.lock"
 VERSIONED = ("piper-etl", "httpx", "httpcore", "h11", "aiohttp", "httpx-aiohttp", "requests", "orjson", "pyarrow",
              "duckdb", "pandas", "numpy", "dlt", "prefect", "uvicorn", "starlette")
@@ -71,10 +73,15 @@ class Mode:
     startup_repeats: int
     memory_sessions: tuple[int, int]
     memory_timeout: float
+    history_sizes: tuple[int, ...]  # sessions already stored in each output folder of the history section
+    history_repeats: int
+    history_query_repeats: int
 
 
-QUICK = Mode("quick", 1.5, 4.0, 1, 2_000, 3, 2_000, (50,), 1, 12.0, 2_000, 1, 3, (2_000, 20_000), 300)
-FULL = Mode("full", 1.5, 6.0, 3, 5_000, 5, 2_000, (0, 50, 200), 3, 20.0, 10_000, 2, 5, (10_000, 200_000), 1200)
+QUICK = Mode("quick", 1.5, 4.0, 1, 2_000, 3, 2_000, (50,), 1, 12.0, 2_000, 1, 3, (2_000, 20_000), 300,
+             (2_000, 10_000), 3, 3)
+FULL = Mode("full", 1.5, 6.0, 3, 5_000, 5, 2_000, (0, 50, 200), 3, 20.0, 10_000, 2, 5, (10_000, 200_000), 1200,
+            (2_000, 50_000, 250_000), 5, 5)
 
 
 class Bench:
@@ -406,6 +413,14 @@ class Bench:
                      f"({record.get('error') or record.get('status')})")
         return out
 
+    def history(self) -> dict[str, Any]:
+        from bench.history import History
+
+        section = History(sizes=self.mode.history_sizes, repeats=self.mode.history_repeats,
+                          query_repeats=self.mode.history_query_repeats, work=self.work, env=self.env,
+                          server_cpu=self.server_cpu, logs=LOGS, log=self.log)
+        return section.run()
+
     # -- the whole run ---------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
@@ -416,9 +431,11 @@ class Bench:
         steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
             ("capacity", self.capacity), ("fetch", self.fetch), ("cpu", self.cpu), ("e2e", self.e2e),
             ("overhead", self.overhead), ("startup", self.startup), ("memory", self.memory),
+            ("history", self.history),
         ]
         try:
-            self.start_servers()
+            if set(self.sections) - {"history"}:  # the history section starts its own server
+                self.start_servers()
             if {"e2e", "overhead", "startup"} & set(self.sections):
                 try:
                     self.start_prefect()
@@ -548,6 +565,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary work folder")
     parser.add_argument("--wait-minutes", type=float, default=60,
                         help="how long to wait for another benchmark run on this machine to finish (default 60)")
+    parser.add_argument("--history-sizes", help="comma-separated sessions per output folder of the history section "
+                        "(default 2000,10000 quick, 2000,50000,250000 full)")
     args = parser.parse_args(argv)
     sections = tuple(s for s in args.only.split(",") if s)
     unknown = set(sections) - set(SECTIONS)
@@ -559,6 +578,8 @@ def main(argv: list[str] | None = None) -> int:
         os.sched_setaffinity(0, {client_cpu})  # children inherit it; servers pin themselves to the other core
     work = Path(tempfile.mkdtemp(prefix="piper-bench-"))
     mode = QUICK if args.quick else FULL
+    if args.history_sizes:
+        mode = dataclasses.replace(mode, history_sizes=tuple(int(n) for n in args.history_sizes.split(",")))
     if args.ref == "worktree":
         source = f"the working tree (commit {_git('rev-parse', '--short', 'HEAD')} + uncommitted changes)"
     else:

@@ -25,6 +25,8 @@ LEGS = {
     "cpu-duckdb": "bench.cpu:duckdb_native",
     "cpu-pandas": "bench.cpu:pandas_normalize",
     "startup-profile": "bench.startup:profile",
+    "history-build": "bench.history:build",
+    "history-query": "bench.history:query",
 }
 
 

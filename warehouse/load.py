@@ -129,6 +129,10 @@ class LoadTransaction:
         """
         if not session_ids:
             return {}
+        if self.writes_parquet and not (self.writes_duckdb and self._con is not None):
+            # The Parquet files answer, as `_read_state` would, but reading only what decides these sessions.
+            found = store.landed_final_session_runs(self.out_dir / landing.PARQUET_DIR, session_ids)
+            return {session: run for session, (run, _) in found.items()}
         return self._read_state(lambda con: store.final_session_runs(con, session_ids))
 
     def stored_dimension(

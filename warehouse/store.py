@@ -12,6 +12,7 @@ from pathlib import Path
 import duckdb
 
 from schemas.tables import DIMENSION_KEYS, FINAL_STATUSES
+from warehouse import views
 from warehouse.ddl import ALL_TABLES, create_table_sql, duckdb_type, quote_ident
 
 DATABASE_FILE = "piper.duckdb"
@@ -78,14 +79,23 @@ def _open(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
-    """Create missing tables and add columns that a newer piper-etl defines (never renames or drops)."""
+    """Create missing tables and add columns that a newer piper-etl defines (never renames or drops).
+
+    One catalog read for every table: when nothing is missing, which is every load but the first after
+    an upgrade, nothing is written.
+    """
+    present: dict[str, set[str]] = {}
+    for table, column in con.execute(
+        "SELECT table_name, column_name FROM information_schema.columns "
+        "WHERE table_catalog = current_database() AND table_schema = current_schema()"
+    ).fetchall():
+        present.setdefault(table, set()).add(column)
     for table, schema in ALL_TABLES.items():
-        con.execute(create_table_sql(table))
-        present = {row[0] for row in con.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]
-        ).fetchall()}
+        if table not in present:
+            con.execute(create_table_sql(table))
+            continue
         for field in schema:
-            if field.name not in present:
+            if field.name not in present[table]:
                 con.execute(
                     f"ALTER TABLE {quote_ident(table)} ADD COLUMN {quote_ident(field.name)} {duckdb_type(field.type)}"
                 )
@@ -124,3 +134,55 @@ def dimension_rows(
         [list(keys)],
     ).fetchall()
     return {row[0]: (dict(zip(names, row[2:], strict=True)), row[1]) for row in rows}
+
+
+_LANDED_VERSIONS = """CREATE TEMP TABLE asked_versions AS
+WITH asked AS (SELECT DISTINCT unnest($sessions::VARCHAR[]) AS session_id),
+landed_log AS (SELECT load_id, session_id, outcome, run_id, fetched_at FROM {fetch_log}),
+asked_runs AS (
+    SELECT DISTINCT run_id FROM landed_log
+    WHERE outcome = 'loaded' AND session_id IN (SELECT session_id FROM asked)
+),
+involved AS (
+    SELECT session_id FROM asked
+    UNION SELECT session_id FROM landed_log WHERE run_id IN (SELECT run_id FROM asked_runs)
+),
+fetch_log AS (SELECT * FROM landed_log WHERE session_id IN (SELECT session_id FROM involved) {newest}),
+loads AS (SELECT load_id, load_seq FROM {loads})
+SELECT * FROM ({current_versions}) WHERE session_id IN (SELECT session_id FROM asked)"""
+_LANDED_FINAL_RUNS = """SELECT r.session_id, max(r.run_id), max(r._load_id) FROM {runs} AS r
+JOIN asked_versions v ON r.run_id = v.run_id AND r.session_id = v.session_id AND r._load_id = v.load_id
+WHERE r._load_id IN ({load_ids}) AND r.status IN (SELECT unnest($final::VARCHAR[]))
+GROUP BY r.session_id"""
+
+
+def landed_final_session_runs(parquet_root: Path, session_ids: Iterable[str]) -> dict[str, tuple[str, str]]:
+    """`final_session_runs` answered from the committed Parquet files under `parquet_root`, for these sessions only.
+
+    The same rule as the current-state views (`warehouse/views.py`, over the same committed files),
+    applied to the versions that can decide the requested sessions' current runs: their own, and those
+    of every session that landed one of their run ids; the `runs` files are read only when one of them
+    has a version, and only the rows of the loads that landed those versions. Building every view over
+    the whole landing would cost what the warehouse holds, not what the load asks.
+    """
+    layout = views.read_layout(parquet_root)
+    if not {"fetch_log", "loads", "runs"} <= layout.tables():
+        return {}  # no committed run yet
+    root = parquet_root.as_posix()
+    sources = {table: views.source_sql(root, table, layout.paths(table)) for table in ("fetch_log", "loads", "runs")}
+    # A (load, session) pair is in the compacted files or in its load's parts, never both: one window for all.
+    versions = _LANDED_VERSIONS.format(current_versions=views.CURRENT_VERSIONS_SQL, newest=views.FETCH_LOG_NEWEST,
+                                       fetch_log=sources["fetch_log"], loads=sources["loads"])
+    con = duckdb.connect()
+    try:
+        con.execute(versions, {"sessions": list(session_ids)})
+        load_ids = [row[0] for row in con.execute("SELECT DISTINCT load_id FROM asked_versions").fetchall()]
+        if not load_ids:
+            return {}  # none of them has a current version: nothing to skip
+        # literals, so that DuckDB skips the row groups of every other load by their statistics
+        literals = ", ".join("'" + load_id.replace("'", "''") + "'" for load_id in load_ids)
+        rows = con.execute(_LANDED_FINAL_RUNS.format(runs=sources["runs"], load_ids=literals),
+                           {"final": list(FINAL_STATUSES)}).fetchall()
+    finally:
+        con.close()
+    return {row[0]: (row[1], row[2]) for row in rows}
