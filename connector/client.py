@@ -293,14 +293,7 @@ class PiperClient:
         Raises `PiperListFailed` when the page cannot be read (retries exhausted, 404, another 4xx, a
         body that is neither a list nor `{"scenarios": [...]}`), and `PiperStopLoad` as a fetch does.
         """
-        if not 1 <= limit <= MAX_PAGE_LIMIT or offset < 0:
-            raise ValueError(f"limit must be 1..{MAX_PAGE_LIMIT} and offset >= 0, not {limit} and {offset}")
-        what = f"scenarios list page (offset {offset}, limit {limit})"
-        result = await self._request(scenarios_list_url(self.base_url, self.org_id, limit=limit, offset=offset), what)
-        if result.outcome == "not_found":
-            raise PiperListFailed(what, f"HTTP 404: check the org id {self.org_id!r} and the base URL")
-        if result.outcome != "ok":
-            raise PiperListFailed(what, result.error or result.outcome)
+        what, result = await self._list_page("scenarios", scenarios_list_url, limit=limit, offset=offset)
         body = result.payload
         items = body.get("scenarios") if isinstance(body, dict) else body
         if not isinstance(items, list):
@@ -346,14 +339,7 @@ class PiperClient:
         Raises `PiperListFailed` when the page cannot be read (retries exhausted, 404, another 4xx, a
         body that is not `{"sessions": [...]}`), and `PiperStopLoad` as a fetch does.
         """
-        if not 1 <= limit <= MAX_PAGE_LIMIT or offset < 0:
-            raise ValueError(f"limit must be 1..{MAX_PAGE_LIMIT} and offset >= 0, not {limit} and {offset}")
-        what = f"sessions list page (offset {offset}, limit {limit})"
-        result = await self._request(sessions_list_url(self.base_url, self.org_id, limit=limit, offset=offset), what)
-        if result.outcome == "not_found":
-            raise PiperListFailed(what, f"HTTP 404: check the org id {self.org_id!r} and the base URL")
-        if result.outcome != "ok":
-            raise PiperListFailed(what, result.error or result.outcome)
+        what, result = await self._list_page("sessions", sessions_list_url, limit=limit, offset=offset)
         body = result.payload
         items = body.get("sessions") if isinstance(body, dict) else None
         if not isinstance(items, list):
@@ -361,6 +347,23 @@ class PiperClient:
         total = body.get("total") if isinstance(body, dict) else None
         known_total = total if type(total) is int and total >= 0 else None
         return SessionsPage(offset=offset, limit=limit, items=items, total=known_total, attempts=result.attempts)
+
+    async def _list_page(
+        self, kind: str, url_of: Callable[..., str], *, limit: int, offset: int
+    ) -> tuple[str, FetchResult]:
+        """Request one page of a list endpoint: (what it is called in errors, the answer with a JSON body).
+
+        Raises `PiperListFailed` for any answer but a 2xx with a JSON body (a 404 names the org id).
+        """
+        if not 1 <= limit <= MAX_PAGE_LIMIT or offset < 0:
+            raise ValueError(f"limit must be 1..{MAX_PAGE_LIMIT} and offset >= 0, not {limit} and {offset}")
+        what = f"{kind} list page (offset {offset}, limit {limit})"
+        result = await self._request(url_of(self.base_url, self.org_id, limit=limit, offset=offset), what)
+        if result.outcome == "not_found":
+            raise PiperListFailed(what, f"HTTP 404: check the org id {self.org_id!r} and the base URL")
+        if result.outcome != "ok":
+            raise PiperListFailed(what, result.error or result.outcome)
+        return what, result
 
     async def _request(self, url: str, subject: str) -> FetchResult:
         """GET `url` until it gives an answer worth keeping; `subject` names what was asked for in the result.
