@@ -216,28 +216,6 @@ def _tail(log: Path, lines: int = 3) -> str:
     return " | ".join(line.strip() for line in text[-lines:])[:400]
 
 
-def run_command(argv: list[str], *, env: dict[str, str] | None, timeout: float, log: Path) -> tuple[float, int, str]:
-    """Run a command to completion (stdout+stderr to `log`); (wall seconds, exit status, tail of the log)."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    with open(log, "ab") as sink:
-        sink.write(f"\n=== {' '.join(argv[:4])} {time.strftime('%H:%M:%S')}\n".encode())
-        sink.flush()
-        proc = subprocess.Popen(argv, cwd=SOURCE, env=env, stdout=sink, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-        try:
-            code = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-            code = -9
-    wall = time.perf_counter() - started
-    for pid in _group_members(proc.pid):  # helpers the command left behind (e.g. a temporary Prefect server)
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
-    return wall, code, _tail(log)
-
-
 @dataclass
 class Measured:
     """A command run to completion, with what `wait4` reported about it."""
@@ -272,7 +250,13 @@ def run_measured(argv: list[str], *, env: dict[str, str] | None, timeout: float,
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
     if not waited:
-        return Measured(wall, -9, 0.0, 0.0, 0, f"no exit status after {timeout:g} s")
+        return Measured(wall, -9, 0.0, 0.0, 0, _tail(log))
     _pid, status, usage = waited[0]
     return Measured(wall, os.waitstatus_to_exitcode(status), usage.ru_utime + usage.ru_stime,
                     usage.ru_maxrss / 1024, usage.ru_oublock * 512, _tail(log))
+
+
+def run_command(argv: list[str], *, env: dict[str, str] | None, timeout: float, log: Path) -> tuple[float, int, str]:
+    """Run a command to completion (stdout+stderr to `log`); (wall seconds, exit status, tail of the log)."""
+    run = run_measured(argv, env=env, timeout=timeout, log=log)
+    return run.wall_seconds, run.returncode, run.tail
