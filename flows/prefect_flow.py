@@ -145,6 +145,18 @@ async def land_in_tasks(
     return reports, await land_scenarios(load, settings, reports)
 
 
+async def publish_summary(key: str, markdown: str, load: pipeline.LoadSummary, line: str) -> None:
+    """The run's artifact (`markdown`, then the warehouse's verdict summary) and its summary line and warnings."""
+    verdicts = load.verdicts_markdown  # read while the snapshot was copied
+    if verdicts is None:  # a Parquet-only load
+        verdicts = analytics_markdown(load.out_dir)
+    await acreate_markdown_artifact(key=key, markdown=markdown + "\n" + verdicts, description=line)
+    logger = get_run_logger()
+    logger.info(line)
+    for warning in load.warnings:
+        logger.warning(warning)
+
+
 @flow(name="load_sessions", log_prints=False)
 async def load_sessions(
     session_ids: list[str],
@@ -204,17 +216,7 @@ async def load_sessions(
         reports, scenarios = await land_in_tasks(load, plan, settings)
         summary = pipeline.commit_load(load, plan, settings, reports, summarize=True, scenarios=scenarios)
 
-    verdicts = summary.verdicts_markdown  # read while the snapshot was copied
-    if verdicts is None:  # a Parquet-only load
-        verdicts = analytics_markdown(settings.out_dir)
-    await acreate_markdown_artifact(
-        key="piper-load-summary",
-        markdown=load_summary_markdown(summary) + "\n" + verdicts,
-        description=summary.line(),
-    )
-    logger.info(summary.line())
-    for warning in summary.warnings:
-        logger.warning(warning)
+    await publish_summary("piper-load-summary", load_summary_markdown(summary), summary, summary.line())
     if not summary.ok:
         raise load_failed(summary)
     return summary
@@ -288,17 +290,9 @@ async def sync_sessions(
         reports, scenarios = await land_in_tasks(load, plan, settings, sync_plan.session_info())
         summary = sync.finish_sync(load, sync_plan, plan, settings, reports, summarize=True, scenarios=scenarios)
 
-    verdicts = summary.load.verdicts_markdown
-    if verdicts is None:  # a Parquet-only load
-        verdicts = analytics_markdown(settings.out_dir)
-    await acreate_markdown_artifact(
-        key="piper-sync-summary",
-        markdown=sync_summary_markdown(summary) + "\n" + load_summary_markdown(summary.load) + "\n" + verdicts,
-        description=summary.line(),
-    )
-    logger.info(summary.line())
-    for warning in summary.load.warnings:
-        logger.warning(warning)
+    await publish_summary("piper-sync-summary",
+                          sync_summary_markdown(summary) + "\n" + load_summary_markdown(summary.load),
+                          summary.load, summary.line())
     if not summary.ok:
         failed = load_failed(summary.load) if not summary.load.ok else None
         message = failed.message if failed is not None else (
