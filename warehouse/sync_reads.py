@@ -101,13 +101,9 @@ def stored_sessions(state: StateView | None, session_ids: Sequence[str]) -> dict
     """session_id -> its current `sessions` row (the listing columns), for these sessions."""
     if state is None or not session_ids or not state.has("sessions"):
         return {}
-    where, params = state._filter("s._load_id")
-    columns = ", ".join(f"s.{name}" for name in _SESSION_COLUMNS)
-    cursor = state.con.execute(
-        f"SELECT {columns} FROM sessions s JOIN (SELECT unnest(?::VARCHAR[]) AS session_id) q USING (session_id) "
-        "WHERE true" + where, [list(session_ids), *params],
-    )
-    return {row[0]: dict(zip(_SESSION_COLUMNS, row, strict=True)) for row in cursor.fetchall()}
+    rows = store.dimension_rows(state.con, "sessions", session_ids, _SESSION_COLUMNS)
+    return {session_id: dict(row) for session_id, (row, load_id) in rows.items()
+            if state.committed is None or load_id in state.committed}
 
 
 def landed_outcomes(landing_root: str, load_id: str) -> dict[str, str]:
