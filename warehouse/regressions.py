@@ -18,6 +18,7 @@ that failed in a final run of the window and in none of the baseline's final run
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
@@ -45,7 +46,7 @@ class ScenarioComparison:
     """One scenario's final runs in the baseline and in the window, and the verdict on them."""
 
     scenario_id: str
-    scenario_name: str  # the name of its newest run among those compared
+    scenario_name: str  # the name of its newest run among those compared (its id when none has a name)
     baseline_runs: int
     baseline_pass_rate: float | None
     window_runs: int
@@ -166,7 +167,8 @@ compared AS (
 SCENARIOS_SQL = f"""
 WITH {COMPARED_RUNS}
 SELECT scenario_id,
-       arg_max(scenario_name, (started_at, run_id)) AS scenario_name,
+       coalesce(arg_max(scenario_name, (started_at, run_id)) FILTER (WHERE scenario_name IS NOT NULL),
+                scenario_id) AS scenario_name,
        count(*) FILTER (WHERE NOT in_window) AS baseline_runs,
        count(*) FILTER (WHERE NOT in_window AND status = 'passed') AS baseline_passed,
        count(*) FILTER (WHERE in_window) AS window_runs,
@@ -197,7 +199,8 @@ counted AS (
     GROUP BY scenario_id, criteria_id
 ),
 names AS (
-    SELECT scenario_id, arg_max(scenario_name, (started_at, run_id)) AS scenario_name
+    SELECT scenario_id, coalesce(arg_max(scenario_name, (started_at, run_id)) FILTER (WHERE scenario_name IS NOT NULL),
+                scenario_id) AS scenario_name
     FROM compared GROUP BY scenario_id
 )
 SELECT c.scenario_id, n.scenario_name, c.criteria_id, c.criteria_question, c.window_fails, c.last_failed_at,
@@ -242,8 +245,12 @@ def check(
         raise ValueError(f"max_drop must be between 0 and 100 percentage points, not {max_drop}")
     as_of = as_of if as_of.tzinfo is not None else as_of.replace(tzinfo=UTC)
     as_of = as_of.astimezone(UTC)
+    try:
+        starts = as_of - window, as_of - window - baseline
+    except OverflowError:
+        raise ValueError("the window and baseline reach back before the year 1") from None
     scenario_ids = None if scenario is None else _scenario_ids(con, scenario)
-    bounds = _Bounds(as_of, as_of - window, as_of - window - baseline, include_test, scenario_ids)
+    bounds = _Bounds(as_of, *starts, include_test, scenario_ids)
     limit = Fraction(repr(float(max_drop)))  # the number as written: 0.1 is 1/10, not the float nearest it
     comparisons = [
         _compare(str(sid), str(name), int(b_runs), int(b_passed), int(w_runs), int(w_passed), min_runs, limit)
@@ -290,6 +297,18 @@ def _compare(
         window_runs, None if window_rate is None else float(window_rate), None if drop is None else float(drop),
         status, baseline_passed, window_passed,
     )
+
+
+DURATION_UNITS = {"w": timedelta(weeks=1), "d": timedelta(days=1), "h": timedelta(hours=1), "m": timedelta(minutes=1)}
+_DURATION = re.compile(r"([0-9]{1,6})([wdhm])")
+
+
+def parse_duration(text: str) -> timedelta:
+    """`7d`, `12h`, `90m`, `2w`: a whole number above zero and one unit; ValueError for anything else."""
+    match = _DURATION.fullmatch(text.strip())
+    if match is None or int(match[1]) == 0:
+        raise ValueError(f"not a duration: {text!r} (a whole number above 0 and a unit: 90m, 12h, 7d, 2w)")
+    return int(match[1]) * DURATION_UNITS[match[2]]
 
 
 def duration_text(span: timedelta) -> str:
