@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -173,3 +174,23 @@ def test_a_window_without_runs_judges_nothing(cli: Cli, warehouse: tuple[Path, s
     result = cli("check", "--out", str(out_dir), "--as-of", "2027-06-01", "--json")
     assert result.code == 0
     assert json.loads(result.stdout)["scenarios"] == [] and json.loads(result.stdout)["regressed"] is False
+
+
+def test_text_from_the_api_reaches_the_terminal_without_escape_sequences() -> None:
+    import io
+
+    from rich.console import Console
+
+    from flows.check_cli import print_check
+    from tests.history_builder import history_connection
+    from warehouse.regressions import check as check_history
+
+    evil = "Evil\x1b]8;;http://x\x1b\\link\x1b[2J [red]x[/red]"
+    con = history_connection([*daily(evil, 1, 5, 5), *daily(evil, 23, 5, 0)])
+    result = check_history(con, as_of=datetime(2026, 11, 30, tzinfo=UTC))
+    shown = io.StringIO()
+    print_check(result, Console(file=shown, width=200, color_system=None))
+    text = shown.getvalue()
+    assert "\x1b" not in text and "Evillink [red]x[/red]" in text  # markup shown as text, not applied
+    document = json.dumps(result.to_json(), indent=2)
+    assert "\x1b" not in document and json.loads(document)["scenarios"][0]["scenario_name"] == evil
