@@ -159,10 +159,14 @@ def test_usage_errors_exit_2(cli: Cli, warehouse: tuple[Path, str], tmp_path: Pa
         result = cli("check", "--out", str(out_dir), *bad)
         assert result.code == 2, bad
         assert f"argument {bad[0]}" in result.stderr and result.stdout == ""
+    assert cli("check", "--out", str(out_dir), "--window", "7").stderr.splitlines()[-1] == (
+        "piper-etl check: error: argument --window: not a duration: '7' "
+        "(a whole number above 0 and a unit: 90m, 12h, 7d, 2w)")
     unknown = cli("check", "--out", str(out_dir), "--scenario", "refund")
-    assert unknown.code == 2
-    assert "error: no scenario named 'refund' (by name or id); known scenarios: 'Cancel', 'Onboard', 'Probe', " \
-           "'Refund'" in unknown.stderr
+    assert unknown.code == 2 and unknown.stdout == ""
+    assert unknown.stderr.splitlines()[-1] == (
+        "piper-etl check: error: no scenario named 'refund' (by name or id); "
+        "known scenarios: 'Cancel', 'Onboard', 'Probe', 'Refund'")
     far = cli("check", "--out", str(out_dir), "--baseline", "999999w")
     assert far.code == 2 and "before the year 1" in far.stderr
     empty = cli("check", "--out", str(tmp_path / "nothing-here"))
