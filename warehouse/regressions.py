@@ -11,7 +11,7 @@ Windows go by the run's `started_at`, each open at its start and closed at its e
 A run that has not started (no `started_at`) or names no scenario (no `scenario_id`) is in no window. A scenario
 regressed when both windows hold at least `min_runs` final runs and its pass rate fell by more than `max_drop`
 percentage points; exactly `max_drop` holds. The comparison is exact (whole-number arithmetic over the run counts),
-so a drop from 9/10 to 8/10 is 10 points, never 10.000000000000002. A new failure is a criterion of a scenario
+so a drop from 9/10 to 8/10 is 10 points (in floats, 10.000000000000009). A new failure is a criterion of a scenario
 that failed in a final run of the window and in none of the baseline's final runs (criteria without a
 `criteria_id` cannot be followed across runs and are left out).
 """
