@@ -219,6 +219,9 @@ class _Api:
                     session_id = unquote(encoded)
                     fault = state.next_fault(session_id, session=True)
                     response = await self._by_session(session_id, fault, echo)
+                case ["responses", "sessions", encoded, "events"] if encoded:
+                    fault = state.next_fault(raw_path, session=False)
+                    response = await self._events(unquote(encoded), fault, echo)
                 case rest:
                     fault = state.next_fault(raw_path, session=False)
                     response = await self._faulted(fault, echo) or self._neighbour(rest, request)
@@ -274,6 +277,18 @@ class _Api:
         if payload is None:
             return _json(404, {"detail": "No scenario run found for session"})
         return Response(payload, media_type="application/json")
+
+    async def _events(self, session_id: str, fault: str | None, echo: str | None) -> Response:
+        """The session's events (its agent runs), with the faults and 429s of every other endpoint."""
+        faulted = await self._faulted(fault, echo)
+        if faulted is not None:
+            return faulted
+        body = _views.session_events(self.state.dataset, session_id)
+        if fault == "truncate":
+            return TruncatedResponse(body or b'{"detail": "Session not found"}')
+        if body is None:
+            return _json(404, {"detail": "Session not found"})
+        return Response(body, media_type="application/json")
 
     def _neighbour(self, rest: list[str], request: Request) -> Response:
         dataset = self.state.dataset
