@@ -22,6 +22,7 @@ from flows.pipeline import LoadSummary, run_load
 from flows.settings import LoadSettings
 from tests.conftest import CANARY_TOKEN, Cli, SimulatedPiper, assert_no_canary, load_args
 from warehouse import store, views
+from warehouse.reader import open_analytics
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -108,6 +109,19 @@ def test_a_refetch_replaces_a_sessions_agent_runs_and_zero_runs_replace_them_too
         assert rows(con, "SELECT count(*) FROM agent_usage WHERE session_id = ?", [emptied]) == [(1,)]
         assert rows(con, "SELECT count(*), count(DISTINCT agent_run_id) FROM agent_usage WHERE session_id = ?",
                     [rerun]) == [(before + 1, before + 1)], "no duplicate and no stale agent run"
+    database = store.connect(out_dir / store.DATABASE_FILE, read_only=True)
+    parquet = open_analytics(out_dir)
+    try:
+        for con in (database, parquet.con):  # the re-run session keeps one run: its agent usage is counted once
+            assert rows(con, "SELECT count(*), sum(agent_runs) FROM run_costs WHERE session_id = ?", [rerun]) == [
+                (1, before + 1)]
+            assert rows(con, "SELECT sum(agent_runs) FROM scenario_summary") == rows(
+                con, "SELECT count(agent_run_id) FROM agent_usage")
+            assert rows(con, "SELECT agent_runs, agent_cost_usd FROM run_costs WHERE session_id = ?", [emptied]) == [
+                (0, 0.0)]
+    finally:
+        database.close()
+        parquet.close()
 
 
 def test_failed_events_fail_the_session_and_the_next_load_retries_it(piper: SimulatedPiper, out_dir: Path) -> None:
