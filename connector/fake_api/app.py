@@ -62,7 +62,7 @@ class FakePiper:
     truncate_rate: float = 0.0
     fault_seed: int = 0
     slow_seconds: float = 2.0
-    echo_authorization: bool = False  # a hostile server: JSON errors and run critiques quote the Authorization header
+    echo_authorization: bool = False  # a hostile server: JSON errors, critiques, agent model names quote it
     list_order: ListOrder = "newest_first"  # the sessions list's order (the API documents none)
     on_list: Callable[[FakePiper, int], None] | None = field(default=None, repr=False)  # (state, list request no.)
     sessions_created_per_list: int = 0
@@ -185,6 +185,19 @@ def _echoed_in_critiques(payload: bytes, echo: str) -> bytes:
     return orjson.dumps(run)
 
 
+def _echoed_in_model_names(payload: bytes, echo: str) -> bytes:
+    """The session's events with `echo` quoted in every agent run's model name (left alone if they are no events)."""
+    try:
+        body = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return payload
+    runs = body.get("runs") if isinstance(body, dict) else None
+    for run in runs if isinstance(runs, list) else []:
+        if isinstance(run, dict):
+            run["model_name"] = f"{run.get('model_name') or ''} [saw: {echo}]"
+    return orjson.dumps(body)
+
+
 def _html(status: int, body: bytes) -> Response:
     return Response(body, status_code=status, media_type="text/html; charset=utf-8")
 
@@ -284,6 +297,8 @@ class _Api:
         if faulted is not None:
             return faulted
         body = _views.session_events(self.state.dataset, session_id)
+        if body is not None and echo is not None:
+            body = _echoed_in_model_names(body, echo)
         if fault == "truncate":
             return TruncatedResponse(body or b'{"detail": "Session not found"}')
         if body is None:
