@@ -288,7 +288,7 @@ async def sync_sessions(
     logger = get_run_logger()
     with open_load(settings.out_dir, format=settings.format, lock_timeout=settings.lock_timeout) as load:
         async with pipeline.make_client(settings, token) as client:
-            sync_plan = await sync.begin_sync(load, client, options)
+            sync_plan = await sync.begin_sync(load, client, options, with_agent_usage=settings.with_agent_usage)
         logger.info("sync %s: %s", load.load_id, sync_plan.describe())
         for problem in sync_plan.problems:
             logger.warning(problem)
