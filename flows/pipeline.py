@@ -81,9 +81,13 @@ class LoadSummary:
             f"load {self.load_id} {self.status}: {self.requested} sessions: {o['loaded']} loaded, "
             f"{o['skipped']} skipped, {o['not_found']} not found, {o['failed']} failed, {o['rejected']} rejected; "
             f"{self.rows['runs']} runs, {self.rows['turns']} turns, {self.rows['criteria_results']} criteria results"
-            f"{self._scenarios_written()} written to {self.out_dir} in {seconds:.1f} s"
+            f"{self._agent_runs_written()}{self._scenarios_written()} written to {self.out_dir} in {seconds:.1f} s"
         )
 
+
+    def _agent_runs_written(self) -> str:
+        agent_runs = self.rows["agent_usage"]  # counted only by loads with agent usage
+        return f", {agent_runs} agent run{'' if agent_runs == 1 else 's'}" if agent_runs else ""
 
     def _scenarios_written(self) -> str:
         fetched = self.scenarios.fetched if self.scenarios is not None else 0

@@ -70,6 +70,7 @@ def test_a_load_lands_every_agent_run_of_the_sessions_it_loads_in_both_stores(
         assert sorted(rows(con, "SELECT session_id, agent_run_id, model_name, input_tokens, output_tokens, requests "
                                 "FROM agent_usage")) == expected
     assert len(events_requests(piper)) == len(ids), "one events request per session, in the same pass"
+    assert f", {len(expected)} agent runs, " in result.stdout
     assert_no_canary(result.stdout, result.stderr, folder=out_dir)
 
 
