@@ -21,6 +21,8 @@ ORDER = {
     "criteria_summary": "scenario_id, criteria_id, is_test",
     "agent_summary": "agent_id NULLS FIRST, scenario_id, is_test",
     "daily_summary": "day, scenario_id, is_test",
+    "scenario_trend": "week, scenario_id, is_test",
+    "criteria_stability": "scenario_id, criteria_id, is_test",
     "run_costs": "run_id",
     "failures": "criteria_result_id",
 }

@@ -22,6 +22,8 @@ VIEWS = {
     "criteria_summary": "per criterion: evaluations, passes, fails, other verdicts, tokens, latest failing critique",
     "agent_summary": "per agent and scenario: runs, run and criteria pass rates, tokens, cost",
     "daily_summary": "per UTC day and scenario: runs, pass rates, tokens, cost",
+    "scenario_trend": "per ISO week (UTC, from Monday) and scenario: runs, pass rates, tokens, cost",
+    "criteria_stability": "per criterion: verdict flips between PASS and FAIL over time, flip rate, flaky",
     "run_costs": "per run: judge tokens by kind and estimated cost, and the agent's own usage in its session",
     "failures": "one row per FAIL verdict with scenario, turn, question, critique and evidence, newest first",
 }
