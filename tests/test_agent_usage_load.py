@@ -181,3 +181,28 @@ def test_how_the_events_decide_a_sessions_outcome(events: FetchResult, outcome: 
     landed: dict[str, Any] = {}
     chunk.land(lambda part, tables: landed.update(tables))
     assert landed["agent_usage"].num_rows == usage_rows
+
+
+@pytest.mark.parametrize("crash_at", ["fetching:20", "merge-uncommitted"])
+def test_a_killed_load_with_agent_usage_converges_and_never_splits_a_session(
+    piper: SimulatedPiper, tmp_path: Path, cli: Cli, crash_at: str
+) -> None:
+    from tests.test_crash_recovery import run_cli_process
+    from tests.test_parquet_invariant import assert_parquet_equals_duckdb
+    from warehouse.crash import CRASH_EXIT_STATUS
+
+    piper.dataset.complete_pending()
+    ids = piper.dataset.session_ids
+    reference, crashed = tmp_path / "reference", tmp_path / "crashed"
+    args = ("--with-agent-usage", "--chunk-size", "8")
+    assert cli(*load_args(piper, reference, *args), *ids).code == 0
+    killed = run_cli_process([*load_args(piper, crashed, *args), *ids], crash_at=crash_at)
+    assert killed.returncode == CRASH_EXIT_STATUS, killed.stderr
+    rerun = run_cli_process([*load_args(piper, crashed, *args), *ids])
+    assert rerun.returncode == 0, rerun.stderr
+    usage = "SELECT * EXCLUDE (_load_id, _loaded_at) FROM agent_usage ORDER BY session_id, agent_run_id"
+    for crashed_con, reference_con in zip(stores(crashed), stores(reference), strict=True):
+        assert rows(crashed_con, usage) == rows(reference_con, usage)
+        assert rows(crashed_con, "SELECT DISTINCT session_id FROM runs ORDER BY 1") == rows(
+            crashed_con, "SELECT DISTINCT session_id FROM agent_usage ORDER BY 1"), "a run never lacks its usage"
+    assert_parquet_equals_duckdb(crashed)
