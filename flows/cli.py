@@ -252,6 +252,10 @@ def add_settings_arguments(parser: argparse.ArgumentParser, command: str) -> Non
         help="sessions per fetch task of the Prefect engine",
     )
     parser.add_argument(
+        "--with-agent-usage", action="store_true",
+        help="also fetch each session's events: the agent's own runs, tokens and cost, into agent_usage",
+    )
+    parser.add_argument(
         "--engine",
         choices=("auto", "local", "prefect"),
         default="auto",
@@ -347,6 +351,7 @@ SETTINGS_FLAGS = {
     "lock_timeout": "lock_timeout", "http_client": "http_client", "pricing_file": "pricing",
     "judge_model": "judge_model", "sessions_per_task": "sessions_per_task",
     "max_consecutive_failures": "max_consecutive_failures", "circuit_breaker_seconds": "circuit_breaker_seconds",
+    "with_agent_usage": "with_agent_usage",
 }
 """Each load setting and the `load` flag (argparse dest) that sets it: every flag reaches both engines."""
 LOAD_FLAGS = {name: "--" + dest.replace("_", "-") for name, dest in SETTINGS_FLAGS.items()}

@@ -175,6 +175,7 @@ async def load_sessions(
     sessions_per_task: int = 5000,
     max_consecutive_failures: int = 50,
     circuit_breaker_seconds: float = 30.0,
+    with_agent_usage: bool = False,
 ) -> pipeline.LoadSummary:
     """Load Piper scenario runs for these session ids into Parquet and DuckDB.
 
@@ -200,6 +201,8 @@ async def load_sessions(
         max_consecutive_failures: stop the load after this many requests in a row without a usable answer,
             over at least `circuit_breaker_seconds` (the circuit breaker); 0 turns it off.
         circuit_breaker_seconds: the least time without a usable answer before the circuit breaker trips.
+        with_agent_usage: also fetch each fetched session's events (the agent's own runs, tokens and cost)
+            into the table agent_usage; a stored final run without them is fetched again.
     """
     given = dict(locals())
     settings = LoadSettings.resolve({name: value for name, value in given.items() if name != "session_ids"})
@@ -239,6 +242,7 @@ async def sync_sessions(
     sessions_per_task: int = 5000,
     max_consecutive_failures: int = 50,
     circuit_breaker_seconds: float = 30.0,
+    with_agent_usage: bool = False,
     full_scan: bool = False,
     since: str | None = None,
     until: str | None = None,
@@ -269,6 +273,8 @@ async def sync_sessions(
         max_consecutive_failures: stop the load after this many requests in a row without a usable answer,
             over at least `circuit_breaker_seconds` (the circuit breaker); 0 turns it off.
         circuit_breaker_seconds: the least time without a usable answer before the circuit breaker trips.
+        with_agent_usage: also fetch each fetched session's events (the agent's own runs, tokens and cost)
+            into the table agent_usage; a stored final run without them is fetched again.
         full_scan: read the whole sessions list instead of stopping below the watermark (the daily sync).
         since: only sessions created at or after this ISO 8601 date or time (UTC when it names no zone).
         until: only sessions created before this ISO 8601 date or time. A sync with since or until (a
@@ -282,7 +288,7 @@ async def sync_sessions(
     logger = get_run_logger()
     with open_load(settings.out_dir, format=settings.format, lock_timeout=settings.lock_timeout) as load:
         async with pipeline.make_client(settings, token) as client:
-            sync_plan = await sync.begin_sync(load, client, options)
+            sync_plan = await sync.begin_sync(load, client, options, with_agent_usage=settings.with_agent_usage)
         logger.info("sync %s: %s", load.load_id, sync_plan.describe())
         for problem in sync_plan.problems:
             logger.warning(problem)

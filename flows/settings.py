@@ -98,6 +98,7 @@ class LoadSettings:
     sessions_per_task: int = 5000  # the Prefect engine's sessions per fetch task
     max_consecutive_failures: int = 50  # the circuit breaker (connector.retry.CircuitBreaker); 0 turns it off
     circuit_breaker_seconds: float = 30.0  # ... and the least time without a usable answer before it trips
+    with_agent_usage: bool = False  # also fetch each fetched session's events into `agent_usage`
 
     def __post_init__(self) -> None:
         if not self.org_id:

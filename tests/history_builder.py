@@ -87,7 +87,8 @@ def history_connection(runs: Sequence[HistoryRun]) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     empty = {"sessions": tables.SESSIONS.empty_table(), "scenarios": tables.SCENARIOS.empty_table(),
-             "scenario_criteria": tables.SCENARIO_CRITERIA.empty_table()}
+             "scenario_criteria": tables.SCENARIO_CRITERIA.empty_table(),
+             "agent_usage": tables.AGENT_USAGE.empty_table()}
     for name, table in {**history_tables(runs), **empty}.items():
         con.register(f"history_{name}", table)
         con.execute(f"CREATE TABLE {name} AS SELECT * FROM history_{name}")

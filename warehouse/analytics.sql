@@ -1,5 +1,5 @@
 -- piper-etl analytics views, defined once over the tables runs, turns, criteria_results, token_prices and
--- the dimensions sessions and scenario_criteria.
+-- the dimensions sessions, scenario_criteria and agent_usage.
 -- The same statements run inside OUT/piper.duckdb and over the Parquet files (OUT/current_state.sql).
 -- Every column is described in docs/analytics.md.
 --
@@ -57,13 +57,31 @@ SELECT
     END AS estimated_cost_usd,
     coalesce(r.agent_id, s.agent_id) AS agent_id,
     coalesce(r.agent_name, s.agent_name) AS agent_name,
-    coalesce(r.is_test, s.is_test, false) AS is_test
+    coalesce(r.is_test, s.is_test, false) AS is_test,
+    -- The agent's own usage in the run's session (agent_usage): NULL when it was never fetched, 0 when it
+    -- was fetched and the session has no agent run. A session has one current run, so it is counted once.
+    u.agent_input_tokens,
+    u.agent_output_tokens,
+    u.agent_cost_usd,
+    u.agent_requests,
+    u.agent_runs
 FROM runs AS r
 LEFT JOIN (
     SELECT session_id, any_value(agent_id) AS agent_id, any_value(agent_name) AS agent_name,
            bool_or(is_test) AS is_test
     FROM sessions GROUP BY session_id
 ) AS s ON s.session_id = r.session_id
+LEFT JOIN (
+    SELECT session_id,
+           CASE WHEN count(agent_run_id) = 0 THEN 0 ELSE TRY_CAST(sum(input_tokens) AS BIGINT) END
+               AS agent_input_tokens,
+           CASE WHEN count(agent_run_id) = 0 THEN 0 ELSE TRY_CAST(sum(output_tokens) AS BIGINT) END
+               AS agent_output_tokens,
+           CASE WHEN count(agent_run_id) = 0 THEN 0.0 ELSE sum(cost_usd) END AS agent_cost_usd,
+           CASE WHEN count(agent_run_id) = 0 THEN 0 ELSE TRY_CAST(sum(requests) AS BIGINT) END AS agent_requests,
+           count(agent_run_id) AS agent_runs  -- the row of a session with no agent run has no agent_run_id
+    FROM agent_usage GROUP BY session_id
+) AS u ON u.session_id = r.session_id
 CROSS JOIN price;
 
 CREATE OR REPLACE VIEW scenario_summary AS
@@ -92,7 +110,13 @@ SELECT
     sum(estimated_cost_usd) AS estimated_cost_usd,
     min(started_at) AS first_run_at,
     max(started_at) AS last_run_at,
-    is_test
+    is_test,
+    -- The agent's own usage beside the judge's estimate: NULL when no run of the row had it fetched.
+    TRY_CAST(sum(agent_input_tokens) AS BIGINT) AS agent_input_tokens,
+    TRY_CAST(sum(agent_output_tokens) AS BIGINT) AS agent_output_tokens,
+    sum(agent_cost_usd) AS agent_cost_usd,
+    TRY_CAST(sum(agent_requests) AS BIGINT) AS agent_requests,
+    TRY_CAST(sum(agent_runs) AS BIGINT) AS agent_runs
 FROM run_costs
 GROUP BY scenario_id, scenario_name, is_test;
 
