@@ -152,7 +152,13 @@ def _copy_converted(con: duckdb.DuckDBPyConnection, standby: Path, storage_versi
             con.execute(f"DETACH {CONVERTED_CATALOG}")  # checkpoints: the file alone holds every row
         with open(tmp, "rb+") as copied:
             os.fsync(copied.fileno())
-        os.replace(tmp, standby)
+        try:
+            os.replace(tmp, standby)
+        except PermissionError:  # as `publish_snapshot`: Windows keeps a file a reader holds
+            if os.name != "nt":
+                raise
+            logger.warning("%s is held open by a reader that Windows will not let go of; not replaced", standby)
+            return
         files.fsync_folder(standby.parent)
     finally:
         tmp.unlink(missing_ok=True)
