@@ -271,6 +271,7 @@ async def run_load_async(
     client = make_client(settings, token, transport)  # validates the settings before any work
     ids = unique_session_ids(session_ids)
     with open_load(settings.out_dir, format=settings.format, lock_timeout=settings.lock_timeout,
+                   storage_version=settings.duckdb_storage_version,
                    expected_sessions=len(ids), now=now) as load:
         plan = plan_load(load, ids, settings)
         if on_plan is not None:

@@ -333,7 +333,8 @@ async def run_sync_async(
 ) -> SyncSummary:
     """A whole sync without Prefect: list, plan, one stream of requests, land the sync's rows, commit."""
     client = make_client(settings, token, transport)  # validates the settings before any work
-    with open_load(settings.out_dir, format=settings.format, lock_timeout=settings.lock_timeout) as load:
+    with open_load(settings.out_dir, format=settings.format, lock_timeout=settings.lock_timeout,
+                   storage_version=settings.duckdb_storage_version) as load:
         async with client:
             sync_plan = await begin_sync(load, client, options, page_size=page_size, overlap=overlap,
                                          with_agent_usage=settings.with_agent_usage)

@@ -41,6 +41,11 @@ size on disk (docs/bi.md), for a publish that writes what the load changed.
 
 On Windows a file held open cannot be replaced: the publish is then skipped with a warning and the
 load still succeeds; the next load publishes again.
+
+Older DuckDB readers: the standbys are kept in the storage format of the `storage_version` the load
+was given (`store.DEFAULT_STORAGE_VERSION`). A standby in another format is replaced by a whole copy,
+which is the database's bytes when the database is in that format, else a `COPY FROM DATABASE` into
+a new file created in it (a database created by a piper-etl that wrote DuckDB's newest format).
 """
 
 from __future__ import annotations
@@ -63,6 +68,7 @@ SNAPSHOT_FILE = "piper-bi.duckdb"
 STANDBY_DIR = "_bi"
 STANDBY_FILES = ("a.duckdb", "b.duckdb")
 STANDBY_CATALOG = "piper_bi"
+CONVERTED_CATALOG = "piper_bi_converted"
 _COPY_BUFFER = 1 << 20
 logger = logging.getLogger(__name__)
 
@@ -79,23 +85,33 @@ def standby_paths(out_dir: Path) -> list[Path]:
     return [out_dir / STANDBY_DIR / name for name in STANDBY_FILES]
 
 
-def publish(con: duckdb.DuckDBPyConnection, out_dir: Path, views_sql: str) -> Path | None:
+def publish(
+    con: duckdb.DuckDBPyConnection, out_dir: Path, views_sql: str, *,
+    storage_version: str = store.DEFAULT_STORAGE_VERSION,
+) -> Path | None:
     """Bring the standby up to date from the writer `con` and publish it; None when Windows refused.
 
     `con`: a cursor of the writer connection that nothing else uses meanwhile (its `USE` changes);
     the database must have just been CHECKPOINTed (a whole copy may be needed). `views_sql`: the
-    CREATE OR REPLACE VIEW statements the writer ran, run again inside the standby.
+    CREATE OR REPLACE VIEW statements the writer ran, run again inside the standby. `storage_version`:
+    the DuckDB storage version the snapshot is kept in (module docstring).
     """
     con.execute(f"USE {store.CATALOG}")
     target = snapshot_path(out_dir)
-    for stale in [*target.parent.glob(f".{target.name}.*.tmp"), *(out_dir / STANDBY_DIR).glob(".*.tmp")]:
+    standby_dir = out_dir / STANDBY_DIR
+    for stale in [*target.parent.glob(f".{target.name}.*.tmp"), *standby_dir.glob(".*.tmp"),
+                  *standby_dir.glob(".*.tmp.wal")]:
         stale.unlink(missing_ok=True)  # left by a killed publish (one at a time: the writer's lock)
     standby = _standby_to_write(target, standby_paths(out_dir))
-    why = _update_standby(con, standby, views_sql)
+    wanted = store.storage_format_of(storage_version)
+    why = _update_standby(con, standby, views_sql, wanted)
     if why is not None:
         logger.info("BI snapshot: copying the whole database into %s because %s", standby, why)
         _wal(standby).unlink(missing_ok=True)  # would be replayed into the new copy otherwise
-        publish_snapshot(out_dir / store.DATABASE_FILE, standby)
+        if store.storage_format(con, store.CATALOG) == wanted:
+            publish_snapshot(out_dir / store.DATABASE_FILE, standby)
+        else:
+            _copy_converted(con, standby, storage_version)
     crash_point("snapshot-updated")
     return _link(standby, target)
 
@@ -121,6 +137,34 @@ def publish_snapshot(database: Path, target: Path) -> Path | None:
             return None
 
 
+def _copy_converted(con: duckdb.DuckDBPyConnection, standby: Path, storage_version: str) -> None:
+    """Replace `standby` atomically by a copy of the database written in the format of `storage_version`."""
+    logger.info("BI snapshot: the database is in DuckDB storage format %s; writing %s in that of %s instead of "
+                "copying its bytes", store.storage_format(con, store.CATALOG), standby.name, storage_version)
+    tmp = files.temporary_name(standby)
+    literal = str(tmp).replace("'", "''")
+    standby.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        con.execute(f"ATTACH '{literal}' AS {CONVERTED_CATALOG} ({store.attach_options(tmp, storage_version)})")
+        try:
+            con.execute(f"COPY FROM DATABASE {store.CATALOG} TO {CONVERTED_CATALOG}")
+        finally:
+            con.execute(f"DETACH {CONVERTED_CATALOG}")  # checkpoints: the file alone holds every row
+        with open(tmp, "rb+") as copied:
+            os.fsync(copied.fileno())
+        try:
+            os.replace(tmp, standby)
+        except PermissionError:  # as `publish_snapshot`: Windows keeps a file a reader holds
+            if os.name != "nt":
+                raise
+            logger.warning("%s is held open by a reader that Windows will not let go of; not replaced", standby)
+            return
+        files.fsync_folder(standby.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+        _wal(tmp).unlink(missing_ok=True)
+
+
 def _standby_to_write(target: Path, standbys: list[Path]) -> Path:
     """The standby `target` is not a link to; of two such (an older layout of the folder), one that exists."""
     published = _identity(target)
@@ -128,8 +172,11 @@ def _standby_to_write(target: Path, standbys: list[Path]) -> Path:
     return next((path for path in free if path.exists()), free[0])
 
 
-def _update_standby(con: duckdb.DuckDBPyConnection, standby: Path, views_sql: str) -> str | None:
-    """Bring `standby` up to date with the database's committed loads; None when done, else why not."""
+def _update_standby(con: duckdb.DuckDBPyConnection, standby: Path, views_sql: str, storage: str) -> str | None:
+    """Bring `standby` up to date with the database's committed loads; None when done, else why not.
+
+    `storage`: the storage format (`store.storage_format`) the standby must be in.
+    """
     if not standby.exists():
         return "there is no standby copy yet"
     if _held_in_this_process(standby):
@@ -142,7 +189,9 @@ def _update_standby(con: duckdb.DuckDBPyConnection, standby: Path, views_sql: st
             return "a reader still has it open"
         return f"it cannot be opened ({exc})"
     try:
-        why = _catch_up(con, views_sql)
+        found = store.storage_format(con, STANDBY_CATALOG)
+        why = f"it is in DuckDB storage format {found}, not {storage}" if found != storage else None
+        why = why or _catch_up(con, views_sql)
     except duckdb.Error as exc:  # a whole copy is always right; the cause goes to the log line
         why = f"updating it failed ({exc})"
     finally:
