@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,8 @@ class ReportData:
     agent: str | None = None
     tag: str | None = None
     include_test: bool = True
+    trend: list[Row] = field(default_factory=list)
+    """scenario_trend rows (scenario x ISO week) of the runs with a start time."""
 
     @property
     def filters(self) -> str:
@@ -132,6 +134,8 @@ def collect(
         agent=agent,
         tag=tag,
         include_test=include_test,
+        trend=rows(con, "SELECT * FROM scenario_trend WHERE week IS NOT NULL "
+                        "ORDER BY week, scenario_name NULLS LAST, scenario_id, is_test"),
     )
 
 
@@ -172,4 +176,14 @@ def excerpt(text: str | None, limit: int) -> str:
 def scenario_label(row: Row) -> str:
     """The scenario's name, marked when the row holds test sessions' runs (kept apart from the others)."""
     name = str(row.get("scenario_name") or row.get("scenario_id") or "(no scenario)")
-    return f"{name} (test sessions)" if row.get("is_test") else name
+    return name + TEST_SESSIONS if row.get("is_test") else name
+
+
+TEST_SESSIONS = " (test sessions)"
+"""What a scenario label ends with when its row holds the runs of test sessions."""
+
+
+def short_label(label: str, limit: int) -> str:
+    """A scenario label cut to about `limit` characters that keeps its test sessions mark."""
+    suffix = TEST_SESSIONS if label.endswith(TEST_SESSIONS) else ""
+    return excerpt(label.removesuffix(suffix), max(8, limit - len(suffix))) + suffix

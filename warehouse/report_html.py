@@ -16,9 +16,11 @@ body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; ma
 h1 { margin-bottom: .2rem; } h2 { margin-top: 2.5rem; border-bottom: 1px solid #ddd; padding-bottom: .3rem; }
 .meta { color: #555; margin: .2rem 0; } .price { padding: .6rem .8rem; border-radius: 6px; background: #eef6f3; }
 .price.unset { background: #fff4d6; }
+code { overflow-wrap: anywhere; }
 table { border-collapse: collapse; width: 100%; font-size: .9rem; margin-top: .8rem; }
-th, td { padding: .3rem .5rem; border-bottom: 1px solid #eee; text-align: left; vertical-align: top; }
-td.n, th.n { text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums; }
+th, td { padding: .3rem .4rem; border-bottom: 1px solid #eee; text-align: left; vertical-align: top; }
+th { vertical-align: bottom; } td { overflow-wrap: anywhere; }
+td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; } td.n, td.t { white-space: nowrap; }
 """
 
 
@@ -76,12 +78,14 @@ def _e(value: object) -> str:
     return html.escape(str(value))
 
 
-def _table(headers: list[str], numeric: set[str], rows: list[list[str]]) -> str:
+def _table(headers: list[str], numeric: set[str], rows: list[list[str]], times: frozenset[str] = frozenset()) -> str:
+    """A table that fits the page: text wraps (anywhere, if it must); numbers and `times` columns stay on one line."""
     head = "".join(f'<th class="n">{_e(h)}</th>' if h in numeric else f"<th>{_e(h)}</th>" for h in headers)
     lines = [f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>"]
     for row in rows:
         cells = "".join(
-            f'<td class="n">{_e(v)}</td>' if h in numeric else f"<td>{_e(v)}</td>"
+            f'<td class="n">{_e(v)}</td>' if h in numeric else f'<td class="t">{_e(v)}</td>' if h in times
+            else f"<td>{_e(v)}</td>"
             for h, v in zip(headers, row, strict=True)
         )
         lines.append(f"<tr>{cells}</tr>")
@@ -102,7 +106,7 @@ def _criteria_table(criteria: list[Row]) -> str:
         ]
         for row in criteria
     ]
-    return _table(headers, {"fails", "pass rate"}, rows)
+    return _table(headers, {"fails", "pass rate"}, rows, frozenset({"last failed (UTC)"}))
 
 
 def _scenario_table(scenarios: list[Row]) -> str:
