@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from flows.check_cli import add_check_command
 from flows.settings import configured_out_dir
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ def utc_date(value: str) -> date:
 
 
 def add_analytics_commands(commands: Any) -> None:
-    """Add `report` and `sql` to the `piper-etl` subcommands."""
+    """Add `report`, `sql` and `check` to the `piper-etl` subcommands."""
     report = commands.add_parser(
         "report",
         help="print pass rates, failing criteria and judge cost; write an offline HTML report",
@@ -86,6 +87,7 @@ def add_analytics_commands(commands: Any) -> None:
     )
     sql.add_argument("--csv", action="store_true", help="print the result as CSV (every row) instead of a table")
     add_pricing_arguments(sql)
+    add_check_command(commands)  # `check` (flows/check_cli.py): the regression gate
 
 
 def run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO | None = None) -> int:

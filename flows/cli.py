@@ -285,6 +285,10 @@ def _run(args: argparse.Namespace) -> int:
         return _sync(args)
     if args.command in ("report", "sql"):
         return run_analytics_command(args, sys.stdin)
+    if args.command == "check":
+        from flows.check_cli import run_check
+
+        return run_check(args)
     if args.command == "compact":
         return _compact(args)
     if args.command == "save-token":
