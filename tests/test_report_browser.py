@@ -17,6 +17,8 @@ import pytest
 
 from flows.demo import run_demo
 from tests.chromium import Chromium
+from tests.test_report_changes import AS_OF, history
+from tests.test_report_charts import history_report
 from warehouse.reader import open_analytics
 from warehouse.report_charts import CHARTS
 from warehouse.report_data import ReportData, collect
@@ -121,6 +123,17 @@ def test_long_unbroken_names_and_critiques_still_fit(chromium: Chromium, demo: P
                       tmp_path / "long.html")
     seen, errors = inspect(chromium, page)
     assert problems(seen, errors) == []
+
+
+def test_what_changed_fits_with_long_criteria(chromium: Chromium, tmp_path: Path) -> None:
+    long_question = "Did the agent " + "x" * 250 + " and " + " ".join(["explain the refund policy"] * 20) + "?"
+    runs = [dataclasses.replace(run, verdicts={long_question if key == "c1" else key: value
+                                               for key, value in run.verdicts.items()}) for run in history()]
+    page = write_html(history_report(runs, as_of=AS_OF), tmp_path / "changes.html")
+    seen, errors = inspect(chromium, page)
+    assert errors == [] and seen["scroll_width"] <= WIDTH
+    text = chromium.open(page, width=WIDTH).evaluate("document.getElementById('what-changed').textContent")
+    assert text == "What changed in the 7 days before 2026-11-30 12:00 UTC"
 
 
 def test_a_report_that_matches_nothing_opens_cleanly(chromium: Chromium, demo: Path, tmp_path: Path) -> None:

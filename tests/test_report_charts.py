@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +25,11 @@ from warehouse.report_charts import (
 from warehouse.report_data import ReportData, collect
 
 
-def history_report(runs: list[HistoryRun]) -> ReportData:
+def history_report(runs: list[HistoryRun], as_of: datetime | None = None) -> ReportData:
+    """The report of a hand-built history (tests/history_builder.py), what changed judged as of `as_of`."""
     con = history_connection(runs)
     con.execute(f"CREATE TABLE loads AS {ddl.empty_select_sql('loads')}")
-    return collect(Analytics(con, Path("history"), prices_from_setting=False))
+    return collect(Analytics(con, Path("history"), prices_from_setting=False), as_of=as_of)
 
 
 def lab(colour: str) -> tuple[float, float, float]:
