@@ -123,3 +123,15 @@ def test_the_report_filters_apply_and_since_does_not_hide_the_baseline(cli: Cli,
     assert f"2 scenarios regressed ({RULE}): Probe, Refund." in with_tests  # the larger drop first
     only_cancel = " ".join(cli("report", "--out", str(tmp_path), "--scenario", "Cancel").stdout.split())
     assert f"Nothing regressed ({RULE}): 1 held, 0 not judged" in only_cancel
+
+
+def test_long_lists_are_cut_in_the_terminal_and_markdown_but_whole_in_html() -> None:
+    criteria = [f"c{n:02d}" for n in range(12)]
+    runs = [HistoryRun("Refund", at(day), {crit: "PASS" for crit in criteria}) for day in (20, 15, 10)]
+    runs += [HistoryRun("Refund", at(day), {crit: "FAIL" for crit in criteria}) for day in (3, 2)]
+    page, terminal, markdown = rendered(history_report(runs, as_of=AS_OF))
+    assert "12 criteria failed in these 7 days and never in the 28 days before." in page
+    assert all(f"<td>Question {crit}?</td>" in page for crit in criteria)
+    opening = terminal.split("Scenarios (pass rates")[0]
+    assert "(2 more in the HTML report)" in opening and "Question c09?" in opening and "Question c10?" not in opening
+    assert "(2 more: `piper-etl check` lists them all.)" in markdown

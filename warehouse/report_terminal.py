@@ -15,6 +15,8 @@ from warehouse.report_data import ReportData, Row, excerpt, pct, scenario_label,
 from warehouse.report_text import terminal_safe
 
 DAYS_SHOWN = 14
+CHANGES_SHOWN = 10
+"""New failing and newly flaky criteria printed; the HTML report lists them all."""
 LOADS_SHOWN = 10
 
 
@@ -61,17 +63,18 @@ def _print_changes(changes: Changes, console: Console) -> None:
         table.add_column("criterion (scenario)", ratio=1, overflow="fold")
         table.add_column("fails", justify="right", no_wrap=True)
         table.add_column("last failed", no_wrap=True)
-        for f in result.new_failures:
+        for f in result.new_failures[:CHANGES_SHOWN]:
             table.add_row(f"{_text(f.criteria_question or f.criteria_id)} [dim]({_excerpt(f.scenario_name, 30)})[/]",
                           f"{f.window_fails}/{f.window_evaluations}", f"{f.last_failed_at:%Y-%m-%d %H:%M}")
         console.print(table)
+        _more(len(result.new_failures), console)
     console.print(_text(changes.flaky_line()))
     if changes.newly_flaky:
         table = _table("Newly flaky: flips and pass rate in the last 10 evaluations")
         table.add_column("criterion (scenario)", ratio=1, overflow="fold")
         for name in ("flips", "pass", "last", "last flip"):
             table.add_column(name, justify="left" if name == "last flip" else "right", no_wrap=True)
-        for row in changes.newly_flaky:
+        for row in changes.newly_flaky[:CHANGES_SHOWN]:
             table.add_row(
                 f"{_text(row['criteria_question'] or row['criteria_id'] or '')} "
                 f"[dim]({_excerpt(scenario_label(row), 30)})[/]",
@@ -79,7 +82,13 @@ def _print_changes(changes: Changes, console: Console) -> None:
                 f"{row['last_flip_at']:%Y-%m-%d %H:%M}",
             )
         console.print(table)
+        _more(len(changes.newly_flaky), console)
     console.print()
+
+
+def _more(count: int, console: Console) -> None:
+    if count > CHANGES_SHOWN:
+        console.print(f"({count - CHANGES_SHOWN} more in the HTML report)", style="dim")
 
 
 def _table(title: str) -> Table:
