@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from connector.fake_api import FakeDataset, FakePiper, serve
-from flows.pipeline import run_load
-from flows.settings import LoadSettings
-from tests.conftest import CANARY_TOKEN, Cli, SimulatedPiper, load_args
-from tests.test_dimension_tables import land
+from connector.fake_api import FakeDataset
+from flows.chunks import log_row, log_table
+from schemas.flatten import build_tables, flatten_run
+from schemas.tables import DATA_TABLES, SESSIONS
+from tests.conftest import Cli, SimulatedPiper, load_args
+from tests.test_dimension_tables import land, session
 from warehouse import compact, compacted, store, views
 from warehouse.ddl import ALL_TABLES
-from warehouse.load import open_load
+from warehouse.load import OutputFormat, open_load
+from warehouse.records import LoadCounts
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -56,28 +59,52 @@ def settle(out_dir: Path, **settings: object) -> None:
     compact.change_settings(out_dir, compacted.Settings(**settings))  # type: ignore[arg-type]
 
 
+def land_sessions(out_dir: Path, dataset: FakeDataset, session_ids: list[str], *, format: OutputFormat,
+                  now: datetime) -> None:
+    """One load of these sessions through the real load transaction, from the dataset's payloads (no HTTP).
+
+    Its chunk is what a fetch would land: the flattened runs, a `loaded` row of `fetch_log` each, and
+    the sessions' dimension rows; the commit runs the load's own compaction past the threshold.
+    """
+    with open_load(out_dir, format=format, now=now) as load:
+        flats = [flatten_run(dataset.run_for(session_id), session_id=session_id, org_id=dataset.org_id)
+                 for session_id in session_ids]
+        tables = build_tables(flats, load_id=load.load_id, loaded_at=now)
+        tables["fetch_log"] = log_table([
+            log_row(load.load_id, session_id, "loaded", fetched_at=now, http_status=200, attempts=1,
+                    run_id=str(flat.run["run_id"])) for session_id, flat in zip(session_ids, flats, strict=True)])
+        tables["sessions"] = pa.Table.from_pylist(
+            [session(session_id, f"agent-{now.hour}", load.load_id, now) for session_id in session_ids],
+            schema=SESSIONS)
+        load.land("main-0001", tables)
+        load.commit("succeeded", LoadCounts(Counter(loaded=len(session_ids)),
+                                            Counter({t: tables[t].num_rows for t in DATA_TABLES})), {})
+
+
 def test_three_hundred_loads_leave_at_most_sixty_files(tmp_path: Path) -> None:
-    """300 loads of 10 sessions through the real load path; auto-compaction keeps the folder small."""
+    """300 loads of 10 sessions, each committed by the load transaction, whose own compaction keeps the
+    folder small; half of them fetch earlier sessions again (superseded run versions and sessions rows)."""
     dataset = FakeDataset.generate(seed=5, sessions=3000, payload_kb=2.0)
     ids = dataset.session_ids
     out_dir = tmp_path / "out"
     settle(out_dir, grace_seconds=0)  # replaced files go at once here; the grace period has its own test
     most = 0
-    with serve(FakePiper(dataset=dataset, token=CANARY_TOKEN, retry_after="0")) as base_url:
-        settings = LoadSettings(org_id=dataset.org_id, base_url=base_url, out_dir=out_dir, format="parquet",
-                                concurrency=4)
-        for batch in range(300):
-            if batch == 150:
-                dataset.complete_pending()  # later loads fetch these again: superseded rows to drop
-            again = ids[(batch - 150) * 10:(batch - 149) * 10] if batch >= 150 else []
-            assert run_load([*ids[batch * 10:(batch + 1) * 10], *again], settings, CANARY_TOKEN).ok
-            most = max(most, len(files_under(out_dir)))
-        assert most <= 60, f"{most} files under parquet/"
-        state = contents(out_dir)
-        assert len(state["loads"]) == 300
-        assert len(state["runs"]) == len({row[0] for row in state["runs"]}) == 3000
-        # A load that writes DuckDB catches up with all 300 compacted loads: both stores agree.
-        assert run_load(ids[:1], replace(settings, format="both"), CANARY_TOKEN).ok
+    for batch in range(300):
+        if batch == 150:
+            dataset.complete_pending()  # later loads fetch these again: superseded rows to drop
+        again = ids[(batch - 150) * 10:(batch - 149) * 10] if batch >= 150 else []
+        land_sessions(out_dir, dataset, [*ids[batch * 10:(batch + 1) * 10], *again], format="parquet",
+                      now=T0 + timedelta(minutes=batch))
+        most = max(most, len(files_under(out_dir)))
+    assert most <= 60, f"{most} files under parquet/"
+    assert compacted.read_manifest(out_dir / "parquet").generation >= 300 // compact.AUTO_AFTER_LOADS
+    state = contents(out_dir)
+    assert len(state["loads"]) == 300
+    assert len(state["runs"]) == len({row[0] for row in state["runs"]}) == 3000
+    assert len(state["sessions"]) == 3000
+    assert compacted_rows(out_dir, "runs") <= 3000 + 10, "superseded run versions are dropped"
+    # A load that writes DuckDB catches up with all 300 compacted loads: both stores agree.
+    land_sessions(out_dir, dataset, ids[:1], format="both", now=T0 + timedelta(days=1))
     assert_every_table_equals_duckdb(out_dir)
 
 

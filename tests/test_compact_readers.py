@@ -116,3 +116,29 @@ def test_the_views_never_name_a_part_of_a_load_that_has_not_committed(tmp_path: 
         con.close()
     finally:
         running.close()
+
+
+def test_a_session_that_reads_current_state_sql_again_sees_the_newer_state(
+    piper: SimulatedPiper, out_dir: Path, cli: Cli
+) -> None:
+    """The file's TEMP tables (which versions are current) are replaced when it is read again in the same
+    DuckDB session, after loads that supersede compacted rows and a compaction: no state is left behind."""
+    settle(out_dir, auto=False)
+    ids = piper.dataset.session_ids
+    assert cli(*load_args(piper, out_dir, "--format", "parquet", *ids[:8])).code == 0
+    session = duckdb.connect()
+    try:
+        session.execute(f"SET file_search_path = '{out_dir}'")
+        session.execute((out_dir / "current_state.sql").read_text(encoding="utf-8"))
+        first = read_all(session)
+        compact.compact(out_dir)
+        piper.dataset.complete_pending()
+        assert cli(*load_args(piper, out_dir, "--format", "parquet", "--refetch", *ids[:5])).code == 0
+        assert views.read_layout(out_dir / "parquet").pending_loads, "a pending load supersedes compacted rows"
+        assert read_all(session) == first, "the views read before the load keep their state"
+        session.execute((out_dir / "current_state.sql").read_text(encoding="utf-8"))
+        again = read_all(session)
+    finally:
+        session.close()
+    assert again == sql_file_contents(out_dir) == contents(out_dir)
+    assert again["runs"] != first["runs"] and len(again["runs"]) == len(first["runs"])

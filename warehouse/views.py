@@ -157,10 +157,16 @@ def current_state_sql(root: str, layout: Layout) -> str:
 
     Which run versions are current comes from the compacted run-version index (`compacted.VERSIONS`)
     and a window over the versions of the loads no compaction covers yet, together with the indexed
-    versions of the same runs and sessions only: the `_` views. Compacted rows of `runs`, `turns` and
-    `criteria_results` are shown unless their version is stale (`_stale_versions`, few rows); the
+    versions of the same runs and sessions only: the `_` relations. Compacted rows of `runs`, `turns`
+    and `criteria_results` are shown unless their version is stale (`_stale_versions`, few rows); the
     uncovered loads' rows when their version is current. So a query's cost follows the few loads since
     the last compaction, not the history.
+
+    The version sets (`_pending_versions`, `_version_contest`, `_stale_versions`) are TEMP tables,
+    computed once when the SQL runs: the files it names never change, so they are what a view would
+    compute, and every later view binds and reads a few small tables instead of re-deriving them from
+    the files (a view that nests views is bound again, files and all, wherever it is named). The
+    Parquet metadata cache is turned on for the same reason: the views name each file many times.
     """
     src = {table: source_sql(root, table, layout.paths(table)) for table in ALL_TABLES}
     pending_log = f"(SELECT * FROM {source_sql(root, 'fetch_log', layout.pending['fetch_log'])}\n{FETCH_LOG_NEWEST})"
@@ -178,14 +184,15 @@ def current_state_sql(root: str, layout: Layout) -> str:
     contest = contest_sql("_pending_versions") if layout.pending_loads else (
         "SELECT *, true AS pending, true AS newest FROM (" + EMPTY_VERSIONS + ")")
     statements = [
+        "SET parquet_metadata_cache = true",
         f"CREATE OR REPLACE VIEW loads AS SELECT * FROM {src['loads']}",
         f"CREATE OR REPLACE VIEW fetch_log AS {fetch_log}",
         f"CREATE OR REPLACE VIEW rejected_payloads AS SELECT * FROM {src['rejected_payloads']}",
         f"CREATE OR REPLACE VIEW sync_state AS SELECT * FROM {src['sync_state']}",
         f"CREATE OR REPLACE VIEW _indexed_versions AS {indexed}",
-        f"CREATE OR REPLACE VIEW _pending_versions AS {versions_sql(pending_log)}",
-        f"CREATE OR REPLACE VIEW _version_contest AS {contest}",
-        "CREATE OR REPLACE VIEW _stale_versions AS\n"
+        f"CREATE OR REPLACE TEMP TABLE _pending_versions AS {versions_sql(pending_log)}",
+        f"CREATE OR REPLACE TEMP TABLE _version_contest AS {contest}",
+        "CREATE OR REPLACE TEMP TABLE _stale_versions AS\n"
         "SELECT run_id, session_id, load_id FROM _indexed_versions WHERE NOT is_current\n"
         "UNION ALL SELECT run_id, session_id, load_id FROM _version_contest WHERE NOT pending AND NOT newest",
         "CREATE OR REPLACE VIEW current_versions AS\n"
