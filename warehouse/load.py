@@ -74,7 +74,7 @@ class LoadTarget:
 
 @dataclass(frozen=True)
 class Committed:
-    """What the commit did: the `loads` row, and the verdict summary if asked."""
+    """What the commit did: the `loads` row, and the verdict summary of the load's own runs if asked."""
 
     load_row: dict[str, object]
     verdicts_markdown: str | None = None
@@ -272,10 +272,13 @@ class LoadTransaction:
                 self._merge.commit(row)
                 self._merge = None
             crash_point("merged")
-            verdicts = publish.publish_duckdb(con, self.out_dir, prices, now, summarize=summarize)
+            verdicts = publish.publish_duckdb(con, self.out_dir, prices, now, summarize=summarize,
+                                              load_id=self.load_id)
             if not self.writes_parquet:
                 landing.remove_load(self.root, self.load_id)
                 files.prune_empty_folders(self.root)
+        elif summarize:
+            verdicts = publish.parquet_load_summary_markdown(parquet_root, self.load_id)
         self.done = True
         self.close()
         if self.writes_parquet:  # after the lease is gone, so that the compaction may cover this load too
