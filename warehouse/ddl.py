@@ -9,10 +9,12 @@ from schemas.tables import LANDED_TABLES, LOADS
 ALL_TABLES: dict[str, pa.Schema] = {**LANDED_TABLES, "loads": LOADS}
 
 
+_KNOWN_NAMES = frozenset({field.name for schema in ALL_TABLES.values() for field in schema} | set(ALL_TABLES))
+
+
 def quote_ident(name: str) -> str:
     """Quote an identifier; only names from our own schemas reach here, checked against them."""
-    allowed = {field.name for schema in ALL_TABLES.values() for field in schema} | set(ALL_TABLES)
-    if name not in allowed:
+    if name not in _KNOWN_NAMES:
         raise ValueError(f"{name!r} is not a known table or column")
     return '"' + name.replace('"', '""') + '"'
 
