@@ -30,7 +30,7 @@ changed, not the size of the database:
 
 A database smaller than `COPY_BELOW_BYTES` is copied whole instead: below that size a copy (one
 sequential write) takes less time than updating a standby (an ATTACH, a transaction, a CHECKPOINT),
-and it leaves nothing behind for the other standby to catch up with (docs/performance.md, BI snapshot).
+and it leaves nothing behind for the other standby to catch up with (docs/bi.md has the measurement).
 
 When the standby cannot be updated (it does not exist yet, cannot be opened, has an older table
 layout, holds loads the database does not, or a reader holds it) it is replaced by a whole copy of the
@@ -68,7 +68,7 @@ STANDBY_DIR = "_bi"
 STANDBY_FILES = ("a.duckdb", "b.duckdb")
 STANDBY_CATALOG = "piper_bi"
 _COPY_BUFFER = 1 << 20
-COPY_BELOW_BYTES = 64 * 2**20
+COPY_BELOW_BYTES = 100 * 2**20
 """Below this size of `piper.duckdb` a publish copies the database whole (module docstring)."""
 COPY_BELOW_ENV = "PIPER_ETL_SNAPSHOT_COPY_BELOW"
 """Overrides `COPY_BELOW_BYTES` (bytes): tests set 0 to update standbys of tiny databases too."""
