@@ -178,6 +178,7 @@ class Report:
     def head(self) -> None:
         env = self.r.get("environment", {})
         mode = self.r.get("mode")
+        merged = [f"`{name}`" for name in self.r.get("section_runs", {})]
         self.add(
             "# Performance",
             "",
@@ -200,7 +201,9 @@ class Report:
             f"{_f(self.r.get('total_seconds', 0) / 60, 1)} min. "
             f"1-minute load average {_f(self.r.get('loadavg_start', [0])[0], 2)} at the start and "
             f"{_f(self.r.get('loadavg_end', [0])[0], 2)} at the end: the machine is shared, so other work ran "
-            "alongside. Compare ratios within this run, not absolute figures across runs.",
+            "alongside. Compare ratios within this run, not absolute figures across runs."
+            + (f" The section{'s' if len(merged) > 1 else ''} {', '.join(merged)} come{'' if len(merged) > 1 else 's'}"
+               " from a later run (`--merge`), named in the section." if merged else ""),
             "",
         )
         if self.quick:
@@ -481,12 +484,22 @@ class Report:
                      "period lasts).")
         return "".join(parts)
 
+    def provenance(self, section: str) -> None:
+        """For a section merged in from a later run (`--merge`): which run measured it."""
+        run = self.r.get("section_runs", {}).get(section)
+        if run:
+            self.add(f"Measured in its own run on {run['date_utc']}, {run['git_commit']}, in "
+                     f"{_f((run.get('seconds') or 0) / 60, 1)} min (1-minute load average "
+                     f"{_f(run['loadavg_start'][0], 2)} at the start, {_f(run['loadavg_end'][0], 2)} at the end); "
+                     "the sections without such a line come from the run named at the top.", "")
+
     def history(self) -> None:
         data = self.r.get("history")
         if not data or "summary" not in data:
             return
         summary = data["summary"]
         self.add("## History: the same small load into warehouses of growing size", "")
+        self.provenance("history")
         rows = []
         for size in data["sizes"]:
             queries = data.get("queries", {}).get(str(size), {})

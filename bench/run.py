@@ -526,6 +526,29 @@ def _save(results: dict[str, Any], mode: Mode) -> Path:
     return path
 
 
+def merge_into_last_run(results: dict[str, Any], mode: Mode) -> dict[str, Any]:
+    """The last whole run of `mode` with this run's sections in place of its own, each naming the run it is from.
+
+    The merged results are saved as that mode's run again, so later partial runs merge into them too.
+    """
+    path = RESULTS / f"{mode.name}.json"
+    if not path.exists():
+        raise SystemExit(f"--merge: no earlier {mode.name} run in {path}; run `python -m bench.run"
+                         f"{' --quick' if mode is QUICK else ''}` once first")
+    base: dict[str, Any] = json.loads(path.read_text())
+    run = {"date_utc": results["environment"]["date_utc"], "git_commit": results["environment"]["git_commit"],
+           "loadavg_start": results["loadavg_start"], "loadavg_end": results["loadavg_end"]}
+    for name in results.get("sections", []):
+        if name in results:
+            base[name] = results[name]
+            base[f"{name}_seconds"] = results.get(f"{name}_seconds")
+            base.setdefault("section_runs", {})[name] = {**run, "seconds": results.get(f"{name}_seconds")}
+            if name not in base.setdefault("sections", []):
+                base["sections"].append(name)
+    path.write_text(json.dumps(base, indent=1, default=str))
+    return base
+
+
 def _wait_for_machine(minutes: float, log: Callable[[str], None]) -> Any:
     """Hold a machine-wide lock for the whole run: two benchmarks pinned to the same cores ruin each other."""
     import fcntl
@@ -565,6 +588,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary work folder")
     parser.add_argument("--wait-minutes", type=float, default=60,
                         help="how long to wait for another benchmark run on this machine to finish (default 60)")
+    parser.add_argument("--merge", action="store_true",
+                        help="put the sections measured now into the last run of the same mode that measured the "
+                        "others (bench/results/MODE.json) and write the report from both; each merged section "
+                        "names its own run")
     parser.add_argument("--history-sizes", help="comma-separated sessions per output folder of the history section "
                         "(default 2000,10000 quick, 2000,50000,250000 full)")
     args = parser.parse_args(argv)
@@ -596,6 +623,8 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     from bench.report import render
 
+    if args.merge:
+        results = merge_into_last_run(results, mode)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(render(results))
     bench.log(f"wrote {args.out} in {results['total_seconds'] / 60:.1f} min")

@@ -8,7 +8,7 @@ import random
 import time
 import unicodedata
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -47,6 +47,7 @@ from connector.urls import (
     normalise_base_url,
     scenario_url,
     scenarios_list_url,
+    session_events_url,
     session_id_problem,
     sessions_list_url,
 )
@@ -92,6 +93,7 @@ class FetchResult:
     error: str | None = None
     fetched_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     elapsed_ms: float = 0.0
+    events: FetchResult | None = None  # the session's events (`fetch_many(with_events=True)`), when its run was ok
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,8 +237,13 @@ class PiperClient:
             await self._sender.aclose()
             self._sender = None
 
-    async def fetch_many(self, session_ids: Sequence[str], on_result: OnResult | None = None) -> FetchBatch:
+    async def fetch_many(
+        self, session_ids: Sequence[str], on_result: OnResult | None = None, *, with_events: bool = False
+    ) -> FetchBatch:
         """Fetch every session with at most `concurrency` requests in flight; one result per id.
+
+        `with_events`: a session whose run fetch ended `ok` also gets its events fetched
+        (`fetch_session_events`) by the same worker, right after its run; the result carries them as `events`.
 
         Without `on_result`, the batch holds the results in request order. With it, every result is
         handed over as soon as it is known, including the `failed` results of sessions never sent after
@@ -264,6 +271,8 @@ class PiperClient:
                     return
                 try:
                     result = await self.fetch_run_by_session(session_id)
+                    if with_events and result.outcome == "ok":
+                        result = replace(result, events=await self.fetch_session_events(session_id))
                 except PiperStopLoad as exc:
                     stops.append(exc)
                     return
@@ -331,6 +340,17 @@ class PiperClient:
         if problem is not None:
             return FetchResult(session_id=session_id, outcome="rejected", error=problem)
         return await self._request(by_session_url(self.base_url, self.org_id, session_id), session_id)
+
+    async def fetch_session_events(self, session_id: str) -> FetchResult:
+        """Fetch `GET /v1/orgs/{org_id}/responses/sessions/{session_id}/events`: the agent's own runs in the session.
+
+        Retried, backed off, redacted and counted by the circuit breaker exactly as `fetch_run_by_session`,
+        with the same outcomes (`not_found` for a 404) and the same stops (`PiperStopLoad`).
+        """
+        problem = session_id_problem(session_id)
+        if problem is not None:
+            return FetchResult(session_id=session_id, outcome="rejected", error=problem)
+        return await self._request(session_events_url(self.base_url, self.org_id, session_id), session_id)
 
     async def list_sessions_page(self, *, limit: int, offset: int) -> SessionsPage:
         """One page of `GET /v1/orgs/{org_id}/sessions/`: its raw items and the `total` the API reported.

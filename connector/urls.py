@@ -96,6 +96,11 @@ def scenario_url(base_url: str, org_id: str, scenario_id: str) -> str:
     """URL of `GET /v1/orgs/{org_id}/scenarios/{scenario_id}` (the id as one percent-encoded segment)."""
     return f"{base_url}/v1/orgs/{path_segment(org_id)}/scenarios/{path_segment(scenario_id)}"
 
+def session_events_url(base_url: str, org_id: str, session_id: str) -> str:
+    """URL of `GET /v1/orgs/{org_id}/responses/sessions/{session_id}/events` (the agent's runs in the session)."""
+    return f"{base_url}/v1/orgs/{path_segment(org_id)}/responses/sessions/{path_segment(session_id)}/events"
+
+
 def _is_utf8(text: str) -> bool:
     if text.isascii():
         return True

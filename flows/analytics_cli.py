@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from flows.check_cli import add_check_command
 from flows.settings import configured_out_dir
 
 if TYPE_CHECKING:
@@ -50,12 +51,14 @@ def utc_date(value: str) -> date:
 
 
 def add_analytics_commands(commands: Any) -> None:
-    """Add `report` and `sql` to the `piper-etl` subcommands."""
+    """Add `report`, `sql` and `check` to the `piper-etl` subcommands."""
     report = commands.add_parser(
         "report",
         help="print pass rates, failing criteria and judge cost; write an offline HTML report",
-        description="Print the key tables of an output folder (scenarios, the criteria that fail most, days, "
-        "loads) and write a self-contained HTML report with interactive charts that opens without network. "
+        description="Print what changed in the last 7 days (regressions as `piper-etl check` finds them, criteria "
+        "failing for the first time, newly flaky criteria), then the key tables of an output folder (scenarios, the "
+        "criteria that fail most, days, loads), and write a self-contained HTML report with interactive charts that "
+        "opens without network. "
         "Reads OUT/parquet when it has files, else the snapshot OUT/piper-bi.duckdb, and names the one it reads "
         "on stderr; never the file a load writes. Runs of test sessions are left out unless --include-test.",
     )
@@ -86,6 +89,7 @@ def add_analytics_commands(commands: Any) -> None:
     )
     sql.add_argument("--csv", action="store_true", help="print the result as CSV (every row) instead of a table")
     add_pricing_arguments(sql)
+    add_check_command(commands)  # `check` (flows/check_cli.py): the regression gate
 
 
 def run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO | None = None) -> int:
@@ -136,8 +140,18 @@ def _report(args: argparse.Namespace, opened: Analytics) -> int:
     from warehouse.report_html import write_html
     from warehouse.report_terminal import print_report
 
-    data = collect(opened, since=args.since, scenario=args.scenario, agent=args.agent, tag=args.tag,
-                   include_test=args.include_test)
+    history = None
+    if args.since is not None:  # what changed compares with the weeks before: the same runs without the --since cut
+        from warehouse.reader import open_analytics
+
+        history = open_analytics(Path(args.out), scenario=args.scenario, agent=args.agent, tag=args.tag,
+                                 include_test=args.include_test)
+    try:
+        data = collect(opened, since=args.since, scenario=args.scenario, agent=args.agent, tag=args.tag,
+                       include_test=args.include_test, history=history)
+    finally:
+        if history is not None:
+            history.close()
     console = terminal_console()
     print_report(data, console)
     started = time.perf_counter()

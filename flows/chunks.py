@@ -14,6 +14,7 @@ import pyarrow as pa
 from connector.client import FetchResult
 from connector.errors import PiperAuthError, PiperStopLoad
 from connector.urls import printable_session_id
+from schemas.agent_usage import build_agent_usage_table, flatten_session_events
 from schemas.flatten import NO_SESSION_INFO, FlatRun, PayloadRejected, SessionInfo, build_tables, flatten_run
 from schemas.tables import FETCH_LOG, REJECTED_PAYLOADS
 from warehouse.crash import crash_point
@@ -86,6 +87,7 @@ class ChunkBuilder:
         self.flat_runs: dict[str, FlatRun] = {}  # by session: two sessions may return one run id
         self.log_rows: list[dict[str, object]] = []
         self.rejected_rows: list[dict[str, object]] = []
+        self.agent_usage_rows: dict[str, list[dict[str, object]]] = {}  # by session, landed with its run
 
     @property
     def size(self) -> int:
@@ -95,6 +97,7 @@ class ChunkBuilder:
         crash_point("fetching")
         outcome: str = result.outcome
         run_id, error = None, result.error
+        http_status, attempts = result.http_status, result.attempts
         unparsable = outcome == "rejected" and result.body is not None  # a 2xx body the client found never parses
         if outcome == "ok" or unparsable:
             try:
@@ -105,19 +108,20 @@ class ChunkBuilder:
                                    session=self.session_info.get(result.session_id, NO_SESSION_INFO))
             except PayloadRejected as exc:
                 outcome, error = "rejected", f"payload rejected: {exc.reason}"
-                self.rejected_rows.append({
-                    "session_id": result.session_id,
-                    "load_id": self.load_id,
-                    "reason": exc.reason,
-                    "body": (result.body or b"").decode("utf-8", errors="replace"),
-                    "rejected_at": result.fetched_at,
-                })
+                self._reject(result, exc.reason)
             else:
                 outcome, run_id = "loaded", str(flat.run["run_id"])
-                self.flat_runs[result.session_id] = flat
+                if result.events is not None:
+                    attempts += result.events.attempts
+                    outcome, error, events_status = self._agent_usage(result.session_id, result.events)
+                    http_status = events_status or http_status
+                if outcome == "loaded":
+                    self.flat_runs[result.session_id] = flat
+                else:
+                    run_id = None
         self.log_rows.append(log_row(
-            self.load_id, result.session_id, outcome, fetched_at=result.fetched_at, http_status=result.http_status,
-            attempts=result.attempts, error=error, run_id=run_id, elapsed_ms=result.elapsed_ms,
+            self.load_id, result.session_id, outcome, fetched_at=result.fetched_at, http_status=http_status,
+            attempts=attempts, error=error, run_id=run_id, elapsed_ms=result.elapsed_ms,
         ))
         report = self.report
         report.outcomes[outcome] += 1
@@ -126,6 +130,39 @@ class ChunkBuilder:
             report.failures.append((result.session_id, error or outcome))
         if self.on_session is not None:
             self.on_session(outcome)
+
+    def _reject(self, result: FetchResult, reason: str) -> None:
+        self.rejected_rows.append({
+            "session_id": result.session_id,
+            "load_id": self.load_id,
+            "reason": reason,
+            "body": (result.body or b"").decode("utf-8", errors="replace"),
+            "rejected_at": result.fetched_at,
+        })
+
+    def _agent_usage(self, session_id: str, events: FetchResult) -> tuple[str, str | None, int | None]:
+        """(outcome, error, HTTP status) of a session whose run flattened, given how its events fetch ended.
+
+        The events decide with the run, because their rows land with it or not at all: usable events land
+        with the run (`loaded`); a 404 loads the run without agent usage, which stays unknown (NULL) and is
+        fetched again by the next load with agent usage; events that failed make the session `failed` and
+        events that are no usable payload make it `rejected` (body kept), so that nothing of the session
+        lands and the next load fetches it again: a stored run never lacks agent usage it was asked to have.
+        """
+        if events.outcome == "not_found":
+            return "loaded", "agent usage not stored: the events endpoint answered 404", None
+        if events.outcome == "failed":
+            return "failed", f"agent usage: {events.error or 'failed'}", events.http_status
+        try:
+            if events.outcome != "ok":
+                raise PayloadRejected(events.error or "the body does not parse")
+            rows = flatten_session_events(events.payload, session_id=session_id)
+        except PayloadRejected as exc:
+            reason = f"agent usage payload rejected: {exc.reason}"
+            self._reject(events, reason)
+            return "rejected", reason, events.http_status
+        self.agent_usage_rows[session_id] = list(rows)
+        return "loaded", None, None
 
     def stopped(self, stop: PiperStopLoad) -> None:
         """Note that the load stopped while this chunk was being fetched."""
@@ -139,8 +176,12 @@ class ChunkBuilder:
         )
         tables["fetch_log"] = log_table(self.log_rows)
         tables["rejected_payloads"] = pa.Table.from_pylist(self.rejected_rows, schema=REJECTED_PAYLOADS)
+        usage = [row for rows in self.agent_usage_rows.values() for row in rows]
+        tables["agent_usage"] = build_agent_usage_table(usage, load_id=self.load_id, loaded_at=self.loaded_at)
         for name in ("runs", "turns", "criteria_results"):
             self.report.rows[name] = tables[name].num_rows
+        if usage:
+            self.report.rows["agent_usage"] = sum(row["agent_run_id"] is not None for row in usage)
         sink(self.report.part, tables)
         self.report.scenario_ids.update(str(s) for flat in self.flat_runs.values() if (s := flat.run["scenario_id"]))
         return self.report

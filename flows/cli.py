@@ -40,6 +40,7 @@ from flows.settings import (
     token_from_env,
 )
 from warehouse.report_text import terminal_safe
+from warehouse.store import DEFAULT_STORAGE_VERSION
 
 if TYPE_CHECKING:
     from flows.settings import SyncOptions
@@ -252,6 +253,15 @@ def add_settings_arguments(parser: argparse.ArgumentParser, command: str) -> Non
         help="sessions per fetch task of the Prefect engine",
     )
     parser.add_argument(
+        "--with-agent-usage", action="store_true",
+        help="also fetch each session's events: the agent's own runs, tokens and cost, into agent_usage",
+    )
+    parser.add_argument(
+        "--duckdb-storage-version", default=DEFAULT_STORAGE_VERSION, metavar="VERSION",
+        help="DuckDB storage version of the DuckDB files a load creates, such as v1.4.0 or latest; the default "
+        f"{DEFAULT_STORAGE_VERSION} opens in DuckDB {DEFAULT_STORAGE_VERSION[1:]} and later (docs/bi.md)",
+    )
+    parser.add_argument(
         "--engine",
         choices=("auto", "local", "prefect"),
         default="auto",
@@ -285,6 +295,10 @@ def _run(args: argparse.Namespace) -> int:
         return _sync(args)
     if args.command in ("report", "sql"):
         return run_analytics_command(args, sys.stdin)
+    if args.command == "check":
+        from flows.check_cli import run_check
+
+        return run_check(args)
     if args.command == "compact":
         return _compact(args)
     if args.command == "save-token":
@@ -343,6 +357,8 @@ SETTINGS_FLAGS = {
     "lock_timeout": "lock_timeout", "http_client": "http_client", "pricing_file": "pricing",
     "judge_model": "judge_model", "sessions_per_task": "sessions_per_task",
     "max_consecutive_failures": "max_consecutive_failures", "circuit_breaker_seconds": "circuit_breaker_seconds",
+    "with_agent_usage": "with_agent_usage",
+    "duckdb_storage_version": "duckdb_storage_version",
 }
 """Each load setting and the `load` flag (argparse dest) that sets it: every flag reaches both engines."""
 LOAD_FLAGS = {name: "--" + dest.replace("_", "-") for name, dest in SETTINGS_FLAGS.items()}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import secrets
+import shlex
 import time
 from pathlib import Path
 
@@ -15,11 +17,14 @@ from flows.pipeline import LoadSummary, run_load
 from flows.report import run_status_summary, verdict_summary
 from flows.settings import LoadSettings, SyncOptions
 from flows.sync import SyncSummary, run_sync
+from warehouse.snapshot import SNAPSHOT_FILE
 from warehouse.store import DATABASE_FILE
 
 UNKNOWN_SESSIONS = ("web-no-such-session", "sms:+15550000000:unknown")
 NEW_SESSIONS = ("web-demo-new-1", "web-demo-new-2", "web-demo-new-3")
 RUNLESS_SHARE = 10  # one listed session in ten has no scenario run
+EXAMPLE_SQL = ("SELECT scenario_name, runs, round(run_pass_rate, 2) AS pass_rate "
+               "FROM scenario_summary ORDER BY runs DESC")
 
 
 def run_demo(*, sessions: int = 200, out_dir: Path = Path("piper-demo"), seed: int = 7) -> int:
@@ -51,15 +56,12 @@ def run_demo(*, sessions: int = 200, out_dir: Path = Path("piper-demo"), seed: i
         _print_sync(console, "sync again, nothing new", quiet)
     _print_tables(console, out_dir / DATABASE_FILE)
     console.print(f"\n[bold]Written[/] under {out_dir}/:")
-    console.print(f"  {out_dir / DATABASE_FILE}   DuckDB: the tables and the analytics views")
+    console.print(f"  {out_dir / DATABASE_FILE}   DuckDB: the tables and the analytics views (the loads' own file)")
+    console.print(f"  {out_dir / SNAPSHOT_FILE}   its read-only snapshot, for queries and BI tools (docs/bi.md)")
     console.print(f"  {out_dir / 'parquet'}/<table>/*.parquet   landing files of every committed load")
     console.print(f"  {out_dir / 'current_state.sql'}   views giving the current state over the Parquet files")
     console.print("\n[bold]Try[/]:")
-    console.print(
-        f"  python -c \"import duckdb; print(duckdb.connect('{out_dir / DATABASE_FILE}', read_only=True).sql("
-        "'SELECT scenario_name, count(*) runs, avg((status = ''passed'')::int) pass_rate "
-        "FROM runs GROUP BY 1 ORDER BY 2 DESC'))\""
-    )
+    console.print("  " + example_query(out_dir), markup=False)
     report = write_report(out_dir, out_dir / "report.html")
     console.print(f"\n[bold]Report[/]: {report}   charts of pass rates, failing criteria, judge cost and loads; "
                   "open it in a browser (it works offline)")
@@ -68,6 +70,17 @@ def run_demo(*, sessions: int = 200, out_dir: Path = Path("piper-demo"), seed: i
     console.print(f"\ndemo finished in {time.monotonic() - started:.1f} s")
     statuses = (first.status, second.status, synced.load.status, quiet.load.status)
     return 0 if "aborted" not in statuses else 1
+
+
+def example_query(out_dir: Path) -> str:
+    """A shell command that prints the pass rate by scenario from the snapshot (quoted for a POSIX shell).
+
+    The Python strings are double-quoted (JSON's escapes are Python's), so that the usual command has
+    no quote to escape inside the shell's single quotes.
+    """
+    database = json.dumps(str(out_dir / SNAPSHOT_FILE), ensure_ascii=False)
+    code = f"import duckdb; print(duckdb.connect({database}, read_only=True).sql({json.dumps(EXAMPLE_SQL)}))"
+    return f"python3 -c {shlex.quote(code)}"
 
 
 def _print_load(console: Console, title: str, summary: LoadSummary) -> None:

@@ -81,9 +81,13 @@ class LoadSummary:
             f"load {self.load_id} {self.status}: {self.requested} sessions: {o['loaded']} loaded, "
             f"{o['skipped']} skipped, {o['not_found']} not found, {o['failed']} failed, {o['rejected']} rejected; "
             f"{self.rows['runs']} runs, {self.rows['turns']} turns, {self.rows['criteria_results']} criteria results"
-            f"{self._scenarios_written()} written to {self.out_dir} in {seconds:.1f} s"
+            f"{self._agent_runs_written()}{self._scenarios_written()} written to {self.out_dir} in {seconds:.1f} s"
         )
 
+
+    def _agent_runs_written(self) -> str:
+        agent_runs = self.rows["agent_usage"]  # counted only by loads with agent usage
+        return f", {agent_runs} agent run{'' if agent_runs == 1 else 's'}" if agent_runs else ""
 
     def _scenarios_written(self) -> str:
         fetched = self.scenarios.fetched if self.scenarios is not None else 0
@@ -100,6 +104,8 @@ def plan_load(
 ) -> LoadPlan:
     """Deduplicate the ids and, unless `refetch`, set aside sessions already stored with a final run.
 
+    With `with_agent_usage`, a session is set aside only when its agent usage is stored too.
+
     `refetch_ids`: sessions fetched even when their stored run is final (a sync's sessions whose listing
     says they changed since).
     """
@@ -108,6 +114,9 @@ def plan_load(
     # ids with a problem are rejected, never stored; those to refetch are not looked up
     storable = [s for s in requested if session_id_problem(s) is None and s not in refetch]
     skipped = {} if settings.refetch else load.stored_final_runs(storable)
+    if settings.with_agent_usage and skipped:  # a final run stored without its agent usage is fetched again
+        with_usage = load.stored_dimension("agent_usage", skipped, ("session_id",))
+        skipped = {session: run for session, run in skipped.items() if session in with_usage}
     return LoadPlan(load.load_id, load.started_at, requested, [s for s in requested if s not in skipped], skipped)
 
 
@@ -141,13 +150,15 @@ async def fetch_and_land(
     Requests never wait for a chunk boundary: a full chunk lands in a worker thread while fetching goes
     on into the next, and at most one chunk lands at a time, so at most two are in memory whatever the
     number of sessions. Every session ends in a report, including those never sent after a stop.
+    With `settings.with_agent_usage`, each session's events are fetched right after its run, by the same
+    worker, and its `agent_usage` rows land in the part of its run (`ChunkBuilder` says how outcomes combine).
     `session_info`: what the sessions list says about the sessions (`runs.agent_id`, `agent_name`,
     `is_test`); a session it lacks has null agent columns.
     """
     lander = StreamLander(settings.chunk_size, sink, stream=stream, load_id=load_id, loaded_at=loaded_at,
                            org_id=client.org_id, on_session=on_session, expected=len(session_ids),
                            session_info=session_info)
-    batch = await client.fetch_many(session_ids, on_result=lander.record)
+    batch = await client.fetch_many(session_ids, on_result=lander.record, with_events=settings.with_agent_usage)
     crash_point("fetched")
     return await lander.finish(batch.stopped)
 
@@ -260,6 +271,7 @@ async def run_load_async(
     client = make_client(settings, token, transport)  # validates the settings before any work
     ids = unique_session_ids(session_ids)
     with open_load(settings.out_dir, format=settings.format, lock_timeout=settings.lock_timeout,
+                   storage_version=settings.duckdb_storage_version,
                    expected_sessions=len(ids), now=now) as load:
         plan = plan_load(load, ids, settings)
         if on_plan is not None:

@@ -34,6 +34,7 @@ from flows.report import load_summary_markdown, sync_summary_markdown
 from flows.settings import TOKEN_BLOCK, HttpClient, LoadSettings, OutputFormat, SyncOptions
 from schemas.flatten import SessionInfo
 from warehouse.load import LoadTarget, LoadTransaction, land_chunk, open_load
+from warehouse.store import DEFAULT_STORAGE_VERSION
 
 T = TypeVar("T")
 SYNC_PARAMETERS = frozenset({"full_scan", "since", "until"})
@@ -176,6 +177,8 @@ async def load_sessions(
     sessions_per_task: int = 5000,
     max_consecutive_failures: int = 50,
     circuit_breaker_seconds: float = 30.0,
+    with_agent_usage: bool = False,
+    duckdb_storage_version: str = DEFAULT_STORAGE_VERSION,
 ) -> pipeline.LoadSummary:
     """Load Piper scenario runs for these session ids into Parquet and DuckDB.
 
@@ -201,6 +204,10 @@ async def load_sessions(
         max_consecutive_failures: stop the load after this many requests in a row without a usable answer,
             over at least `circuit_breaker_seconds` (the circuit breaker); 0 turns it off.
         circuit_breaker_seconds: the least time without a usable answer before the circuit breaker trips.
+        with_agent_usage: also fetch each fetched session's events (the agent's own runs, tokens and cost)
+            into the table agent_usage; a stored final run without them is fetched again.
+        duckdb_storage_version: DuckDB storage version of the DuckDB files a load creates (piper.duckdb, the
+            BI snapshot), such as v1.4.0 or latest; the default opens in DuckDB 1.1.3 and later (docs/bi.md).
     """
     given = dict(locals())
     settings = LoadSettings.resolve({name: value for name, value in given.items() if name != "session_ids"})
@@ -208,6 +215,7 @@ async def load_sessions(
     logger = get_run_logger()
     ids = pipeline.unique_session_ids(session_ids)
     with open_load(settings.out_dir, format=settings.format, lock_timeout=settings.lock_timeout,
+                   storage_version=settings.duckdb_storage_version,
                    expected_sessions=len(ids)) as load:
         plan = pipeline.plan_load(load, ids, settings)
         logger.info(
@@ -240,6 +248,8 @@ async def sync_sessions(
     sessions_per_task: int = 5000,
     max_consecutive_failures: int = 50,
     circuit_breaker_seconds: float = 30.0,
+    with_agent_usage: bool = False,
+    duckdb_storage_version: str = DEFAULT_STORAGE_VERSION,
     full_scan: bool = False,
     since: str | None = None,
     until: str | None = None,
@@ -270,6 +280,10 @@ async def sync_sessions(
         max_consecutive_failures: stop the load after this many requests in a row without a usable answer,
             over at least `circuit_breaker_seconds` (the circuit breaker); 0 turns it off.
         circuit_breaker_seconds: the least time without a usable answer before the circuit breaker trips.
+        with_agent_usage: also fetch each fetched session's events (the agent's own runs, tokens and cost)
+            into the table agent_usage; a stored final run without them is fetched again.
+        duckdb_storage_version: DuckDB storage version of the DuckDB files a load creates (piper.duckdb, the
+            BI snapshot), such as v1.4.0 or latest; the default opens in DuckDB 1.1.3 and later (docs/bi.md).
         full_scan: read the whole sessions list instead of stopping below the watermark (the daily sync).
         since: only sessions created at or after this ISO 8601 date or time (UTC when it names no zone).
         until: only sessions created before this ISO 8601 date or time. A sync with since or until (a
@@ -281,9 +295,10 @@ async def sync_sessions(
     token = await resolve_token()
     pipeline.make_client(settings, token)  # a missing or unusable token fails before any work
     logger = get_run_logger()
-    with open_load(settings.out_dir, format=settings.format, lock_timeout=settings.lock_timeout) as load:
+    with open_load(settings.out_dir, format=settings.format, lock_timeout=settings.lock_timeout,
+                   storage_version=settings.duckdb_storage_version) as load:
         async with pipeline.make_client(settings, token) as client:
-            sync_plan = await sync.begin_sync(load, client, options)
+            sync_plan = await sync.begin_sync(load, client, options, with_agent_usage=settings.with_agent_usage)
         logger.info("sync %s: %s", load.load_id, sync_plan.describe())
         for problem in sync_plan.problems:
             logger.warning(problem)

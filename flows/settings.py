@@ -21,6 +21,7 @@ from connector.client import HTTP_CLIENTS, HttpClient
 from connector.errors import TOKEN_ENV, PiperConfigError
 from warehouse.load import FORMATS, OutputFormat
 from warehouse.pricing import PriceList, PricingError, read_pricing
+from warehouse.store import DEFAULT_STORAGE_VERSION, check_storage_version
 
 __all__ = [
     "DEFAULT_BASE_URL", "ENVIRONMENT", "FORMATS", "HttpClient", "LoadSettings", "OutputFormat", "SettingError",
@@ -98,6 +99,8 @@ class LoadSettings:
     sessions_per_task: int = 5000  # the Prefect engine's sessions per fetch task
     max_consecutive_failures: int = 50  # the circuit breaker (connector.retry.CircuitBreaker); 0 turns it off
     circuit_breaker_seconds: float = 30.0  # ... and the least time without a usable answer before it trips
+    with_agent_usage: bool = False  # also fetch each fetched session's events into `agent_usage`
+    duckdb_storage_version: str = DEFAULT_STORAGE_VERSION  # of the DuckDB files a load creates (docs/bi.md)
 
     def __post_init__(self) -> None:
         if not self.org_id:
@@ -122,6 +125,10 @@ class LoadSettings:
             raise SettingError("circuit_breaker_seconds", f"must be 0 or more, not {self.circuit_breaker_seconds}")
         if self.sessions_per_task < 1:
             raise SettingError("sessions_per_task", f"must be at least 1, not {self.sessions_per_task}")
+        try:
+            check_storage_version(self.duckdb_storage_version)
+        except ValueError as exc:
+            raise SettingError("duckdb_storage_version", str(exc)) from None
         object.__setattr__(self, "out_dir", Path(self.out_dir))
         self.price_list()  # a bad pricing file is a usage error before any request, not after the fetch
 

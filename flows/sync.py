@@ -8,6 +8,8 @@ created within `--since`/`--until`, compared with the stored `sessions` row and 
   or not (and whatever the bounds);
 * **updated**: `updated_at` differs from the stored `sessions` row's, or the list item could not be read
   (its final run is fetched again, through `plan_load`'s `refetch_ids`);
+* **without agent usage** (only with `with_agent_usage`): the stored run is final, but the session's agent
+  usage was never stored (`agent_usage`), so that a sync with the flag fills it in for what it lists;
 * a session stored by `piper-etl load` but never listed (a final run, no `sessions` row) is fetched
   again only when its `updated_at` is more than `SYNC_OVERLAP` later than the stored run's
   `completed_at` (else `started_at`; both by the API's clock, as `updated_at` is), or either is
@@ -35,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -61,7 +63,7 @@ from schemas.coerce import PayloadRejected
 from schemas.flatten import SessionInfo
 from schemas.listing import ListedSession, listed_session, same_listing, sessions_table
 from schemas.tables import SYNC_STATE
-from warehouse import sync_reads
+from warehouse import store, sync_reads
 from warehouse.crash import crash_point
 from warehouse.load import LoadTransaction, open_load
 
@@ -85,7 +87,7 @@ class SyncPlan:
     discovery: Discovery
     queued: list[str]
     refetch: set[str]  # queued sessions whose stored final run is fetched again
-    reasons: Counter[str]  # new, unfinished, updated
+    reasons: Counter[str]  # new, unfinished, updated, without agent usage
     rows: dict[str, ListedSession]  # listed sessions whose `sessions` row is new or changed
     problems: list[str] = field(default_factory=list)  # list items that could not be read (first few)
 
@@ -104,7 +106,8 @@ class SyncPlan:
         r = self.reasons
         how = "the whole list" if self.discovery.read_to_end else "stopped below the watermark"
         return (f"listed {self.listed} sessions in {self.discovery.pages_read} pages ({how}); queued "
-                f"{len(self.queued)}: {r['new']} new, {r['unfinished']} unfinished, {r['updated']} updated; "
+                f"{len(self.queued)}: {r['new']} new, {r['unfinished']} unfinished, {r['updated']} updated"
+                + (f", {n} without agent usage" if (n := r["without agent usage"]) else "") + "; "
                 f"{len(self.rows)} sessions rows new or changed; watermark {_shown(self.watermark_before)}")
 
 
@@ -170,8 +173,13 @@ def plan_sync(
     stored_rows: Mapping[str, Mapping[str, object]],
     stored_runs: Mapping[str, sync_reads.StoredRun],
     unfinished: Iterable[str],
+    without_agent_usage: Collection[str] = (),
 ) -> SyncPlan:
-    """Queue the listed sessions that are new, unfinished or updated, and every unfinished stored run (module doc)."""
+    """Queue the listed sessions that are new, unfinished or updated, and every unfinished stored run (module doc).
+
+    `without_agent_usage`: listed sessions whose agent usage is not stored; those with a current final run
+    are queued too (a sync with `with_agent_usage`).
+    """
     queued: dict[str, None] = {}
     refetch: set[str] = set()
     reasons: Counter[str] = Counter()
@@ -180,6 +188,8 @@ def plan_sync(
         if not listed.has_run or not options.in_bounds(listed.created_at):
             continue
         reason = _reason(listed, stored_rows.get(session_id), stored_runs.get(session_id))
+        if reason is None and session_id in without_agent_usage:
+            reason = "without agent usage"
         if reason is not None:
             queued[session_id] = None
             reasons[reason] += 1
@@ -216,19 +226,30 @@ def _reason(
 
 
 def plan_from_state(
-    state: sync_reads.StateView | None, discovery: Discovery, options: SyncOptions, watermark: datetime | None
+    state: sync_reads.StateView | None, discovery: Discovery, options: SyncOptions, watermark: datetime | None,
+    *, with_agent_usage: bool = False,
 ) -> SyncPlan:
     """`plan_sync` over what the store holds for the listed sessions."""
     with_run = [session_id for session_id, s in discovery.sessions.items() if s.has_run]
     return plan_sync(
         discovery, options, watermark, stored_rows=sync_reads.stored_sessions(state, with_run),
         stored_runs=sync_reads.stored_runs(state, with_run), unfinished=sync_reads.unfinished_sessions(state),
+        without_agent_usage=without_agent_usage(state, with_run) if with_agent_usage else (),
     )
+
+
+def without_agent_usage(state: sync_reads.StateView | None, session_ids: Sequence[str]) -> set[str]:
+    """The sessions among these whose agent usage is not stored (counting only rows of loads that count)."""
+    if state is None or not session_ids or not state.has("agent_usage"):
+        return set(session_ids)
+    found = store.dimension_rows(state.con, "agent_usage", session_ids, ("session_id",))
+    stored = {s for s, (_, load_id) in found.items() if state.committed is None or load_id in state.committed}
+    return set(session_ids) - stored
 
 
 async def begin_sync(
     load: LoadTransaction, client: PiperClient, options: SyncOptions, *, page_size: int = PAGE_SIZE,
-    overlap: int = OVERLAP,
+    overlap: int = OVERLAP, with_agent_usage: bool = False,
 ) -> SyncPlan:
     """Read the watermark, list the sessions and plan the sync, inside the load it will land in."""
     with load.reading_state() as state:
@@ -237,7 +258,7 @@ async def begin_sync(
                                     overlap=overlap)
     crash_point("listed")
     with load.reading_state() as state:
-        sync_plan = plan_from_state(state, discovery, options, watermark)
+        sync_plan = plan_from_state(state, discovery, options, watermark, with_agent_usage=with_agent_usage)
     load.expect_sessions(len(sync_plan.queued))
     return sync_plan
 
@@ -312,9 +333,11 @@ async def run_sync_async(
 ) -> SyncSummary:
     """A whole sync without Prefect: list, plan, one stream of requests, land the sync's rows, commit."""
     client = make_client(settings, token, transport)  # validates the settings before any work
-    with open_load(settings.out_dir, format=settings.format, lock_timeout=settings.lock_timeout) as load:
+    with open_load(settings.out_dir, format=settings.format, lock_timeout=settings.lock_timeout,
+                   storage_version=settings.duckdb_storage_version) as load:
         async with client:
-            sync_plan = await begin_sync(load, client, options, page_size=page_size, overlap=overlap)
+            sync_plan = await begin_sync(load, client, options, page_size=page_size, overlap=overlap,
+                                         with_agent_usage=settings.with_agent_usage)
             plan = plan_load(load, sync_plan.queued, settings, refetch_ids=sync_plan.refetch)
             if on_plan is not None:
                 on_plan(plan)
@@ -345,7 +368,7 @@ async def dry_run_async(
         async with client:
             discovery = await list_sessions(client, stop_before=stop_before(options, watermark),
                                             page_size=page_size, overlap=overlap)
-        return plan_from_state(state, discovery, options, watermark)
+        return plan_from_state(state, discovery, options, watermark, with_agent_usage=settings.with_agent_usage)
 
 
 def dry_run_lines(sync_plan: SyncPlan) -> list[str]:

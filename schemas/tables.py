@@ -194,6 +194,26 @@ SYNC_STATE = pa.schema(
 )
 """One row per sync, landed and committed with the load it ran (its `load_id`)."""
 
+AGENT_USAGE = pa.schema(
+    [
+        pa.field("agent_run_id", pa.string()),  # null only in the row of a session fetched with no agent run
+        pa.field("session_id", pa.string(), nullable=False),
+        pa.field("model_name", pa.string()),
+        pa.field("input_tokens", pa.int64()),
+        pa.field("output_tokens", pa.int64()),
+        pa.field("cost_usd", pa.float64()),
+        pa.field("requests", pa.int64()),
+        pa.field("created_at", UTC_TS),
+        pa.field("_load_id", pa.string(), nullable=False),
+        pa.field("_loaded_at", UTC_TS, nullable=False),
+    ]
+)
+"""One row per agent run of a session (the agent's own usage, not the judge's), from the session's events.
+
+A session fetched with no agent run has one row with a null `agent_run_id` (and null usage), so that
+"fetched, no agent run" is stored and replaces the rows of an earlier fetch (schemas/agent_usage.py).
+"""
+
 DATA_TABLES: dict[str, pa.Schema] = {
     "runs": RUNS,
     "turns": TURNS,
@@ -209,6 +229,7 @@ LANDED_TABLES: dict[str, pa.Schema] = {
     "scenarios": SCENARIOS,
     "scenario_criteria": SCENARIO_CRITERIA,
     "sync_state": SYNC_STATE,
+    "agent_usage": AGENT_USAGE,
 }
 """Every table a load lands as Parquet parts (its `loads` row, the commit, lands last)."""
 
@@ -226,6 +247,7 @@ DIMENSION_KEYS: dict[str, str] = {
     "sessions": "session_id",
     "scenarios": "scenario_id",
     "scenario_criteria": "scenario_id",  # a re-fetched scenario replaces every one of its criteria rows
+    "agent_usage": "session_id",  # a session's events fetched again replace every one of its agent runs
 }
 """Dimension table -> the column whose newest landed rows replace older ones."""
 

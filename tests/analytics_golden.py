@@ -14,7 +14,8 @@ lines, so read them together:
     b4   Cancel    cancelled  10-03 10:00         -   (no turns: a status Piper may add one day)
     u1   Upgrade   passed     10-03 11:00        30   c7 PASS 10/1
 
-Sessions (the dimension, as a sync lists them): a1 and a2 are agent-1 "Ana"; b1, b2 and b3 agent-2 "Bo";
+Agent usage (AGENT_USAGE below): a1 two agent runs, a2 fetched with none, b1 and b2 one each, the rest never
+fetched. Sessions (the dimension, as a sync lists them): a1 and a2 are agent-1 "Ana"; b1, b2 and b3 agent-2 "Bo";
 u1 is a test session of agent-2; a3, a4 and b4 were never listed. a1 and u1 were loaded with their session
 info (runs.agent_id set), the others get theirs from the sessions rows in the views. Scenario definitions:
 c1 and c2 (turn "I want my money back", required), c3 ("Store credit instead?", not required), c4 and c5
@@ -31,6 +32,7 @@ import duckdb
 import pyarrow as pa
 
 from schemas import tables
+from schemas.agent_usage import build_agent_usage_table, flatten_session_events
 from schemas.flatten import SessionInfo, build_tables, flatten_run
 from warehouse import analytics, pricing
 
@@ -64,6 +66,14 @@ DEFINITIONS = {  # criteria_id: (scenario key, turn index, user message, require
     "c5": ("b", 0, "Cancel my plan", True), "c7": ("u", 0, "Upgrade me", False),
 }
 TAGS = {"a": ["refunds", "billing"], "b": ["churn"], "u": ["billing", "sales"]}
+AGENT_USAGE = {  # session's run: its agent runs (id, model, input, output, cost USD, requests); [] fetched, none
+    "a1": [("ar-1", "model-x", 1000, 100, 0.05, 3), ("ar-2", "model-x", 500, 50, 0.02, 1)],
+    "a2": [],
+    "b1": [("ar-3", "model-y", 200, 20, None, 2)],  # a cost the API did not send
+    "b2": [("ar-4", "model-y", 300, 30, 0.01, 1)],
+    "zz": [("ar-5", "model-x", 9999, 999, 9.0, 9)],  # a session without a scenario run: in no view's run
+}
+"""The agent's own usage: a3, a4, b3, b4 and u1 were never fetched with it (NULL, not 0, in the views)."""
 
 
 Tokens = tuple[int | None, int | None]
@@ -143,7 +153,13 @@ def _dimension_rows(load_id: str) -> dict[str, pa.Table]:
     criteria = [{"criteria_id": crit, "scenario_id": SCENARIOS[key][0], "turn_id": f"{key}-turn-{turn}",
                  "turn_order_index": turn, "user_message": message, "required": required,
                  "question": QUESTIONS[crit], **meta} for crit, (key, turn, message, required) in DEFINITIONS.items()]
+    usage = [row for run, agent_runs in AGENT_USAGE.items() for row in
+             flatten_session_events({"runs": [{"id": i, "model_name": m, "total_input_tokens": t_in,
+                                               "total_output_tokens": t_out, "total_cost_usd": cost,
+                                               "total_requests": n} for i, m, t_in, t_out, cost, n in agent_runs]},
+                                    session_id=f"session-{run}")]
     return {
+        "agent_usage": build_agent_usage_table(usage, load_id=load_id, loaded_at=LOADED_AT),
         "sessions": pa.Table.from_pylist(sessions, schema=tables.SESSIONS),
         "scenarios": pa.Table.from_pylist(scenarios, schema=tables.SCENARIOS),
         "scenario_criteria": pa.Table.from_pylist(criteria, schema=tables.SCENARIO_CRITERIA),

@@ -21,6 +21,8 @@ ORDER = {
     "criteria_summary": "scenario_id, criteria_id, is_test",
     "agent_summary": "agent_id NULLS FIRST, scenario_id, is_test",
     "daily_summary": "day, scenario_id, is_test",
+    "scenario_trend": "week, scenario_id, is_test",
+    "criteria_stability": "scenario_id, criteria_id, is_test",
     "run_costs": "run_id",
     "failures": "criteria_result_id",
 }
@@ -59,6 +61,10 @@ def test_views_agree_between_the_database_and_the_parquet_files(tmp_path: Path) 
             assert expected, view
             assert view_rows(parquet.con, view) == expected, view
             assert view_rows(snapshot.con, view) == expected, view
+        agent_usage = "SELECT sum(agent_runs), count(agent_runs), sum(agent_input_tokens) FROM {}"
+        for con in (database, parquet.con, snapshot.con):  # the agent's usage reaches every store's views
+            assert con.execute(agent_usage.format("run_costs")).fetchone() == (4, 4, 2000)
+            assert con.execute(agent_usage.format("scenario_summary")).fetchone() == (4, 2, 2000)
     finally:
         database.close()
         parquet.close()
@@ -85,6 +91,8 @@ def test_views_read_a_snapshot_from_before_the_dimensions(tmp_path: Path) -> Non
         assert opened.con.execute("SELECT sum(runs), bool_or(is_test), count(agent_id) FROM agent_summary"
                                   ).fetchone() == (9, False, 0)
         assert opened.con.execute("SELECT count(required) FROM criteria_summary").fetchone() == (0,)
+        assert opened.con.execute("SELECT count(agent_runs), count(agent_cost_usd) FROM run_costs").fetchone() == (
+            0, 0), "no agent_usage table: never fetched, NULL"
     finally:
         opened.close()
 

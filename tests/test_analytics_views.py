@@ -29,7 +29,7 @@ def test_scenario_summary() -> None:
     refund, cancel = rows["Refund"], rows["Cancel"]
     # Refund: a1 passed, a2 failed, a3 running and a4 pending are not final.
     assert refund | {"run_pass_rate": None, "criteria_pass_rate": None, "p95_duration_seconds": None,
-                     "estimated_cost_usd": None} == {
+                     "estimated_cost_usd": None, "agent_cost_usd": None} == {
         "scenario_id": "sc-a", "scenario_name": "Refund",
         "runs": 4, "runs_passed": 1, "runs_failed": 1, "runs_error": 0, "runs_not_final": 2,
         "run_pass_rate": None,
@@ -40,7 +40,16 @@ def test_scenario_summary() -> None:
         "estimated_cost_usd": None,
         "first_run_at": utc("2026-10-01T10:00:00"), "last_run_at": utc("2026-10-02T08:00:00"),
         "is_test": False,  # a3, a4 were never listed: not known to be tests, so counted as real runs
+        # the agent's own usage: a1's two agent runs, a2 fetched with none (0), a3 and a4 never fetched
+        "agent_input_tokens": 1500, "agent_output_tokens": 150, "agent_cost_usd": None, "agent_requests": 4,
+        "agent_runs": 2,
     }
+    assert refund["agent_cost_usd"] == approx(0.07)
+    # Cancel: b1's agent cost is unknown (skipped, as unknown judge tokens are), b2's is known.
+    agent_columns = ("agent_runs", "agent_input_tokens", "agent_output_tokens", "agent_requests")
+    assert tuple(rows["Cancel"][c] for c in agent_columns) == (2, 500, 50, 3)
+    assert rows["Cancel"]["agent_cost_usd"] == approx(0.01)
+    assert all(rows["Upgrade"][c] is None for c in (*agent_columns, "agent_cost_usd")), "never fetched: NULL, not 0"
     assert rows["Upgrade"]["is_test"] is True and rows["Upgrade"]["runs"] == 1
     assert refund["run_pass_rate"] == approx(1 / 2)
     assert refund["criteria_pass_rate"] == approx(3 / 4)  # the SKIPPED verdict is neither pass nor fail
@@ -138,6 +147,20 @@ def test_run_costs() -> None:
     assert (a4["total_tokens"], a4["estimated_cost_usd"], a4["run_is_final"]) == (None, None, False)
     assert rows["b4"]["run_is_final"] is False and rows["b1"]["run_is_final"] is True
     assert rows["a1"]["estimated_cost_usd"] == approx(300 * 2e-6 + 30 * 10e-6)
+
+
+def test_run_costs_carry_the_agents_usage_fetched_zero_and_never_fetched_apart() -> None:
+    rows = by_key(fetch(golden_connection(PRICES), "SELECT * FROM run_costs"), "run_id")
+    columns = ("agent_runs", "agent_input_tokens", "agent_output_tokens", "agent_cost_usd", "agent_requests")
+    usage = {run: tuple(row[c] for c in columns) for run, row in rows.items()}
+    assert usage["a1"][:3] == (2, 1500, 150) and usage["a1"][4] == 4
+    assert usage["a1"][3] == approx(0.07)
+    assert usage["a2"] == (0, 0, 0, 0.0, 0), "fetched, no agent run: zero"
+    assert usage["b1"] == (1, 200, 20, None, 2), "a cost the API did not send stays unknown"
+    assert usage["b2"] == (1, 300, 30, 0.01, 1)
+    for run in ("a3", "a4", "b3", "b4", "u1"):
+        assert usage[run] == (None,) * 5, f"{run}: never fetched is NULL, not 0"
+    assert "session-zz" not in {row["session_id"] for row in rows.values()}, "agent usage never makes a run"
 
 
 def test_failures_newest_first_with_their_story() -> None:

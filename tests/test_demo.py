@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from connector.fake_api import FakeDataset
-from flows.demo import run_demo
+from flows.demo import example_query, run_demo
 from tests.conftest import query
 
 
@@ -27,6 +27,7 @@ def test_demo_loads_twice_and_prints_its_summary(tmp_path: Path, capsys: pytest.
     assert "second load, after the pending runs finished" in printed and "skipped (already final)" in printed
     for heading in ("Runs by status", "Judged criteria by verdict", "judge input tokens", "piper.duckdb", "SELECT"):
         assert heading in printed
+    assert example_query(out_dir) in printed, "the example query as tests/test_demo_query.py runs it"
     assert "sync, after 3 new sessions and 2 re-runs: listed 47 sessions in 1 pages" in printed
     # updated: the 2 re-runs, and the runs the second load stored final but whose session moved when they finished
     queued = re.search(r"queued (\d+) \(3 new, 0 unfinished, (\d+) updated\): (\d+) loaded, 0 failed", printed)

@@ -17,6 +17,7 @@ COST_COLUMNS = {
     "criteria_summary": ["estimated_cost_usd"],
     "daily_summary": ["estimated_cost_usd"],
     "agent_summary": ["estimated_cost_usd"],
+    "scenario_trend": ["estimated_cost_usd"],
     "run_costs": ["input_cost_usd", "output_cost_usd", "estimated_cost_usd"],
 }
 TWO_MODELS = """

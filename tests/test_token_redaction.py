@@ -6,6 +6,7 @@ import asyncio
 import random
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -184,3 +185,25 @@ def test_end_to_end_a_load_against_an_echoing_server_writes_no_token(out_dir: Pa
     )
     assert query(out_dir, "SELECT outcome, attempts FROM fetch_log WHERE session_id = ?", [retried])[0] == ("loaded", 3)
     assert query(out_dir, "SELECT count(*) FROM fetch_log WHERE outcome = 'loaded'")[0][0] == 1 + len(rest)
+
+
+def test_end_to_end_a_load_with_agent_usage_against_an_echoing_server_writes_no_token(out_dir: Path, cli: Cli) -> None:
+    dataset = FakeDataset.generate(seed=5, sessions=4, payload_kb=2.0)
+    state = FakePiper(dataset=dataset, token=CANARY_TOKEN, retry_after="0", echo_authorization=True)
+    retried, refused, *rest = dataset.session_ids
+
+    def events_path(session_id: str) -> str:
+        return f"/v1/orgs/{dataset.org_id}/responses/sessions/{quote(session_id, safe='')}/events"
+
+    state.script_path(events_path(retried), "500")
+    state.script_path(events_path(refused), "400")
+    with serve(state) as base_url:
+        result = cli("load", "--org-id", dataset.org_id, "--base-url", base_url, "--out", str(out_dir),
+                     "--with-agent-usage", *dataset.session_ids)
+    assert result.code == 1, result.stderr  # the 400 on the events fails its session
+    assert_no_canary(result.stdout, result.stderr, folder=out_dir)
+    models = query(out_dir, "SELECT model_name FROM agent_usage")
+    assert models and all(model.endswith(" [saw: Bearer [REDACTED]]") for (model,) in models)
+    error = query(out_dir, "SELECT outcome, error FROM fetch_log WHERE session_id = ?", [refused])[0]
+    assert error[0] == "failed" and "Bearer [REDACTED]" in error[1] and error[1].startswith("agent usage: HTTP 400")
+    assert query(out_dir, "SELECT count(DISTINCT session_id) FROM agent_usage")[0][0] == 1 + len(rest)

@@ -1,7 +1,7 @@
 """The analytics views (`analytics.sql`): installed in `OUT/piper.duckdb` and written into `current_state.sql`.
 
 The views are defined once, as SQL over the tables `runs`, `turns`, `criteria_results`, `token_prices`
-and the dimensions `sessions` and `scenario_criteria`, so the same text works wherever those names
+and the dimensions `sessions`, `scenario_criteria` and `agent_usage`, so the same text works wherever those names
 resolve: inside the DuckDB file, over the Parquet current-state views, or in the in-memory database of
 `piper-etl sql` and `report`.
 """
@@ -22,7 +22,9 @@ VIEWS = {
     "criteria_summary": "per criterion: evaluations, passes, fails, other verdicts, tokens, latest failing critique",
     "agent_summary": "per agent and scenario: runs, run and criteria pass rates, tokens, cost",
     "daily_summary": "per UTC day and scenario: runs, pass rates, tokens, cost",
-    "run_costs": "per run: judge tokens by kind and estimated cost",
+    "scenario_trend": "per ISO week (UTC, from Monday) and scenario: runs, pass rates, tokens, cost",
+    "criteria_stability": "per criterion: verdict flips between PASS and FAIL over time, flip rate, flaky",
+    "run_costs": "per run: judge tokens by kind and estimated cost, and the agent's own usage in its session",
     "failures": "one row per FAIL verdict with scenario, turn, question, critique and evidence, newest first",
 }
 """The analytics views and what each holds, in the order docs/analytics.md describes them."""

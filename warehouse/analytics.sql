@@ -1,5 +1,5 @@
 -- piper-etl analytics views, defined once over the tables runs, turns, criteria_results, token_prices and
--- the dimensions sessions and scenario_criteria.
+-- the dimensions sessions, scenario_criteria and agent_usage.
 -- The same statements run inside OUT/piper.duckdb and over the Parquet files (OUT/current_state.sql).
 -- Every column is described in docs/analytics.md.
 --
@@ -57,13 +57,31 @@ SELECT
     END AS estimated_cost_usd,
     coalesce(r.agent_id, s.agent_id) AS agent_id,
     coalesce(r.agent_name, s.agent_name) AS agent_name,
-    coalesce(r.is_test, s.is_test, false) AS is_test
+    coalesce(r.is_test, s.is_test, false) AS is_test,
+    -- The agent's own usage in the run's session (agent_usage): NULL when it was never fetched, 0 when it
+    -- was fetched and the session has no agent run. A session has one current run, so it is counted once.
+    u.agent_input_tokens,
+    u.agent_output_tokens,
+    u.agent_cost_usd,
+    u.agent_requests,
+    u.agent_runs
 FROM runs AS r
 LEFT JOIN (
     SELECT session_id, any_value(agent_id) AS agent_id, any_value(agent_name) AS agent_name,
            bool_or(is_test) AS is_test
     FROM sessions GROUP BY session_id
 ) AS s ON s.session_id = r.session_id
+LEFT JOIN (
+    SELECT session_id,
+           CASE WHEN count(agent_run_id) = 0 THEN 0 ELSE TRY_CAST(sum(input_tokens) AS BIGINT) END
+               AS agent_input_tokens,
+           CASE WHEN count(agent_run_id) = 0 THEN 0 ELSE TRY_CAST(sum(output_tokens) AS BIGINT) END
+               AS agent_output_tokens,
+           CASE WHEN count(agent_run_id) = 0 THEN 0.0 ELSE sum(cost_usd) END AS agent_cost_usd,
+           CASE WHEN count(agent_run_id) = 0 THEN 0 ELSE TRY_CAST(sum(requests) AS BIGINT) END AS agent_requests,
+           count(agent_run_id) AS agent_runs  -- the row of a session with no agent run has no agent_run_id
+    FROM agent_usage GROUP BY session_id
+) AS u ON u.session_id = r.session_id
 CROSS JOIN price;
 
 CREATE OR REPLACE VIEW scenario_summary AS
@@ -92,7 +110,13 @@ SELECT
     sum(estimated_cost_usd) AS estimated_cost_usd,
     min(started_at) AS first_run_at,
     max(started_at) AS last_run_at,
-    is_test
+    is_test,
+    -- The agent's own usage beside the judge's estimate: NULL when no run of the row had it fetched.
+    TRY_CAST(sum(agent_input_tokens) AS BIGINT) AS agent_input_tokens,
+    TRY_CAST(sum(agent_output_tokens) AS BIGINT) AS agent_output_tokens,
+    sum(agent_cost_usd) AS agent_cost_usd,
+    TRY_CAST(sum(agent_requests) AS BIGINT) AS agent_requests,
+    TRY_CAST(sum(agent_runs) AS BIGINT) AS agent_runs
 FROM run_costs
 GROUP BY scenario_id, scenario_name, is_test;
 
@@ -255,3 +279,93 @@ SELECT
     max(started_at) AS last_run_at
 FROM run_costs
 GROUP BY agent_id, agent_name, scenario_id, scenario_name, is_test;
+
+-- Verdict stability: one row per criterion of a scenario, over its PASS and FAIL verdicts in final runs, in the
+-- order of the run's start (ties by run_id, then criteria_result_id; a run without a start time sorts first).
+-- A flip is a verdict that differs from the one before it. The recent_* columns look at the last 10
+-- evaluations only (recent_flips counts the flips between two of them), and a criterion is flaky when, among
+-- those, the verdict flipped at least twice and the pass rate lies between 0.2 and 0.8: it settled neither
+-- into passing nor into failing. A criterion that broke once and stays broken has one flip: a regression,
+-- not flakiness.
+CREATE OR REPLACE VIEW criteria_stability AS
+WITH judged AS (
+    SELECT
+        r.scenario_id, r.scenario_name, c.criteria_id, c.criteria_question, c.verdict, r.started_at, r.is_test,
+        row_number() OVER history AS seq,
+        count(*) OVER (PARTITION BY r.scenario_id, c.criteria_id, r.is_test) - row_number() OVER history
+            AS newer_evaluations,
+        lag(c.verdict) OVER history AS previous_verdict
+    FROM criteria_results AS c
+    JOIN run_costs AS r ON c.run_id = r.run_id
+    WHERE r.run_is_final AND c.verdict IN ('PASS', 'FAIL')
+    WINDOW history AS (PARTITION BY r.scenario_id, c.criteria_id, r.is_test
+                       ORDER BY r.started_at NULLS FIRST, c.run_id, c.criteria_result_id)
+),
+counted AS (
+    SELECT
+        scenario_id,
+        arg_max(scenario_name, seq) AS scenario_name,
+        criteria_id,
+        arg_max(criteria_question, seq) FILTER (WHERE criteria_question IS NOT NULL) AS criteria_question,
+        count(*) AS evaluations,
+        count(*) FILTER (WHERE verdict = 'PASS') AS passes,
+        count(*) FILTER (WHERE verdict = 'FAIL') AS fails,
+        count(*) FILTER (WHERE verdict <> previous_verdict) AS verdict_flips,
+        arg_max(verdict, seq) AS last_verdict,
+        arg_max(started_at, seq) AS last_evaluated_at,
+        arg_max(started_at, seq) FILTER (WHERE verdict <> previous_verdict) AS last_flip_at,
+        count(*) FILTER (WHERE newer_evaluations < 10) AS recent_evaluations,
+        count(*) FILTER (WHERE newer_evaluations < 9 AND verdict <> previous_verdict) AS recent_flips,
+        count(*) FILTER (WHERE newer_evaluations < 10 AND verdict = 'PASS') AS recent_passes,
+        is_test
+    FROM judged
+    GROUP BY scenario_id, criteria_id, is_test
+)
+SELECT
+    scenario_id,
+    scenario_name,
+    criteria_id,
+    criteria_question,
+    evaluations,
+    passes,
+    fails,
+    passes::DOUBLE / evaluations AS pass_rate,
+    verdict_flips,
+    verdict_flips::DOUBLE / nullif(evaluations - 1, 0) AS flip_rate,
+    last_verdict,
+    last_evaluated_at,
+    last_flip_at,
+    recent_evaluations,
+    recent_flips,
+    recent_passes::DOUBLE / recent_evaluations AS recent_pass_rate,
+    recent_flips >= 2 AND recent_passes::DOUBLE / recent_evaluations BETWEEN 0.2 AND 0.8 AS flaky,
+    is_test
+FROM counted;
+
+-- Trends: one row per scenario and ISO week (UTC; a week starts on Monday) of the runs' start.
+CREATE OR REPLACE VIEW scenario_trend AS
+WITH dated AS (
+    SELECT *, DATE '1970-01-01' + CAST(floor(epoch(started_at) / 86400) AS INTEGER) AS day
+    FROM run_costs
+)
+SELECT
+    day - CAST(isodow(day) - 1 AS INTEGER) AS week,
+    strftime(day, '%G-W%V') AS iso_week,
+    scenario_id,
+    scenario_name,
+    count(*) AS runs,
+    count(*) FILTER (WHERE run_is_final) AS runs_final,
+    count(*) FILTER (WHERE status = 'passed') AS runs_passed,
+    (count(*) FILTER (WHERE status = 'passed'))::DOUBLE / nullif(count(*) FILTER (WHERE run_is_final), 0)
+        AS run_pass_rate,
+    coalesce(sum(passed_criteria_count) FILTER (WHERE run_is_final), 0)::BIGINT AS criteria_passed,
+    coalesce(sum(failed_criteria_count) FILTER (WHERE run_is_final), 0)::BIGINT AS criteria_failed,
+    (sum(passed_criteria_count) FILTER (WHERE run_is_final))::DOUBLE
+        / nullif(sum(passed_criteria_count + failed_criteria_count) FILTER (WHERE run_is_final), 0)
+        AS criteria_pass_rate,
+    TRY_CAST(sum(input_tokens) AS BIGINT) AS input_tokens,
+    TRY_CAST(sum(output_tokens) AS BIGINT) AS output_tokens,
+    sum(estimated_cost_usd) AS estimated_cost_usd,
+    is_test
+FROM dated
+GROUP BY week, iso_week, scenario_id, scenario_name, is_test;

@@ -88,8 +88,12 @@ def land_chunk(target: LoadTarget, part: str, tables: Mapping[str, pa.Table]) ->
 class LoadTransaction:
     """One load's writes into one output folder; made by `open_load`, ended by `commit` or by leaving the block."""
 
-    def __init__(self, out_dir: Path, lease: leases.Lease, started_at: datetime, lock_timeout: float) -> None:
+    def __init__(
+        self, out_dir: Path, lease: leases.Lease, started_at: datetime, lock_timeout: float,
+        storage_version: str = store.DEFAULT_STORAGE_VERSION,
+    ) -> None:
         self.out_dir, self.lock_timeout = out_dir, lock_timeout
+        self.storage_version = storage_version  # of the DuckDB files this load creates (store.connect, snapshot)
         self.started_at = started_at
         self._lease = lease
         self.load_id = lease.manifest.load_id
@@ -272,7 +276,7 @@ class LoadTransaction:
                 self._merge = None
             crash_point("merged")
             verdicts = publish.publish_duckdb(con, self.out_dir, prices, now, summarize=summarize,
-                                              load_id=self.load_id)
+                                              load_id=self.load_id, storage_version=self.storage_version)
             if not self.writes_parquet:
                 landing.remove_load(self.root, self.load_id)
                 files.prune_empty_folders(self.root)
@@ -324,7 +328,8 @@ class LoadTransaction:
             if wait:
                 release_unused_memory()
             self._con = store.connect(self.out_dir / store.DATABASE_FILE,
-                                      lock_timeout=self.lock_timeout if wait else 0)
+                                      lock_timeout=self.lock_timeout if wait else 0,
+                                      storage_version=self.storage_version)
         return self._con
 
     def _stop_inserting(self, *, raise_error: bool = True) -> None:
@@ -396,12 +401,13 @@ def release_unused_memory() -> None:
 
 def open_load(
     out_dir: Path, *, format: OutputFormat, lock_timeout: float = 30.0, expected_sessions: int = 0,
-    now: datetime | None = None,
+    now: datetime | None = None, storage_version: str = store.DEFAULT_STORAGE_VERSION,
 ) -> LoadTransaction:
     """Begin a load into `out_dir`: take its lease, recover what dead loads left, and take DuckDB if free.
 
     `now` (a seam for tests of clock steps): the load's start time; its order among loads
     (`load_seq`) never falls below that of an earlier load, whatever the clock says.
+    `storage_version`: the DuckDB storage version of the DuckDB files the load creates (docs/bi.md).
     """
     if format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {format!r}")
@@ -415,7 +421,7 @@ def open_load(
         landing_root=landing.PARQUET_DIR if "parquet" in formats else landing.STAGING_DIR,
         started_at=started_at,
     )
-    load = LoadTransaction(out_dir, lease, started_at, lock_timeout)
+    load = LoadTransaction(out_dir, lease, started_at, lock_timeout, storage_version)
     try:
         load._recover(leases.claim_dead(out_dir), expected_sessions)
     except BaseException:

@@ -50,7 +50,7 @@ def publish_parquet(out_dir: Path, parquet_root: Path, prices: pricing.PriceList
 
 def publish_duckdb(
     con: duckdb.DuckDBPyConnection, out_dir: Path, prices: pricing.PriceList | None, now: datetime,
-    *, summarize: bool, load_id: str | None = None,
+    *, summarize: bool, load_id: str | None = None, storage_version: str = store.DEFAULT_STORAGE_VERSION,
 ) -> str | None:
     """Store the prices and (re)create the views through the writer connection, then publish the snapshot.
 
@@ -58,6 +58,7 @@ def publish_duckdb(
     CHECKPOINT, so it is one whole committed state (warehouse/snapshot.py). `summarize`: returns the
     verdict summary markdown, read through another cursor of `con` while the snapshot is published:
     of the rows of load `load_id` (`load_summary_markdown`), or of the whole state when None.
+    `storage_version`: the DuckDB storage version the snapshot is written in.
     """
     more_sql = f"CREATE OR REPLACE VIEW current_versions AS {views.CURRENT_VERSIONS_SQL};\n" + views.KEY_COLLISIONS_SQL
     analytics.install(con, prices, now, more_sql=more_sql)  # then CHECKPOINT
@@ -65,10 +66,10 @@ def publish_duckdb(
     publishing = con.cursor()  # its own USE; made here, not in the thread: a connection is not thread-safe
     try:
         if not summarize:
-            snapshot.publish(publishing, out_dir, views_sql)
+            snapshot.publish(publishing, out_dir, views_sql, storage_version=storage_version)
             return None
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="piper-snapshot") as pool:
-            published = pool.submit(snapshot.publish, publishing, out_dir, views_sql)
+            published = pool.submit(snapshot.publish, publishing, out_dir, views_sql, storage_version=storage_version)
             verdicts = _verdicts_from_writer(con, out_dir / store.DATABASE_FILE, load_id)
             published.result()
         return verdicts

@@ -21,7 +21,10 @@ from warehouse import analytics, ddl, pricing, snapshot, views
 from warehouse.landing import PARQUET_DIR
 
 SOURCE = "piper_source"
-PASS_THROUGH = ("fetch_log", "loads", "rejected_payloads", "sessions", "scenarios", "scenario_criteria", "sync_state")
+PASS_THROUGH = (
+    "fetch_log", "loads", "rejected_payloads", "sessions", "scenarios", "scenario_criteria", "sync_state",
+    "agent_usage",
+)
 
 
 class NoOutputError(LookupError):

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
 from warehouse.reader import Analytics
+
+if TYPE_CHECKING:
+    from warehouse.report_changes import Changes
 
 Row = dict[str, Any]
 NO_PRICE = (
@@ -60,6 +63,10 @@ class ReportData:
     agent: str | None = None
     tag: str | None = None
     include_test: bool = True
+    trend: list[Row] = field(default_factory=list)
+    """scenario_trend rows (scenario x ISO week) of the runs with a start time."""
+    changes: Changes | None = None
+    """What changed in the week before the report's time (warehouse/report_changes.py); `collect` always sets it."""
 
     @property
     def filters(self) -> str:
@@ -86,12 +93,18 @@ def rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None =
 def collect(
     analytics: Analytics, *, since: date | None = None, scenario: str | None = None, top_criteria: int = 15,
     agent: str | None = None, tag: str | None = None, include_test: bool = True,
+    as_of: datetime | None = None, history: Analytics | None = None,
 ) -> ReportData:
     """Read the report's tables from an open analytics connection (already filtered: the arguments name the filters).
 
     With test sessions included, a scenario with both test and other runs has two rows (`is_test`).
+    What changed is judged in the week before `as_of` (default: now) over `history`: the same runs without
+    the `since` cut, which would hide the baseline (default: `analytics` itself).
     """
+    from warehouse.report_changes import find_changes  # it reads rows with this module's helpers
+
     con = analytics.con
+    generated_at = datetime.now(UTC)
     price = rows(
         con,
         "SELECT judge_model, input_usd_per_million, output_usd_per_million FROM token_prices WHERE selected LIMIT 1",
@@ -108,7 +121,7 @@ def collect(
         "sum(estimated_cost_usd) AS estimated_cost_usd FROM run_costs",
     )[0]
     return ReportData(
-        generated_at=datetime.now(UTC),
+        generated_at=generated_at,
         source=analytics.source,
         since=since,
         scenario=scenario,
@@ -132,6 +145,9 @@ def collect(
         agent=agent,
         tag=tag,
         include_test=include_test,
+        trend=rows(con, "SELECT * FROM scenario_trend WHERE week IS NOT NULL "
+                        "ORDER BY week, scenario_name NULLS LAST, scenario_id, is_test"),
+        changes=find_changes((history or analytics).con, as_of=as_of or generated_at, include_test=include_test),
     )
 
 
@@ -172,4 +188,14 @@ def excerpt(text: str | None, limit: int) -> str:
 def scenario_label(row: Row) -> str:
     """The scenario's name, marked when the row holds test sessions' runs (kept apart from the others)."""
     name = str(row.get("scenario_name") or row.get("scenario_id") or "(no scenario)")
-    return f"{name} (test sessions)" if row.get("is_test") else name
+    return name + TEST_SESSIONS if row.get("is_test") else name
+
+
+TEST_SESSIONS = " (test sessions)"
+"""What a scenario label ends with when its row holds the runs of test sessions."""
+
+
+def short_label(label: str, limit: int) -> str:
+    """A scenario label cut to about `limit` characters that keeps its test sessions mark."""
+    suffix = TEST_SESSIONS if label.endswith(TEST_SESSIONS) else ""
+    return excerpt(label.removesuffix(suffix), max(8, limit - len(suffix))) + suffix

@@ -6,6 +6,7 @@ import html
 from pathlib import Path
 
 from warehouse import files
+from warehouse.report_changes import Changes
 from warehouse.report_charts import CHARTS, build_figures, cost_note
 from warehouse.report_data import ReportData, Row, excerpt, pct, scenario_label, seconds, tokens, usd
 
@@ -16,9 +17,13 @@ body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; ma
 h1 { margin-bottom: .2rem; } h2 { margin-top: 2.5rem; border-bottom: 1px solid #ddd; padding-bottom: .3rem; }
 .meta { color: #555; margin: .2rem 0; } .price { padding: .6rem .8rem; border-radius: 6px; background: #eef6f3; }
 .price.unset { background: #fff4d6; }
+code { overflow-wrap: anywhere; }
 table { border-collapse: collapse; width: 100%; font-size: .9rem; margin-top: .8rem; }
-th, td { padding: .3rem .5rem; border-bottom: 1px solid #eee; text-align: left; vertical-align: top; }
-td.n, th.n { text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums; }
+th, td { padding: .3rem .4rem; border-bottom: 1px solid #eee; text-align: left; vertical-align: top; }
+th { vertical-align: bottom; } td { overflow-wrap: anywhere; }
+td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; } td.n, td.t { white-space: nowrap; }
+.verdict { padding: .6rem .8rem; border-radius: 6px; font-weight: 600; }
+.verdict.bad { background: #fde2dd; color: #9b2226; } .verdict.ok { background: #e3f2ec; color: #1b5e45; }
 """
 
 
@@ -41,6 +46,7 @@ def render_html(data: ReportData) -> str:
         f"criteria pass rate {pct(t['criteria_pass_rate'])} · judge tokens {tokens(t['input_tokens'])} in, "
         f"{tokens(t['output_tokens'])} out · estimated cost {usd(t['estimated_cost_usd'])}</p>",
         f'<p class="{price_class}">{_e(data.price.line())}</p>',
+        *_changes(data.changes),
         f"<h2>{CHARTS['pass-rate-over-time']}</h2>",
         charts["pass-rate-over-time"],
         f"<h2>{CHARTS['failing-criteria']}</h2>",
@@ -76,17 +82,56 @@ def _e(value: object) -> str:
     return html.escape(str(value))
 
 
-def _table(headers: list[str], numeric: set[str], rows: list[list[str]]) -> str:
+def _table(headers: list[str], numeric: set[str], rows: list[list[str]], times: frozenset[str] = frozenset()) -> str:
+    """A table that fits the page: text wraps (anywhere, if it must); numbers and `times` columns stay on one line."""
     head = "".join(f'<th class="n">{_e(h)}</th>' if h in numeric else f"<th>{_e(h)}</th>" for h in headers)
     lines = [f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>"]
     for row in rows:
         cells = "".join(
-            f'<td class="n">{_e(v)}</td>' if h in numeric else f"<td>{_e(v)}</td>"
+            f'<td class="n">{_e(v)}</td>' if h in numeric else f'<td class="t">{_e(v)}</td>' if h in times
+            else f"<td>{_e(v)}</td>"
             for h, v in zip(headers, row, strict=True)
         )
         lines.append(f"<tr>{cells}</tr>")
     lines.append("</tbody>\n</table>")
     return "\n".join(lines)
+
+
+def _changes(changes: Changes | None) -> list[str]:
+    """The opening section: regressions, criteria failing for the first time, newly flaky criteria."""
+    if changes is None:
+        return []
+    result = changes.check
+    verdict = "verdict bad" if result.regressed else "verdict ok"
+    parts = [f'<h2 id="what-changed">What changed in {_e(changes.window_text)}</h2>',
+             f'<p class="{verdict}">{_e(changes.regression_line())}</p>']
+    if result.regressed:
+        headers = ["scenario", "baseline runs", "baseline pass rate", "window runs", "window pass rate",
+                   "drop (points)"]
+        parts.append(_table(headers, set(headers) - {"scenario"}, [
+            [s.scenario_name, str(s.baseline_runs), pct(s.baseline_pass_rate), str(s.window_runs),
+             pct(s.window_pass_rate), "–" if s.drop_points is None else f"{s.drop_points:.1f}"]
+            for s in result.regressions
+        ]))
+    parts.append(f'<p class="meta">{_e(changes.new_failures_line())}</p>')
+    if result.new_failures:
+        headers = ["criterion", "scenario", "fails in window", "in baseline", "last failed (UTC)"]
+        parts.append(_table(headers, {"fails in window"}, [
+            [f.criteria_question or f.criteria_id, f.scenario_name, f"{f.window_fails} of {f.window_evaluations}",
+             f"passed all {f.baseline_evaluations}" if f.baseline_evaluations else "not evaluated",
+             f"{f.last_failed_at:%Y-%m-%d %H:%M}"]
+            for f in result.new_failures
+        ], frozenset({"last failed (UTC)"})))
+    parts.append(f'<p class="meta">{_e(changes.flaky_line())}</p>')
+    if changes.newly_flaky:
+        headers = ["criterion", "scenario", "flips (last 10)", "pass rate (last 10)", "last verdict",
+                   "last flip (UTC)"]
+        parts.append(_table(headers, {"flips (last 10)", "pass rate (last 10)"}, [
+            [row["criteria_question"] or row["criteria_id"] or "", scenario_label(row), str(row["recent_flips"]),
+             pct(row["recent_pass_rate"]), str(row["last_verdict"]), f"{row['last_flip_at']:%Y-%m-%d %H:%M}"]
+            for row in changes.newly_flaky
+        ], frozenset({"last flip (UTC)"})))
+    return parts
 
 
 def _criteria_table(criteria: list[Row]) -> str:
@@ -102,7 +147,7 @@ def _criteria_table(criteria: list[Row]) -> str:
         ]
         for row in criteria
     ]
-    return _table(headers, {"fails", "pass rate"}, rows)
+    return _table(headers, {"fails", "pass rate"}, rows, frozenset({"last failed (UTC)"}))
 
 
 def _scenario_table(scenarios: list[Row]) -> str:

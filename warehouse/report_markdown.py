@@ -23,6 +23,7 @@ def summary_markdown(data: ReportData, *, scope: str = ALL_LOADS) -> str:
         "",
         f"_{_cell(data.price.line())}_",
         "",
+        *_changes(data),
         "| scenario | runs | run pass | not final | criteria pass | other verdicts | tokens | cost |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
@@ -50,6 +51,43 @@ def summary_markdown(data: ReportData, *, scope: str = ALL_LOADS) -> str:
                 f"| {_cell(scenario_label(row))} | {_cell(excerpt(row['latest_failing_critique'], 160))} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _changes(data: ReportData) -> list[str]:
+    """What changed in the week before the report, as a few lines and tables (empty without `changes`)."""
+    changes = data.changes
+    if changes is None:
+        return []
+    result = changes.check
+    mark = "**REGRESSED:** " if result.regressed else ""
+    lines = [f"### What changed in {_cell(changes.window_text)}", "", mark + _cell(changes.regression_line()), ""]
+    if result.regressed:
+        lines += ["| scenario | baseline runs | baseline pass | window runs | window pass | drop (points) |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        lines += [f"| {_cell(s.scenario_name)} | {s.baseline_runs} | {pct(s.baseline_pass_rate)} | {s.window_runs} "
+                  f"| {pct(s.window_pass_rate)} | {'–' if s.drop_points is None else f'{s.drop_points:.1f}'} |"
+                  for s in result.regressions]
+        lines.append("")
+    lines += [_cell(changes.new_failures_line()), ""]
+    if result.new_failures:
+        lines += ["| criterion | scenario | fails in window | last failed (UTC) |", "| --- | --- | ---: | --- |"]
+        lines += [f"| {_cell(f.criteria_question or f.criteria_id)} | {_cell(f.scenario_name)} "
+                  f"| {f.window_fails} of {f.window_evaluations} | {f.last_failed_at:%Y-%m-%d %H:%M} |"
+                  for f in result.new_failures[:CRITERIA_SHOWN]]
+        lines += _more(len(result.new_failures), "`piper-etl check` lists them all")
+    lines += [_cell(changes.flaky_line()), ""]
+    if changes.newly_flaky:
+        lines += ["| criterion | scenario | flips (last 10) | pass rate (last 10) | last flip (UTC) |",
+                  "| --- | --- | ---: | ---: | --- |"]
+        lines += [f"| {_cell(row['criteria_question'] or row['criteria_id'] or '')} | {_cell(scenario_label(row))} "
+                  f"| {row['recent_flips']} | {pct(row['recent_pass_rate'])} | {row['last_flip_at']:%Y-%m-%d %H:%M} |"
+                  for row in changes.newly_flaky[:CRITERIA_SHOWN]]
+        lines += _more(len(changes.newly_flaky), "the `criteria_stability` view has them all")
+    return lines
+
+
+def _more(count: int, where: str) -> list[str]:
+    return ["", f"({count - CRITERIA_SHOWN} more: {where}.)", ""] if count > CRITERIA_SHOWN else [""]
 
 
 def _cell(text: str) -> str:

@@ -10,10 +10,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from warehouse.report_changes import Changes
 from warehouse.report_data import ReportData, Row, excerpt, pct, scenario_label, seconds, tokens, usd
 from warehouse.report_text import terminal_safe
 
 DAYS_SHOWN = 14
+CHANGES_SHOWN = 10
+"""New failing and newly flaky criteria printed; the HTML report lists them all."""
 LOADS_SHOWN = 10
 
 
@@ -27,6 +30,8 @@ def print_report(data: ReportData, console: Console) -> None:
         f"{tokens(t['output_tokens'])} out; estimated cost {usd(t['estimated_cost_usd'])}"
     )
     console.print(_text(data.price.line()), style=None if data.price.is_set else "yellow")
+    if data.changes is not None:
+        _print_changes(data.changes, console)
     if not t["runs"]:
         console.print("No runs match: nothing to tabulate.")
         return
@@ -36,6 +41,54 @@ def print_report(data: ReportData, console: Console) -> None:
     console.print(_days(data.daily))
     if data.loads:
         console.print(_loads(data.loads))
+
+
+def _print_changes(changes: Changes, console: Console) -> None:
+    """What changed in the week before the report: regressions, new failures and newly flaky criteria."""
+    result = changes.check
+    console.print(f"\n[bold]What changed[/] in {_text(changes.window_text)}")
+    console.print(_text(changes.regression_line()), style="bold red" if result.regressed else "green")
+    if result.regressed:
+        table = _table("Regressed scenarios: run pass rate of final runs, baseline then window")
+        table.add_column("scenario", max_width=40, overflow="fold")
+        for name in ("baseline\nruns", "baseline\npass", "window\nruns", "window\npass", "drop\npoints"):
+            table.add_column(name, justify="right", no_wrap=True)
+        for s in result.regressions:
+            table.add_row(_text(s.scenario_name), str(s.baseline_runs), pct(s.baseline_pass_rate), str(s.window_runs),
+                          pct(s.window_pass_rate), "–" if s.drop_points is None else f"{s.drop_points:.1f}")
+        console.print(table)
+    console.print(_text(changes.new_failures_line()))
+    if result.new_failures:
+        table = _table("Failing for the first time: fails in the window's final runs")
+        table.add_column("criterion (scenario)", ratio=1, overflow="fold")
+        table.add_column("fails", justify="right", no_wrap=True)
+        table.add_column("last failed", no_wrap=True)
+        for f in result.new_failures[:CHANGES_SHOWN]:
+            table.add_row(f"{_text(f.criteria_question or f.criteria_id)} [dim]({_excerpt(f.scenario_name, 30)})[/]",
+                          f"{f.window_fails}/{f.window_evaluations}", f"{f.last_failed_at:%Y-%m-%d %H:%M}")
+        console.print(table)
+        _more(len(result.new_failures), console)
+    console.print(_text(changes.flaky_line()))
+    if changes.newly_flaky:
+        table = _table("Newly flaky: flips and pass rate in the last 10 evaluations")
+        table.add_column("criterion (scenario)", ratio=1, overflow="fold")
+        for name in ("flips", "pass", "last", "last flip"):
+            table.add_column(name, justify="left" if name == "last flip" else "right", no_wrap=True)
+        for row in changes.newly_flaky[:CHANGES_SHOWN]:
+            table.add_row(
+                f"{_text(row['criteria_question'] or row['criteria_id'] or '')} "
+                f"[dim]({_excerpt(scenario_label(row), 30)})[/]",
+                str(row["recent_flips"]), pct(row["recent_pass_rate"]), _text(str(row["last_verdict"])),
+                f"{row['last_flip_at']:%Y-%m-%d %H:%M}",
+            )
+        console.print(table)
+        _more(len(changes.newly_flaky), console)
+    console.print()
+
+
+def _more(count: int, console: Console) -> None:
+    if count > CHANGES_SHOWN:
+        console.print(f"({count - CHANGES_SHOWN} more in the HTML report)", style="dim")
 
 
 def _table(title: str) -> Table:

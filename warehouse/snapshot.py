@@ -28,9 +28,11 @@ changed, not the size of the database:
   connection opens the previous complete snapshot or the new one; a connection opened earlier keeps the
   file it opened, which no publish writes while it is published or held.
 
-A database smaller than `COPY_BELOW_BYTES` is copied whole instead: below that size a copy (one
-sequential write) takes less time than updating a standby (an ATTACH, a transaction, a CHECKPOINT),
-and it leaves nothing behind for the other standby to catch up with (docs/bi.md has the measurement).
+A database smaller than `COPY_BELOW_BYTES` and already in the storage format wanted is copied whole
+instead: below that size a byte copy (one sequential write) takes less time than updating a standby
+(an ATTACH, a transaction, a CHECKPOINT), and it leaves nothing behind for the other standby to catch
+up with (docs/bi.md has the measurement). A database in another format is not converted every load:
+its standbys are converted once and then updated.
 
 When the standby cannot be updated (it does not exist yet, cannot be opened, has an older table
 layout, holds loads the database does not, or a reader holds it) it is replaced by a whole copy of the
@@ -45,6 +47,11 @@ size on disk (docs/bi.md), for a publish that writes what the load changed.
 
 On Windows a file held open cannot be replaced: the publish is then skipped with a warning and the
 load still succeeds; the next load publishes again.
+
+Older DuckDB readers: the standbys are kept in the storage format of the `storage_version` the load
+was given (`store.DEFAULT_STORAGE_VERSION`). A standby in another format is replaced by a whole copy,
+which is the database's bytes when the database is in that format, else a `COPY FROM DATABASE` into
+a new file created in it (a database created by a piper-etl that wrote DuckDB's newest format).
 """
 
 from __future__ import annotations
@@ -67,6 +74,7 @@ SNAPSHOT_FILE = "piper-bi.duckdb"
 STANDBY_DIR = "_bi"
 STANDBY_FILES = ("a.duckdb", "b.duckdb")
 STANDBY_CATALOG = "piper_bi"
+CONVERTED_CATALOG = "piper_bi_converted"
 _COPY_BUFFER = 1 << 20
 COPY_BELOW_BYTES = 100 * 2**20
 """Below this size of `piper.duckdb` a publish copies the database whole (module docstring)."""
@@ -88,31 +96,39 @@ def standby_paths(out_dir: Path) -> list[Path]:
 
 
 def publish(
-    con: duckdb.DuckDBPyConnection, out_dir: Path, views_sql: str, *, copy_below: int | None = None
+    con: duckdb.DuckDBPyConnection, out_dir: Path, views_sql: str, *,
+    storage_version: str = store.DEFAULT_STORAGE_VERSION, copy_below: int | None = None,
 ) -> Path | None:
     """Bring the standby up to date from the writer `con` and publish it; None when Windows refused.
 
     `con`: a cursor of the writer connection that nothing else uses meanwhile (its `USE` changes);
     the database must have just been CHECKPOINTed (a whole copy may be needed). `views_sql`: the
-    CREATE OR REPLACE VIEW statements the writer ran, run again inside the standby. `copy_below`:
-    the size in bytes below which the database is copied whole (default: `copy_below_bytes()`).
+    CREATE OR REPLACE VIEW statements the writer ran, run again inside the standby. `storage_version`:
+    the DuckDB storage version the snapshot is kept in (module docstring). `copy_below`: the size in
+    bytes below which the database is copied whole (default: `copy_below_bytes()`).
     """
     con.execute(f"USE {store.CATALOG}")
     target = snapshot_path(out_dir)
-    for stale in [*target.parent.glob(f".{target.name}.*.tmp"), *(out_dir / STANDBY_DIR).glob(".*.tmp")]:
+    standby_dir = out_dir / STANDBY_DIR
+    for stale in [*target.parent.glob(f".{target.name}.*.tmp"), *standby_dir.glob(".*.tmp"),
+                  *standby_dir.glob(".*.tmp.wal")]:
         stale.unlink(missing_ok=True)  # left by a killed publish (one at a time: the writer's lock)
     standby = _standby_to_write(target, standby_paths(out_dir))
+    wanted = store.storage_format_of(storage_version)
     database = out_dir / store.DATABASE_FILE
     below = copy_below_bytes() if copy_below is None else copy_below
     size = database.stat().st_size
-    if size < below:
+    if size < below and store.storage_format(con, store.CATALOG) == wanted:  # a byte copy, not a conversion
         why: str | None = f"the database ({size / 2**20:.0f} MB) is smaller than {below / 2**20:.0f} MB"
     else:
-        why = _update_standby(con, standby, views_sql)
+        why = _update_standby(con, standby, views_sql, wanted)
     if why is not None:
         logger.info("BI snapshot: copying the whole database into %s because %s", standby, why)
         _wal(standby).unlink(missing_ok=True)  # would be replayed into the new copy otherwise
-        publish_snapshot(database, standby)
+        if store.storage_format(con, store.CATALOG) == wanted:
+            publish_snapshot(database, standby)
+        else:
+            _copy_converted(con, standby, storage_version)
     crash_point("snapshot-updated")
     return _link(standby, target)
 
@@ -150,6 +166,34 @@ def publish_snapshot(database: Path, target: Path) -> Path | None:
             return None
 
 
+def _copy_converted(con: duckdb.DuckDBPyConnection, standby: Path, storage_version: str) -> None:
+    """Replace `standby` atomically by a copy of the database written in the format of `storage_version`."""
+    logger.info("BI snapshot: the database is in DuckDB storage format %s; writing %s in that of %s instead of "
+                "copying its bytes", store.storage_format(con, store.CATALOG), standby.name, storage_version)
+    tmp = files.temporary_name(standby)
+    literal = str(tmp).replace("'", "''")
+    standby.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        con.execute(f"ATTACH '{literal}' AS {CONVERTED_CATALOG} ({store.attach_options(tmp, storage_version)})")
+        try:
+            con.execute(f"COPY FROM DATABASE {store.CATALOG} TO {CONVERTED_CATALOG}")
+        finally:
+            con.execute(f"DETACH {CONVERTED_CATALOG}")  # checkpoints: the file alone holds every row
+        with open(tmp, "rb+") as copied:
+            os.fsync(copied.fileno())
+        try:
+            os.replace(tmp, standby)
+        except PermissionError:  # as `publish_snapshot`: Windows keeps a file a reader holds
+            if os.name != "nt":
+                raise
+            logger.warning("%s is held open by a reader that Windows will not let go of; not replaced", standby)
+            return
+        files.fsync_folder(standby.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+        _wal(tmp).unlink(missing_ok=True)
+
+
 def _standby_to_write(target: Path, standbys: list[Path]) -> Path:
     """The standby `target` is not a link to; of two such (an older layout of the folder), one that exists."""
     published = _identity(target)
@@ -157,8 +201,11 @@ def _standby_to_write(target: Path, standbys: list[Path]) -> Path:
     return next((path for path in free if path.exists()), free[0])
 
 
-def _update_standby(con: duckdb.DuckDBPyConnection, standby: Path, views_sql: str) -> str | None:
-    """Bring `standby` up to date with the database's committed loads; None when done, else why not."""
+def _update_standby(con: duckdb.DuckDBPyConnection, standby: Path, views_sql: str, storage: str) -> str | None:
+    """Bring `standby` up to date with the database's committed loads; None when done, else why not.
+
+    `storage`: the storage format (`store.storage_format`) the standby must be in.
+    """
     if not standby.exists():
         return "there is no standby copy yet"
     if _held_in_this_process(standby):
@@ -171,7 +218,9 @@ def _update_standby(con: duckdb.DuckDBPyConnection, standby: Path, views_sql: st
             return "a reader still has it open"
         return f"it cannot be opened ({exc})"
     try:
-        why = _catch_up(con, views_sql)
+        found = store.storage_format(con, STANDBY_CATALOG)
+        why = f"it is in DuckDB storage format {found}, not {storage}" if found != storage else None
+        why = why or _catch_up(con, views_sql)
     except duckdb.Error as exc:  # a whole copy is always right; the cause goes to the log line
         why = f"updating it failed ({exc})"
     finally:

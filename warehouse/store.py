@@ -5,8 +5,10 @@ The merge of a load lives in `warehouse/merge.py`.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Iterable
+from functools import cache
 from pathlib import Path
 
 import duckdb
@@ -33,12 +35,27 @@ slightly larger file (docs/performance.md, end to end). Readers are unaffected b
 """
 
 
+DEFAULT_STORAGE_VERSION = "v1.1.3"
+"""The DuckDB storage version of every DuckDB file piper-etl creates, unless `duckdb_storage_version` says otherwise.
+
+DuckDB 2.0 writes by default a format that no 1.x release can open, and BI tools ship older drivers. A
+file created in the format of v1.1.3 opens in DuckDB 1.1.3 and every later release, with every table
+and view (tests/test_duckdb_storage_version.py); DuckDB keeps a file's format for every later write
+and checkpoint, and only newer compression methods are left unused (docs/bi.md, older readers).
+"""
+
+
 class WarehouseLocked(Exception):
     """Another process holds the DuckDB file; DuckDB's message names that process."""
 
 
-def connect(path: Path, *, read_only: bool = False, lock_timeout: float = 30.0) -> duckdb.DuckDBPyConnection:
+def connect(
+    path: Path, *, read_only: bool = False, lock_timeout: float = 30.0, storage_version: str = DEFAULT_STORAGE_VERSION,
+) -> duckdb.DuckDBPyConnection:
     """Open the database, creating it and any missing table or column unless read-only.
+
+    A database created here is in the format of `storage_version`; an existing one keeps its own (DuckDB
+    cannot lower it in place: docs/bi.md says how to convert one).
 
     When another process holds the file, retry for up to `lock_timeout` seconds, then raise
     `WarehouseLocked` with DuckDB's message, which names the holding process and its PID.
@@ -48,7 +65,7 @@ def connect(path: Path, *, read_only: bool = False, lock_timeout: float = 30.0) 
     deadline = time.monotonic() + lock_timeout
     while True:
         try:
-            con = _open(path, read_only)
+            con = _open(path, read_only, storage_version)
             break
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower():
@@ -63,19 +80,73 @@ def connect(path: Path, *, read_only: bool = False, lock_timeout: float = 30.0) 
     return con
 
 
-def _open(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+def _open(path: Path, read_only: bool, storage_version: str) -> duckdb.DuckDBPyConnection:
     if read_only:
         return duckdb.connect(str(path), read_only=True, config=DUCKDB_CONFIG)
     # Attached rather than opened, for ROW_GROUP_SIZE: see its comment.
     con = duckdb.connect(config=DUCKDB_CONFIG)
     try:
         literal = str(path).replace("'", "''")
-        con.execute(f"ATTACH '{literal}' AS {CATALOG} (ROW_GROUP_SIZE {ROW_GROUP_SIZE})")
+        con.execute(f"ATTACH '{literal}' AS {CATALOG} ({attach_options(path, storage_version)})")
         con.execute(f"USE {CATALOG}")
     except BaseException:
         con.close()
         raise
     return con
+
+
+def attach_options(path: Path, storage_version: str) -> str:
+    """The writer's ATTACH options for `path`: its row group size, and `storage_version` if it creates the file.
+
+    Only on creation: DuckDB refuses to lower the version of an existing file, and keeps the file's
+    own version for every later write without being told.
+    """
+    options = f"ROW_GROUP_SIZE {ROW_GROUP_SIZE}"
+    if not path.exists():
+        options += f", STORAGE_VERSION {_quoted(storage_version)}"
+    return options
+
+
+def check_storage_version(storage_version: str) -> None:
+    """Raise ValueError, listing the values DuckDB accepts, unless DuckDB can write files in that storage version."""
+    con = duckdb.connect()
+    try:
+        con.execute(f"ATTACH ':memory:' AS storage_version_check (STORAGE_VERSION {_quoted(storage_version)})")
+    except duckdb.Error as exc:
+        known = str(exc).partition("valid options are: ")[2].strip()
+        raise ValueError(
+            f"must be a DuckDB release whose storage format DuckDB {duckdb.__version__} can write "
+            f"({known or exc}), not {storage_version!r}"
+        ) from None
+    finally:
+        con.close()
+
+
+def storage_format(con: duckdb.DuckDBPyConnection, catalog: str) -> str:
+    """The storage format of an attached database file, named by DuckDB after its first release ('v1.0.0+')."""
+    row = con.execute("SELECT tags['storage_version'] FROM duckdb_databases() WHERE database_name = ?",
+                      [catalog]).fetchone()
+    return str(row[0]) if row and row[0] else ""
+
+
+@cache
+def storage_format_of(storage_version: str) -> str:
+    """The `storage_format` of a file created in `storage_version` ('v1.1.3' -> 'v1.0.0+'), from a throwaway file.
+
+    DuckDB names a file's format by the first release that wrote it, and tells only by creating one.
+    """
+    with tempfile.TemporaryDirectory(prefix="piper-storage-") as folder:
+        con = duckdb.connect()
+        try:
+            literal = str(Path(folder) / "probe.duckdb").replace("'", "''")
+            con.execute(f"ATTACH '{literal}' AS probe (STORAGE_VERSION {_quoted(storage_version)})")
+            return storage_format(con, "probe")
+        finally:
+            con.close()
+
+
+def _quoted(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:

@@ -1,4 +1,7 @@
-"""JSON shapes of the neighbouring endpoints (sessions, scenarios, run summaries), per docs/piper-api.md."""
+"""JSON shapes of the neighbouring endpoints (sessions, scenarios, run summaries, session events).
+
+As docs/piper-api.md describes them.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,9 @@ import random
 from datetime import timedelta
 from typing import Any
 
+import orjson
+
+from connector.fake_api import _agent_usage
 from connector.fake_api._build import Scenario, channel_of, iso, new_uuid
 from connector.fake_api.data import FakeDataset, RunSummary
 
@@ -166,3 +172,15 @@ def run_detail(dataset: FakeDataset, session_id: str) -> dict[str, Any]:
         },
         "error_message": error_message,
     }
+
+
+def session_events(dataset: FakeDataset, session_id: str) -> bytes | None:
+    """GET /responses/sessions/{session_id}/events: the agent's runs in a listed session; None answers 404."""
+    override = dataset.events_override(session_id)
+    if override is not None:
+        return override
+    if not dataset.is_listed(session_id):
+        return None
+    body = _agent_usage.session_events(dataset.seed, dataset.org_id, session_item(dataset, session_id),
+                                       reruns=dataset.rerun_times(session_id))
+    return orjson.dumps(body)

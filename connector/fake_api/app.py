@@ -62,7 +62,7 @@ class FakePiper:
     truncate_rate: float = 0.0
     fault_seed: int = 0
     slow_seconds: float = 2.0
-    echo_authorization: bool = False  # a hostile server: JSON errors and run critiques quote the Authorization header
+    echo_authorization: bool = False  # a hostile server: JSON errors, critiques, agent model names quote it
     list_order: ListOrder = "newest_first"  # the sessions list's order (the API documents none)
     on_list: Callable[[FakePiper, int], None] | None = field(default=None, repr=False)  # (state, list request no.)
     sessions_created_per_list: int = 0
@@ -185,6 +185,19 @@ def _echoed_in_critiques(payload: bytes, echo: str) -> bytes:
     return orjson.dumps(run)
 
 
+def _echoed_in_model_names(payload: bytes, echo: str) -> bytes:
+    """The session's events with `echo` quoted in every agent run's model name (left alone if they are no events)."""
+    try:
+        body = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return payload
+    runs = body.get("runs") if isinstance(body, dict) else None
+    for run in runs if isinstance(runs, list) else []:
+        if isinstance(run, dict):
+            run["model_name"] = f"{run.get('model_name') or ''} [saw: {echo}]"
+    return orjson.dumps(body)
+
+
 def _html(status: int, body: bytes) -> Response:
     return Response(body, status_code=status, media_type="text/html; charset=utf-8")
 
@@ -219,6 +232,9 @@ class _Api:
                     session_id = unquote(encoded)
                     fault = state.next_fault(session_id, session=True)
                     response = await self._by_session(session_id, fault, echo)
+                case ["responses", "sessions", encoded, "events"] if encoded:
+                    fault = state.next_fault(raw_path, session=False)
+                    response = await self._events(unquote(encoded), fault, echo)
                 case rest:
                     fault = state.next_fault(raw_path, session=False)
                     response = await self._faulted(fault, echo) or self._neighbour(rest, request)
@@ -274,6 +290,20 @@ class _Api:
         if payload is None:
             return _json(404, {"detail": "No scenario run found for session"})
         return Response(payload, media_type="application/json")
+
+    async def _events(self, session_id: str, fault: str | None, echo: str | None) -> Response:
+        """The session's events (its agent runs), with the faults and 429s of every other endpoint."""
+        faulted = await self._faulted(fault, echo)
+        if faulted is not None:
+            return faulted
+        body = _views.session_events(self.state.dataset, session_id)
+        if body is not None and echo is not None:
+            body = _echoed_in_model_names(body, echo)
+        if fault == "truncate":
+            return TruncatedResponse(body or b'{"detail": "Session not found"}')
+        if body is None:
+            return _json(404, {"detail": "Session not found"})
+        return Response(body, media_type="application/json")
 
     def _neighbour(self, rest: list[str], request: Request) -> Response:
         dataset = self.state.dataset

@@ -5,9 +5,10 @@ payload never depends on which other sessions exist or in what order they were a
 
 The dataset also changes the way a live org does, for the sync's tests: sessions are created
 (`add_session`, `add_runless_session`) and deleted (`remove_session`), runs finish (`complete_pending`)
-and are re-run (`rerun`: a new run id and new results). Each change moves the session's `updated_at`
-to the dataset's clock, which starts at `WINDOW_END` (after every generated session) and ticks one
-second per change; a created session's `created_at` is that clock too, so it is the newest.
+and are re-run (`rerun`: a new run id and new results; one more agent run on the events endpoint). Each
+change moves the session's `updated_at` to the dataset's clock, which starts at `WINDOW_END` (after every
+generated session) and ticks one second per change; a created session's `created_at` is that clock too,
+so it is the newest.
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ class FakeDataset:
     _forced: dict[str, str] = field(init=False, repr=False, default_factory=dict)
     _completed: set[str] = field(init=False, repr=False, default_factory=set)
     _overrides: dict[str, bytes] = field(init=False, repr=False, default_factory=dict)
+    _events_overrides: dict[str, bytes] = field(init=False, repr=False, default_factory=dict)
+    _rerun_times: dict[str, list[datetime]] = field(init=False, repr=False, default_factory=dict)
     _headers: dict[str, RunHeader] = field(init=False, repr=False, default_factory=dict)
     _encoded: OrderedDict[str, bytes] = field(init=False, repr=False, default_factory=OrderedDict)
     _summaries: dict[str, RunSummary] = field(init=False, repr=False, default_factory=dict)
@@ -152,6 +155,16 @@ class FakeDataset:
         with self._lock:
             override = self._overrides.get(session_id)
         return override if override is not None else self._generated_bytes(session_id)
+
+    def rerun_times(self, session_id: str) -> list[datetime]:
+        """When the session's scenario was re-run (`rerun`), oldest first; each re-run adds an agent run."""
+        with self._lock:
+            return list(self._rerun_times.get(session_id, ()))
+
+    def events_override(self, session_id: str) -> bytes | None:
+        """The body `set_events` gave the session's events endpoint, or None to serve the generated one."""
+        with self._lock:
+            return self._events_overrides.get(session_id)
 
     def header(self, session_id: str) -> RunHeader:
         """Run id, scenario, agent and start time of a known session's (latest) run."""
@@ -275,6 +288,7 @@ class FakeDataset:
             if status is not None:
                 self._forced[session_id] = status
             self._touch(session_id)
+            self._rerun_times.setdefault(session_id, []).append(self._updated[session_id])
             self._headers.pop(session_id, None)
             self._invalidate(session_id)
             self._run_index.clear()
@@ -293,6 +307,12 @@ class FakeDataset:
         encoded = orjson.dumps(payload)
         with self._lock:
             self._overrides[session_id] = encoded
+
+    def set_events(self, session_id: str, payload: object) -> None:
+        """Make the session's events endpoint answer 200 with exactly this JSON value (a known session or not)."""
+        encoded = orjson.dumps(payload)
+        with self._lock:
+            self._events_overrides[session_id] = encoded
 
     def set_body(self, session_id: str, body: bytes) -> None:
         """Make the by-session endpoint answer 200 `application/json` with exactly these bytes (valid or not)."""
