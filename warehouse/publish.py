@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
 import duckdb
 
+from schemas.tables import DIMENSION_KEYS
 from warehouse import analytics, files, leases, pricing, reader, snapshot, store, views
 from warehouse.ddl import quote_ident
 from warehouse.report_data import collect
@@ -97,11 +99,12 @@ LOAD_SCOPE = "the runs of this load"
 _LOAD_ROWS = {
     "runs": "_load_id = $load_id", "turns": "_load_id = $load_id", "criteria_results": "_load_id = $load_id",
     "loads": "load_id = $load_id",
-    "sessions": f"session_id IN (SELECT session_id FROM {LOAD_SUMMARY_CATALOG}.runs)",
-    "scenario_criteria": f"scenario_id IN (SELECT scenario_id FROM {LOAD_SUMMARY_CATALOG}.runs)",
+    # every dimension (sessions, scenarios, ...), by the key the load's runs carry
+    **{table: f"{quote_ident(key)} IN (SELECT {quote_ident(key)} FROM {LOAD_SUMMARY_CATALOG}.runs)"
+       for table, key in DIMENSION_KEYS.items()},
     "token_prices": "true",
 }
-"""What the verdict summary of one load reads of each table it needs (the analytics views' inputs)."""
+"""What the verdict summary of one load reads of each table the analytics views read."""
 
 
 def load_summary_markdown(con: duckdb.DuckDBPyConnection, catalog: str, load_id: str, source: Path) -> str:
@@ -111,6 +114,7 @@ def load_summary_markdown(con: duckdb.DuckDBPyConnection, catalog: str, load_id:
     `token_prices`). Only the load's rows are read, by constants that skip other loads' row groups, and
     the dimension rows of its sessions and scenarios, into an in-memory catalog where the analytics
     views run: the summary costs what the load holds, not the warehouse. Read through a cursor of its own.
+    It leaves out what changed in the week (that needs the history: `piper-etl report`, `check`).
     """
     cursor = con.cursor()
     try:
@@ -123,8 +127,10 @@ def load_summary_markdown(con: duckdb.DuckDBPyConnection, catalog: str, load_id:
                                f"WHERE {where}", {"load_id": load_id} if "$load_id" in where else {})
             cursor.execute(f"USE {LOAD_SUMMARY_CATALOG}")
             cursor.execute(analytics.analytics_sql())
-            return summary_markdown(collect(reader.Analytics(cursor, source, prices_from_setting=False)),
-                                    scope=LOAD_SCOPE)
+            data = collect(reader.Analytics(cursor, source, prices_from_setting=False))
+            # What changed in the week is judged against the history, which this summary does not read:
+            # `piper-etl report` and `piper-etl check` show it.
+            return summary_markdown(replace(data, changes=None), scope=LOAD_SCOPE)
         finally:
             cursor.execute(f"USE {catalog}")
             cursor.execute(f"DETACH {LOAD_SUMMARY_CATALOG}")
