@@ -34,7 +34,6 @@ from flows.report import load_summary_markdown, sync_summary_markdown
 from flows.settings import TOKEN_BLOCK, HttpClient, LoadSettings, OutputFormat, SyncOptions
 from schemas.flatten import SessionInfo
 from warehouse.load import LoadTarget, LoadTransaction, land_chunk, open_load
-from warehouse.publish import analytics_markdown
 from warehouse.store import DEFAULT_STORAGE_VERSION
 
 T = TypeVar("T")
@@ -147,10 +146,12 @@ async def land_in_tasks(
 
 
 async def publish_summary(key: str, markdown: str, load: pipeline.LoadSummary, line: str) -> None:
-    """The run's artifact (`markdown`, then the warehouse's verdict summary) and its summary line and warnings."""
-    verdicts = load.verdicts_markdown  # read while the snapshot was copied
-    if verdicts is None:  # a Parquet-only load
-        verdicts = analytics_markdown(load.out_dir)
+    """The run's artifact (`markdown`, then the verdict summary of the load's own runs), summary line and warnings.
+
+    The summary was read by the commit (`LoadTransaction.commit(summarize=True)`) from the load's rows
+    alone, so its cost follows the load, not the warehouse.
+    """
+    verdicts = load.verdicts_markdown or ""
     await acreate_markdown_artifact(key=key, markdown=markdown + "\n" + verdicts, description=line)
     logger = get_run_logger()
     logger.info(line)

@@ -26,6 +26,12 @@ from warehouse.crash import CRASH_EXIT_STATUS
 from warehouse.load import open_load
 
 WHOLE_COPY = "copying the whole database"
+
+
+@pytest.fixture(autouse=True)
+def incremental_even_when_tiny(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These databases are far below `snapshot.COPY_BELOW_BYTES`: update the standby all the same."""
+    monkeypatch.setenv(snapshot.COPY_BELOW_ENV, "0")
 T0 = datetime(2027, 1, 1, tzinfo=UTC)
 
 # A dashboard: opens the snapshot read-only and, for every line on stdin, prints a fingerprint of it.

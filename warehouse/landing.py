@@ -50,7 +50,12 @@ def load_row_path(root: Path, load_id: str) -> Path:
 
 def load_id_of(part: Path) -> str:
     """The load id a part file belongs to (both the current and the pre-0.2 naming)."""
-    stem = part.name.removesuffix(".parquet")
+    return load_id_of_name(part.name)
+
+
+def load_id_of_name(name: str) -> str:
+    """`load_id_of` for a file name (a folder listing's entries: no Path made for each)."""
+    stem = name.removesuffix(".parquet")
     if "." in stem:
         return stem.split(".", 1)[0]
     return stem.rsplit("-", 1)[0] if stem.count("-") >= 2 else stem

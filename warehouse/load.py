@@ -74,7 +74,7 @@ class LoadTarget:
 
 @dataclass(frozen=True)
 class Committed:
-    """What the commit did: the `loads` row, and the verdict summary if asked."""
+    """What the commit did: the `loads` row, and the verdict summary of the load's own runs if asked."""
 
     load_row: dict[str, object]
     verdicts_markdown: str | None = None
@@ -129,12 +129,12 @@ class LoadTransaction:
     def stored_final_runs(self, session_ids: list[str]) -> dict[str, str]:
         """session_id -> run_id for the sessions whose current run is final in every store this load writes.
 
-        Read as `_read_state` says; without the database (another writer holds it) `duckdb` skips nothing.
+        Read as `reading_state` says; without the database (another writer holds it) `duckdb` skips nothing.
         """
         if not session_ids:
             return {}
-        if self.writes_parquet and not (self.writes_duckdb and self._con is not None):
-            # The Parquet files answer, as `_read_state` would, but reading only what decides these sessions.
+        if self._reads_parquet:
+            # The Parquet files answer, as `reading_state` would, but reading only what decides these sessions.
             found = store.landed_final_session_runs(self.out_dir / landing.PARQUET_DIR, session_ids)
             return {session: run for session, (run, _) in found.items()}
         return self._read_state(lambda con: store.final_session_runs(con, session_ids))
@@ -144,69 +144,68 @@ class LoadTransaction:
     ) -> dict[str, dict[str, object]]:
         """key -> the named columns of the current row of each key in a dimension table (`sessions`, `scenarios`).
 
-        Only the requested keys are read; a key without a row is absent. Read as `_read_state` says.
+        Only the requested keys are read; a key without a row is absent. Read as `reading_state` says.
         """
         wanted = list(dict.fromkeys(keys))
         if not wanted:
             return {}
+        if self._reads_parquet:
+            # The Parquet files answer, as `reading_state` would, but reading only that table's rows of these keys.
+            found = store.landed_dimension_rows(self.out_dir / landing.PARQUET_DIR, table, wanted, columns)
+            return {key: row for key, (row, _) in found.items()}
         return self._read_state(lambda con: store.dimension_rows(con, table, wanted, columns))
 
-    def _read_state(self, read: Callable[[duckdb.DuckDBPyConnection], dict[str, tuple[T, str]]]) -> dict[str, T]:
-        """What `read` finds (key -> (value, load_id of its row)) in the committed state of the stores this load writes.
+    @property
+    def _reads_parquet(self) -> bool:
+        """Whether the state this load builds on is that of the Parquet files (`reading_state`)."""
+        return self.writes_parquet and not (self.writes_duckdb and self._con is not None)
 
-        DuckDB answers when this load holds it; for `both` only rows whose load is also committed in
-        the Parquet files count. Without the database (another writer holds it) `both` reads the
-        Parquet state (DuckDB catches up with it at the commit) and `duckdb` reads the database
-        read-only if nobody writes it right now, else finds nothing.
+    def _read_state(self, read: Callable[[duckdb.DuckDBPyConnection], dict[str, tuple[T, str]]]) -> dict[str, T]:
+        """What `read` finds (key -> (value, load_id of its row)) in `reading_state`, of committed loads only."""
+        with self.reading_state() as state:
+            if state is None:
+                return {}
+            try:
+                found = read(state.con)
+            except duckdb.CatalogException:  # a database no load of this version has written yet
+                return {}
+        return {key: value for key, (value, load_id) in found.items()
+                if state.committed is None or load_id in state.committed}
+
+    @contextmanager
+    def reading_state(self) -> Iterator[sync_reads.StateView | None]:
+        """The committed state this load builds on (its reads, and the sync's); None when no store can be read.
+
+        DuckDB when this load holds it, through a cursor of its own (the inserter thread may be using the
+        connection, and a cursor sees the committed state, not this load's inserts); for `both`, only
+        rows whose load is also committed in the Parquet files count (`StateView.committed`). Without
+        the database (another writer holds it) `both` and `parquet` read the Parquet files (DuckDB
+        catches up with them at the commit), and `duckdb` reads the database read-only if nobody
+        writes it right now, else nothing.
         """
         parquet_root = self.out_dir / landing.PARQUET_DIR
         if self.writes_duckdb and self._con is not None:
-            # A cursor of its own: the inserter thread may be using the connection (DuckDB connections are
-            # not for two threads at once), and a cursor sees the committed state, not this load's inserts.
+            committed = frozenset(landing.committed_load_ids(parquet_root)) if self.writes_parquet else None
             cursor = self._con.cursor()
             try:
                 cursor.execute(f"USE {store.CATALOG}")
-                found = read(cursor)
+                yield sync_reads.StateView(cursor, committed)
             finally:
                 cursor.close()
-            if not self.writes_parquet:
-                return {key: value for key, (value, _) in found.items()}
-            committed = landing.committed_load_ids(parquet_root)
-            return {key: value for key, (value, load_id) in found.items() if load_id in committed}
+            return
         if self.writes_parquet:
             if not views.present_tables(parquet_root):
-                return {}
+                yield None
+                return
             con = views.open_current_state(parquet_root)
         else:
             try:
                 con = store.connect(self.out_dir / store.DATABASE_FILE, read_only=True, lock_timeout=0)
             except (store.WarehouseLocked, duckdb.Error):
-                return {}
+                yield None
+                return
         try:
-            return {key: value for key, (value, _) in read(con).items()}
-        except duckdb.CatalogException:  # a database no load of this version has written yet
-            return {}
-        finally:
-            con.close()
-
-    @contextmanager
-    def reading_state(self) -> Iterator[sync_reads.StateView | None]:
-        """The current state this load builds on, for the sync's reads; None when no store can be read.
-
-        The same store as `stored_final_runs` reads: the database when this load holds it (for `both`,
-        counting only loads committed in the Parquet files), else the Parquet files (for `parquet`, `both`).
-        """
-        parquet_root = self.out_dir / landing.PARQUET_DIR
-        if self.writes_duckdb and self._con is not None:
-            committed = frozenset(landing.committed_load_ids(parquet_root)) if self.writes_parquet else None
-            yield sync_reads.StateView(self._con, committed)
-            return
-        if not self.writes_parquet or not views.present_tables(parquet_root):
-            yield None
-            return
-        con = views.open_current_state(parquet_root)
-        try:
-            yield sync_reads.StateView(con)
+            yield sync_reads.StateView(con, parquet_root=parquet_root if self.writes_parquet else None)
         finally:
             con.close()
 
@@ -277,10 +276,12 @@ class LoadTransaction:
                 self._merge = None
             crash_point("merged")
             verdicts = publish.publish_duckdb(con, self.out_dir, prices, now, summarize=summarize,
-                                              storage_version=self.storage_version)
+                                              load_id=self.load_id, storage_version=self.storage_version)
             if not self.writes_parquet:
                 landing.remove_load(self.root, self.load_id)
                 files.prune_empty_folders(self.root)
+        elif summarize:
+            verdicts = publish.parquet_load_summary_markdown(parquet_root, self.load_id)
         self.done = True
         self.close()
         if self.writes_parquet:  # after the lease is gone, so that the compaction may cover this load too

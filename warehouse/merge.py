@@ -46,6 +46,29 @@ _VERSIONS = """CREATE OR REPLACE TEMP TABLE merge_versions AS
     FROM fetch_log f JOIN loads l USING (load_id)
     WHERE f.outcome = 'loaded' AND (f.run_id IN (SELECT run_id FROM groups)
                                     OR f.session_id IN (SELECT session_id FROM groups))"""
+_NEWEST_VERSIONS = """CREATE OR REPLACE TEMP TABLE merge_versions AS
+    WITH versions AS (
+        SELECT run_id, session_id, load_id FROM fetch_log WHERE load_id = $load_id AND outcome = 'loaded'
+        UNION
+        SELECT run_id, session_id, _load_id FROM runs
+        WHERE _load_id <> $load_id AND (run_id IN (SELECT run_id FROM merge_touched)
+                                        OR session_id IN (SELECT session_id FROM merge_touched))
+    )
+    SELECT v.run_id, v.session_id, v.load_id,
+           row_number() OVER (PARTITION BY v.run_id
+                              ORDER BY coalesce(l.load_seq, 0) DESC, v.load_id DESC, v.session_id DESC) = 1
+           AND row_number() OVER (PARTITION BY v.session_id
+                                  ORDER BY coalesce(l.load_seq, 0) DESC, v.load_id DESC) = 1 AS is_current
+    FROM versions v JOIN loads l USING (load_id)"""
+"""`_VERSIONS` for a load newer than every other merged one, from `runs` instead of the whole `fetch_log`.
+
+Every version newer than an old one is this load's, so the old versions that can lose are the current
+ones, which are the versions `runs` holds; an old version that is no longer current has no rows left
+to delete and, being older, cannot make one of this load's lose. So ranking this load's versions with
+the current ones of the same runs and sessions decides what the whole history would.
+"""
+_NEWER_LOADS = """SELECT count(*) FROM loads WHERE load_id <> $load_id
+    AND (coalesce(load_seq, 0) > $load_seq OR (coalesce(load_seq, 0) = $load_seq AND load_id > $load_id))"""
 
 
 class Merge:
@@ -90,7 +113,8 @@ class Merge:
             f"VALUES ({', '.join('?' for _ in columns)})",
             [load_row[c] for c in columns],
         )
-        self._settle()
+        seq = load_row.get("load_seq")
+        self._settle(seq if isinstance(seq, int) else 0)
         for table in landed_dimensions:
             _settle_dimension(con, table, load_id)
         crash_point("merge-uncommitted")
@@ -112,11 +136,18 @@ class Merge:
         _insert_parts(self.con, table, parts)
         self.inserted.update(parts)
 
-    def _settle(self) -> None:
+    def _newest(self, load_seq: int) -> bool:
+        """Whether this load comes after every other load the database holds (by load_seq, then load_id)."""
+        return _count(self.con, _NEWER_LOADS, {"load_id": self.load_id, "load_seq": load_seq}) == 0
+
+    def _settle(self, load_seq: int) -> None:
         """Delete the rows of versions that are no longer current (module docstring)."""
         con = self.con
         con.execute(_TOUCHED, [self.load_id])
-        con.execute(_VERSIONS)
+        if self._newest(load_seq):
+            con.execute(_NEWEST_VERSIONS, {"load_id": self.load_id})
+        else:  # merged after a newer load (catching up): its versions may lose to ones `runs` no longer holds
+            con.execute(_VERSIONS)
         losers = _count(con, "SELECT count(*) FROM merge_versions WHERE NOT is_current")
         if losers:
             for table in DATA_TABLES:
@@ -165,6 +196,6 @@ def _insert_parts(con: duckdb.DuckDBPyConnection, table: str, parts: list[Path])
     )
 
 
-def _count(con: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None = None) -> int:
+def _count(con: duckdb.DuckDBPyConnection, sql: str, params: list[object] | dict[str, object] | None = None) -> int:
     row = con.execute(sql, params or []).fetchone()
     return int(row[0]) if row else 0

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
 import duckdb
 
+from schemas.tables import DIMENSION_KEYS
 from warehouse import analytics, files, leases, pricing, reader, snapshot, store, views
+from warehouse.ddl import quote_ident
 from warehouse.report_data import collect
 from warehouse.report_markdown import summary_markdown
 
@@ -49,13 +52,14 @@ def publish_parquet(out_dir: Path, parquet_root: Path, prices: pricing.PriceList
 
 def publish_duckdb(
     con: duckdb.DuckDBPyConnection, out_dir: Path, prices: pricing.PriceList | None, now: datetime,
-    *, summarize: bool, storage_version: str = store.DEFAULT_STORAGE_VERSION,
+    *, summarize: bool, load_id: str | None = None, storage_version: str = store.DEFAULT_STORAGE_VERSION,
 ) -> str | None:
     """Store the prices and (re)create the views through the writer connection, then publish the snapshot.
 
     The snapshot is brought up to date while `con` still holds the database's lock, right after a
     CHECKPOINT, so it is one whole committed state (warehouse/snapshot.py). `summarize`: returns the
-    verdict summary markdown, read through another cursor of `con` while the snapshot is published.
+    verdict summary markdown, read through another cursor of `con` while the snapshot is published:
+    of the rows of load `load_id` (`load_summary_markdown`), or of the whole state when None.
     `storage_version`: the DuckDB storage version the snapshot is written in.
     """
     more_sql = f"CREATE OR REPLACE VIEW current_versions AS {views.CURRENT_VERSIONS_SQL};\n" + views.KEY_COLLISIONS_SQL
@@ -68,15 +72,17 @@ def publish_duckdb(
             return None
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="piper-snapshot") as pool:
             published = pool.submit(snapshot.publish, publishing, out_dir, views_sql, storage_version=storage_version)
-            verdicts = _verdicts_from_writer(con, out_dir / store.DATABASE_FILE)
+            verdicts = _verdicts_from_writer(con, out_dir / store.DATABASE_FILE, load_id)
             published.result()
         return verdicts
     finally:
         publishing.close()
 
 
-def _verdicts_from_writer(con: duckdb.DuckDBPyConnection, database: Path) -> str:
-    """The verdict summary of the committed state, read through a cursor of the writer connection."""
+def _verdicts_from_writer(con: duckdb.DuckDBPyConnection, database: Path, load_id: str | None) -> str:
+    """The verdict summary of the committed state (or of one load's rows), read through a cursor of the writer."""
+    if load_id is not None:
+        return load_summary_markdown(con, store.CATALOG, load_id, database)
     cursor = con.cursor()
     try:
         cursor.execute("SET TimeZone = 'UTC'")  # as `reader.open_analytics`: the cursor's setting only
@@ -86,6 +92,68 @@ def _verdicts_from_writer(con: duckdb.DuckDBPyConnection, database: Path) -> str
         return summary_unavailable(exc)
     finally:
         cursor.close()
+
+
+LOAD_SUMMARY_CATALOG = "piper_load_summary"
+LOAD_SCOPE = "the runs of this load"
+_LOAD_ROWS = {
+    "runs": "_load_id = $load_id", "turns": "_load_id = $load_id", "criteria_results": "_load_id = $load_id",
+    "loads": "load_id = $load_id",
+    # every dimension (sessions, scenarios, ...), by the key the load's runs carry
+    **{table: f"{quote_ident(key)} IN (SELECT {quote_ident(key)} FROM {LOAD_SUMMARY_CATALOG}.runs)"
+       for table, key in DIMENSION_KEYS.items()},
+    "token_prices": "true",
+}
+"""What the verdict summary of one load reads of each table the analytics views read."""
+
+
+def load_summary_markdown(con: duckdb.DuckDBPyConnection, catalog: str, load_id: str, source: Path) -> str:
+    """The verdict summary of one load's current rows (its runs, their turns and criteria results) as markdown.
+
+    `catalog` of `con` holds the current state (the database, or the Parquet current-state views with
+    `token_prices`). Only the load's rows are read, by constants that skip other loads' row groups, and
+    the dimension rows of its sessions and scenarios, into an in-memory catalog where the analytics
+    views run: the summary costs what the load holds, not the warehouse. Read through a cursor of its own.
+    It leaves out what changed in the week (that needs the history: `piper-etl report`, `check`).
+    """
+    cursor = con.cursor()
+    try:
+        cursor.execute("SET TimeZone = 'UTC'")
+        cursor.execute(f"ATTACH ':memory:' AS {LOAD_SUMMARY_CATALOG}")
+        try:
+            for table, where in _LOAD_ROWS.items():
+                t = table if table == pricing.TABLE else quote_ident(table)
+                cursor.execute(f"CREATE TABLE {LOAD_SUMMARY_CATALOG}.{t} AS SELECT * FROM {catalog}.{t} "
+                               f"WHERE {where}", {"load_id": load_id} if "$load_id" in where else {})
+            cursor.execute(f"USE {LOAD_SUMMARY_CATALOG}")
+            cursor.execute(analytics.analytics_sql())
+            data = collect(reader.Analytics(cursor, source, prices_from_setting=False))
+            # What changed in the week is judged against the history, which this summary does not read:
+            # `piper-etl report` and `piper-etl check` show it.
+            return summary_markdown(replace(data, changes=None), scope=LOAD_SCOPE)
+        finally:
+            cursor.execute(f"USE {catalog}")
+            cursor.execute(f"DETACH {LOAD_SUMMARY_CATALOG}")
+    except duckdb.Error as exc:
+        return summary_unavailable(exc)
+    finally:
+        cursor.close()
+
+
+def parquet_load_summary_markdown(parquet_root: Path, load_id: str) -> str:
+    """`load_summary_markdown` over the committed Parquet files (a load that does not write DuckDB)."""
+    try:
+        con = views.open_current_state(parquet_root)
+    except duckdb.Error as exc:
+        return summary_unavailable(exc)
+    try:
+        priced = pricing.prices_part(parquet_root).exists()
+        con.execute(analytics.token_prices_view_sql(parquet_root.as_posix(), priced))
+        return load_summary_markdown(con, "memory", load_id, parquet_root)
+    except duckdb.Error as exc:
+        return summary_unavailable(exc)
+    finally:
+        con.close()
 
 
 def analytics_markdown(out_dir: Path, *, prefer_snapshot: bool = False) -> str:

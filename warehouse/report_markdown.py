@@ -8,11 +8,14 @@ SCENARIOS_SHOWN = 20
 CRITERIA_SHOWN = 10
 
 
-def summary_markdown(data: ReportData) -> str:
-    """Totals, the price note, scenarios and the most failing criteria, as markdown."""
+ALL_LOADS = "current state, all loads"
+
+
+def summary_markdown(data: ReportData, *, scope: str = ALL_LOADS) -> str:
+    """Totals, the price note, scenarios and the most failing criteria, as markdown; `scope` says of which runs."""
     t = data.totals
     lines = [
-        "## Verdicts and judge cost (current state, all loads)",
+        f"## Verdicts and judge cost ({scope})",
         "",
         f"{t['runs']} runs, {t['runs_final']} final: run pass rate **{pct(t['run_pass_rate'])}**, criteria pass rate "
         f"**{pct(t['criteria_pass_rate'])}**; judge tokens {tokens(t['input_tokens'])} in / "

@@ -28,6 +28,12 @@ changed, not the size of the database:
   connection opens the previous complete snapshot or the new one; a connection opened earlier keeps the
   file it opened, which no publish writes while it is published or held.
 
+A database smaller than `COPY_BELOW_BYTES` and already in the storage format wanted is copied whole
+instead: below that size a byte copy (one sequential write) takes less time than updating a standby
+(an ATTACH, a transaction, a CHECKPOINT), and it leaves nothing behind for the other standby to catch
+up with (docs/bi.md has the measurement). A database in another format is not converted every load:
+its standbys are converted once and then updated.
+
 When the standby cannot be updated (it does not exist yet, cannot be opened, has an older table
 layout, holds loads the database does not, or a reader holds it) it is replaced by a whole copy of the
 database, taken right after the CHECKPOINT of `analytics.install` (the file alone holds every committed
@@ -70,6 +76,10 @@ STANDBY_FILES = ("a.duckdb", "b.duckdb")
 STANDBY_CATALOG = "piper_bi"
 CONVERTED_CATALOG = "piper_bi_converted"
 _COPY_BUFFER = 1 << 20
+COPY_BELOW_BYTES = 100 * 2**20
+"""Below this size of `piper.duckdb` a publish copies the database whole (module docstring)."""
+COPY_BELOW_ENV = "PIPER_ETL_SNAPSHOT_COPY_BELOW"
+"""Overrides `COPY_BELOW_BYTES` (bytes): tests set 0 to update standbys of tiny databases too."""
 logger = logging.getLogger(__name__)
 
 
@@ -87,14 +97,15 @@ def standby_paths(out_dir: Path) -> list[Path]:
 
 def publish(
     con: duckdb.DuckDBPyConnection, out_dir: Path, views_sql: str, *,
-    storage_version: str = store.DEFAULT_STORAGE_VERSION,
+    storage_version: str = store.DEFAULT_STORAGE_VERSION, copy_below: int | None = None,
 ) -> Path | None:
     """Bring the standby up to date from the writer `con` and publish it; None when Windows refused.
 
     `con`: a cursor of the writer connection that nothing else uses meanwhile (its `USE` changes);
     the database must have just been CHECKPOINTed (a whole copy may be needed). `views_sql`: the
     CREATE OR REPLACE VIEW statements the writer ran, run again inside the standby. `storage_version`:
-    the DuckDB storage version the snapshot is kept in (module docstring).
+    the DuckDB storage version the snapshot is kept in (module docstring). `copy_below`: the size in
+    bytes below which the database is copied whole (default: `copy_below_bytes()`).
     """
     con.execute(f"USE {store.CATALOG}")
     target = snapshot_path(out_dir)
@@ -104,16 +115,34 @@ def publish(
         stale.unlink(missing_ok=True)  # left by a killed publish (one at a time: the writer's lock)
     standby = _standby_to_write(target, standby_paths(out_dir))
     wanted = store.storage_format_of(storage_version)
-    why = _update_standby(con, standby, views_sql, wanted)
+    database = out_dir / store.DATABASE_FILE
+    below = copy_below_bytes() if copy_below is None else copy_below
+    size = database.stat().st_size
+    if size < below and store.storage_format(con, store.CATALOG) == wanted:  # a byte copy, not a conversion
+        why: str | None = f"the database ({size / 2**20:.0f} MB) is smaller than {below / 2**20:.0f} MB"
+    else:
+        why = _update_standby(con, standby, views_sql, wanted)
     if why is not None:
         logger.info("BI snapshot: copying the whole database into %s because %s", standby, why)
         _wal(standby).unlink(missing_ok=True)  # would be replayed into the new copy otherwise
         if store.storage_format(con, store.CATALOG) == wanted:
-            publish_snapshot(out_dir / store.DATABASE_FILE, standby)
+            publish_snapshot(database, standby)
         else:
             _copy_converted(con, standby, storage_version)
     crash_point("snapshot-updated")
     return _link(standby, target)
+
+
+def copy_below_bytes() -> int:
+    """`COPY_BELOW_BYTES`, or the bytes `PIPER_ETL_SNAPSHOT_COPY_BELOW` names (a publish never fails over it)."""
+    given = os.environ.get(COPY_BELOW_ENV, "").strip()
+    if not given:
+        return COPY_BELOW_BYTES
+    try:
+        return int(given)
+    except ValueError:
+        logger.warning("%s must be a number of bytes, not %r: using %d", COPY_BELOW_ENV, given, COPY_BELOW_BYTES)
+        return COPY_BELOW_BYTES
 
 
 def publish_snapshot(database: Path, target: Path) -> Path | None:
@@ -221,16 +250,24 @@ def _catch_up(con: duckdb.DuckDBPyConnection, views_sql: str) -> str | None:
     touched = ("(run_id IN (SELECT run_id FROM temp.snapshot_touched) "
                "OR session_id IN (SELECT session_id FROM temp.snapshot_touched))")
     # The standby's run versions that the missing loads made no longer current (every row of a data
-    # table belongs to the version of its runs row: same run_id, session_id and _load_id).
+    # table belongs to the version of its runs row: same run_id, session_id and _load_id): those of the
+    # standby's versions sharing a run or session with them that the database no longer holds. The
+    # database is asked by the candidates' load ids, as constants: only those loads' row groups are read.
     con.execute(f"""CREATE OR REPLACE TEMP TABLE snapshot_stale AS
-        SELECT run_id, session_id, _load_id FROM {bi}.runs WHERE {touched}
-        EXCEPT SELECT run_id, session_id, _load_id FROM {db}.runs WHERE {touched}""")
+        SELECT run_id, session_id, _load_id FROM {bi}.runs WHERE {touched}""")
+    candidate_loads = [row[0] for row in con.execute("SELECT DISTINCT _load_id FROM temp.snapshot_stale").fetchall()]
+    if candidate_loads:
+        con.execute(f"""DELETE FROM temp.snapshot_stale s USING {db}.runs r
+            WHERE r._load_id IN ({', '.join('?' for _ in candidate_loads)}) AND r.run_id = s.run_id
+            AND r.session_id = s.session_id AND r._load_id = s._load_id""", candidate_loads)
+    stale = bool(candidate_loads) and _count(con, "SELECT count(*) FROM temp.snapshot_stale") > 0
     con.execute("BEGIN TRANSACTION")
     try:
         for table in DATA_TABLES:
             t = quote_ident(table)
-            con.execute(f"DELETE FROM {bi}.{t} USING temp.snapshot_stale s WHERE {t}.run_id = s.run_id "
-                        f"AND {t}.session_id = s.session_id AND {t}._load_id = s._load_id")
+            if stale:
+                con.execute(f"DELETE FROM {bi}.{t} USING temp.snapshot_stale s WHERE {t}.run_id = s.run_id "
+                            f"AND {t}.session_id = s.session_id AND {t}._load_id = s._load_id")
             _replace(con, table, f"_load_id {of_load}", missing)  # the new loads' rows that are current
         for table, key in DIMENSION_KEYS.items():
             t, k = quote_ident(table), quote_ident(key)
@@ -261,6 +298,11 @@ def _replace(con: duckdb.DuckDBPyConnection, table: str, where: str, params: lis
     t = table if table == "token_prices" else quote_ident(table)
     con.execute(f"DELETE FROM {STANDBY_CATALOG}.{t} WHERE {where}", params)
     con.execute(f"INSERT INTO {STANDBY_CATALOG}.{t} BY NAME SELECT * FROM {store.CATALOG}.{t} WHERE {where}", params)
+
+
+def _count(con: duckdb.DuckDBPyConnection, sql: str) -> int:
+    row = con.execute(sql).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _views(con: duckdb.DuckDBPyConnection, catalog: str) -> list[tuple[object, ...]]:

@@ -207,6 +207,38 @@ def dimension_rows(
     return {row[0]: (dict(zip(names, row[2:], strict=True)), row[1]) for row in rows}
 
 
+_LANDED_DIMENSION = """SELECT t.k, t._load_id, {selected} FROM (
+    SELECT {key} AS k, * FROM {rows} WHERE {key} IN (SELECT unnest($keys::VARCHAR[]))
+) AS t JOIN (SELECT load_id, load_seq FROM {loads}) AS l ON l.load_id = t._load_id
+QUALIFY rank() OVER (PARTITION BY t.k ORDER BY coalesce(l.load_seq, 0) DESC, t._load_id DESC) = 1"""
+
+
+def landed_dimension_rows(
+    parquet_root: Path, table: str, keys: Iterable[str], columns: Iterable[str]
+) -> dict[str, tuple[dict[str, object], str]]:
+    """`dimension_rows` answered from the committed Parquet files under `parquet_root`, for these keys only.
+
+    The rule of the current-state view (`views.dimension_sql`: per key, the rows of the newest committed
+    load that landed it), applied to the rows of the asked keys alone, over only that table's files and
+    the `loads` files: not the views of every table, which bind every file of the landing.
+    """
+    layout = views.read_layout(parquet_root)
+    if not {table, "loads"} <= layout.tables():
+        return {}
+    root = parquet_root.as_posix()
+    key, names = quote_ident(DIMENSION_KEYS[table]), list(columns)
+    sql = _LANDED_DIMENSION.format(
+        selected=", ".join(f"t.{quote_ident(name)}" for name in names), key=key,
+        rows=views.source_sql(root, table, layout.paths(table)),
+        loads=views.source_sql(root, "loads", layout.paths("loads")))
+    con = duckdb.connect()
+    try:
+        rows = con.execute(sql, {"keys": list(keys)}).fetchall()
+    finally:
+        con.close()
+    return {row[0]: (dict(zip(names, row[2:], strict=True)), row[1]) for row in rows}
+
+
 _LANDED_VERSIONS = """CREATE TEMP TABLE asked_versions AS
 WITH asked AS (SELECT DISTINCT unnest($sessions::VARCHAR[]) AS session_id),
 landed_log AS (SELECT load_id, session_id, outcome, run_id, fetched_at FROM {fetch_log}),

@@ -42,10 +42,15 @@ class StoredRun:
 
 @dataclass(frozen=True)
 class StateView:
-    """A connection over the current state, and the load ids that count (None: every committed load)."""
+    """A connection over the current state, and the load ids that count (None: every committed load).
+
+    `parquet_root`: the landing whose current-state views `con` shows, when it does; reads by key go
+    to its files directly (`store.landed_dimension_rows`) instead of through the views.
+    """
 
     con: duckdb.DuckDBPyConnection
     committed: frozenset[str] | None = None
+    parquet_root: Path | None = None
 
     def has(self, table: str) -> bool:
         """Whether the state has this table (a database written by an older piper-etl, opened read-only, may not)."""
@@ -101,7 +106,10 @@ def stored_sessions(state: StateView | None, session_ids: Sequence[str]) -> dict
     """session_id -> its current `sessions` row (the listing columns), for these sessions."""
     if state is None or not session_ids or not state.has("sessions"):
         return {}
-    rows = store.dimension_rows(state.con, "sessions", session_ids, _SESSION_COLUMNS)
+    if state.parquet_root is not None:
+        rows = store.landed_dimension_rows(state.parquet_root, "sessions", session_ids, _SESSION_COLUMNS)
+    else:
+        rows = store.dimension_rows(state.con, "sessions", session_ids, _SESSION_COLUMNS)
     return {session_id: dict(row) for session_id, (row, load_id) in rows.items()
             if state.committed is None or load_id in state.committed}
 
@@ -122,7 +130,8 @@ def open_state_readonly(out_dir: Path, *, lock_timeout: float) -> Iterator[State
     The committed Parquet files when there are any, else `piper.duckdb` opened read-only.
     """
     parquet_root = out_dir / landing.PARQUET_DIR
-    if parquet_root.is_dir() and views.present_tables(parquet_root):
+    found = parquet_root.is_dir() and views.present_tables(parquet_root)
+    if found:
         con = views.open_current_state(parquet_root)
     elif (out_dir / store.DATABASE_FILE).is_file():
         con = store.connect(out_dir / store.DATABASE_FILE, read_only=True, lock_timeout=lock_timeout)
@@ -130,6 +139,6 @@ def open_state_readonly(out_dir: Path, *, lock_timeout: float) -> Iterator[State
         yield None
         return
     try:
-        yield StateView(con)
+        yield StateView(con, parquet_root=parquet_root if found else None)
     finally:
         con.close()

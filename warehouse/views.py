@@ -81,7 +81,7 @@ def read_layout(root: Path, *, manifest: compacted.Manifest | None = None) -> La
     for table in LANDED_TABLES:
         names = sorted(name for name in _names(root / table)
                        if name.endswith(".parquet") and not name.startswith(".")
-                       and landing.load_id_of(Path(name)) in pending_loads)
+                       and landing.load_id_of_name(name) in pending_loads)
         pending[table] = [f"{table}/{name}" for name in names]
     pending[landing.LOADS_TABLE] = [f"{landing.LOADS_TABLE}/{load_id}.parquet" for load_id in sorted(pending_loads)]
     compacted_files = {table: [f.path for f in manifest.table_files(table)]
