@@ -11,9 +11,6 @@ _KNOWN_NAMES = frozenset({field.name for schema in ALL_TABLES.values() for field
 """Every table and column name, built once: `quote_ident` runs for each column of every SQL text we generate."""
 
 
-_KNOWN_NAMES = frozenset({field.name for schema in ALL_TABLES.values() for field in schema} | set(ALL_TABLES))
-
-
 def quote_ident(name: str) -> str:
     """Quote an identifier; only names from our own schemas reach here, checked against them."""
     if name not in _KNOWN_NAMES:
