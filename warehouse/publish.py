@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -127,10 +126,10 @@ def load_summary_markdown(con: duckdb.DuckDBPyConnection, catalog: str, load_id:
                                f"WHERE {where}", {"load_id": load_id} if "$load_id" in where else {})
             cursor.execute(f"USE {LOAD_SUMMARY_CATALOG}")
             cursor.execute(analytics.analytics_sql())
-            data = collect(reader.Analytics(cursor, source, prices_from_setting=False))
             # What changed in the week is judged against the history, which this summary does not read:
             # `piper-etl report` and `piper-etl check` show it.
-            return summary_markdown(replace(data, changes=None), scope=LOAD_SCOPE)
+            data = collect(reader.Analytics(cursor, source, prices_from_setting=False), what_changed=False)
+            return summary_markdown(data, scope=LOAD_SCOPE)
         finally:
             cursor.execute(f"USE {catalog}")
             cursor.execute(f"DETACH {LOAD_SUMMARY_CATALOG}")

@@ -93,13 +93,14 @@ def rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None =
 def collect(
     analytics: Analytics, *, since: date | None = None, scenario: str | None = None, top_criteria: int = 15,
     agent: str | None = None, tag: str | None = None, include_test: bool = True,
-    as_of: datetime | None = None, history: Analytics | None = None,
+    as_of: datetime | None = None, history: Analytics | None = None, what_changed: bool = True,
 ) -> ReportData:
     """Read the report's tables from an open analytics connection (already filtered: the arguments name the filters).
 
     With test sessions included, a scenario with both test and other runs has two rows (`is_test`).
     What changed is judged in the week before `as_of` (default: now) over `history`: the same runs without
-    the `since` cut, which would hide the baseline (default: `analytics` itself).
+    the `since` cut, which would hide the baseline (default: `analytics` itself); `what_changed=False`
+    leaves it out (`changes` None), for a summary of rows that hold no history to judge against.
     """
     from warehouse.report_changes import find_changes  # it reads rows with this module's helpers
 
@@ -147,7 +148,8 @@ def collect(
         include_test=include_test,
         trend=rows(con, "SELECT * FROM scenario_trend WHERE week IS NOT NULL "
                         "ORDER BY week, scenario_name NULLS LAST, scenario_id, is_test"),
-        changes=find_changes((history or analytics).con, as_of=as_of or generated_at, include_test=include_test),
+        changes=find_changes((history or analytics).con, as_of=as_of or generated_at, include_test=include_test)
+        if what_changed else None,
     )
 
 
