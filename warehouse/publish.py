@@ -106,7 +106,8 @@ _LOAD_ROWS = {
 """What the verdict summary of one load reads of each table the analytics views read."""
 
 
-def load_summary_markdown(con: duckdb.DuckDBPyConnection, catalog: str, load_id: str, source: Path) -> str:
+def load_summary_markdown(con: duckdb.DuckDBPyConnection, catalog: str, load_id: str, source: Path, *,
+                          own_cursor: bool = True) -> str:
     """The verdict summary of one load's current rows (its runs, their turns and criteria results) as markdown.
 
     `catalog` of `con` holds the current state (the database, or the Parquet current-state views with
@@ -114,8 +115,10 @@ def load_summary_markdown(con: duckdb.DuckDBPyConnection, catalog: str, load_id:
     the dimension rows of its sessions and scenarios, into an in-memory catalog where the analytics
     views run: the summary costs what the load holds, not the warehouse. Read through a cursor of its own.
     It leaves out what changed in the week (that needs the history: `piper-etl report`, `check`).
+    `own_cursor=False` reads through `con` itself: the Parquet current-state views read TEMP tables,
+    which another cursor (another DuckDB connection) does not see.
     """
-    cursor = con.cursor()
+    cursor = con.cursor() if own_cursor else con
     try:
         cursor.execute("SET TimeZone = 'UTC'")
         cursor.execute(f"ATTACH ':memory:' AS {LOAD_SUMMARY_CATALOG}")
@@ -136,7 +139,8 @@ def load_summary_markdown(con: duckdb.DuckDBPyConnection, catalog: str, load_id:
     except duckdb.Error as exc:
         return summary_unavailable(exc)
     finally:
-        cursor.close()
+        if own_cursor:
+            cursor.close()
 
 
 def parquet_load_summary_markdown(parquet_root: Path, load_id: str) -> str:
@@ -148,7 +152,7 @@ def parquet_load_summary_markdown(parquet_root: Path, load_id: str) -> str:
     try:
         priced = pricing.prices_part(parquet_root).exists()
         con.execute(analytics.token_prices_view_sql(parquet_root.as_posix(), priced))
-        return load_summary_markdown(con, "memory", load_id, parquet_root)
+        return load_summary_markdown(con, "memory", load_id, parquet_root, own_cursor=False)
     except duckdb.Error as exc:
         return summary_unavailable(exc)
     finally:
