@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 
 from connector.fake_api import FakeDataset, FakePiper
@@ -20,6 +21,7 @@ from tests.conftest import CANARY_TOKEN, assert_no_canary, query
 from tests.dask_support import current_tables, incomplete_files, serve_counting
 from tests.test_flow_prefect import prefect_harness, token_env
 from tests.test_parquet_invariant import assert_parquet_equals_duckdb
+from warehouse import compact, compacted
 
 pytestmark = pytest.mark.prefect
 __all__ = ["prefect_harness", "token_env"]
@@ -39,6 +41,15 @@ def cluster() -> Iterator[Any]:
 def simulated(sessions: int, latency_ms: float) -> FakePiper:
     dataset = FakeDataset.generate(seed=23, sessions=sessions, payload_kb=2.0)
     return FakePiper(dataset=dataset, token=CANARY_TOKEN, latency_ms=latency_ms, retry_after="0")
+
+
+def streams(fetch_log: Path) -> set[str]:
+    """The fetch tasks that have landed a chunk so far."""
+    return {path.name.split(".")[1][: len("task-0001")] for path in fetch_log.glob("*.task-*.parquet")}
+
+
+def session_ids(part: Path) -> list[str]:
+    return [str(s) for s in pq.read_table(part, columns=["session_id"]).column(0).to_pylist()]
 
 
 def run_dask_flow(base_url: str, org_id: str, out_dir: Path, ids: list[str], **settings: Any) -> Any:
@@ -89,9 +100,10 @@ def test_a_killed_worker_leaves_every_session_accounted_for_and_no_partial_file(
 ) -> None:
     from distributed import Client
 
-    state = simulated(64, latency_ms=60)
+    state = simulated(64, latency_ms=100)
     out_dir = tmp_path / "out"
     ids = state.dataset.session_ids
+    compact.change_settings(out_dir, compacted.Settings(auto=False))  # the part names stay for the checks below
     with serve_counting(state) as (base_url, _), Client(cluster.scheduler_address) as client:
         pids: dict[str, int] = client.run(os.getpid)
         result: dict[str, Any] = {}
@@ -101,8 +113,8 @@ def test_a_killed_worker_leaves_every_session_accounted_for_and_no_partial_file(
         load.start()
         landed = out_dir / "parquet" / "fetch_log"
         deadline = time.monotonic() + 120
-        while not any(landed.glob("*.task-*.parquet")) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        while len(streams(landed)) < 2 and time.monotonic() < deadline:  # both workers' tasks have landed a chunk
+            time.sleep(0.01)
         os.kill(next(iter(pids.values())), signal.SIGKILL)  # mid-load: a chunk has landed, most have not
         load.join(timeout=300)
         assert not load.is_alive() and "state" in result
@@ -119,4 +131,8 @@ def test_a_killed_worker_leaves_every_session_accounted_for_and_no_partial_file(
                              CANARY_TOKEN)
             assert rerun.ok, rerun.line()
         assert query(out_dir, "SELECT count(*) FROM runs")[0][0] == len(ids), "the load or its rerun converged"
+        for rerun_part in landed.glob("*.task-*-r2-*.parquet"):  # a task run again kept what it had landed
+            first = rerun_part.name.split(".")[1].split("-r2-")[0]
+            kept = [p for p in landed.glob(f"*.{first}-*.parquet") if "-r2-" not in p.name]
+            assert all(state.session_hits[s] == 1 for part in kept for s in session_ids(part)), rerun_part.name
         client.wait_for_workers(2, timeout=60)  # the nanny restarted the killed worker
