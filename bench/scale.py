@@ -4,11 +4,11 @@
     python -m bench.scale                # 10,000 sessions per leg, merge of 20,000
     python -m bench.run --only scale     # the same, as a section of the whole bench (quick with --quick)
 
-One run, one simulated API (`bench.server`, on the second core) at one latency, one request budget
-(`--concurrency`). Each leg is a child process that starts a `distributed.LocalCluster` of N worker
-processes (one thread each), warms it with a small load (the workers' imports, Prefect's temporary
-server), then times one `load_sessions` flow run with `dask_address` pointing at it into a fresh
-folder (format both): wall seconds from the flow call to its return, so planning, the tasks, the
+One run, one simulated API (`bench.server`, on the second core) at one latency, one Prefect server,
+one request budget (`--concurrency`). Each leg is a child process that starts a
+`distributed.LocalCluster` of N worker processes (one thread each), warms it with a small load (the
+workers' imports), then times one `load_sessions` flow run with `dask_address` pointing at it into a
+fresh folder (format both): wall seconds from the flow call to its return, so planning, the tasks, the
 merge and the publishing are all in. The merge leg lands sessions as a Parquet-only load (no DuckDB),
 then times `recovery.catch_up`, the step that merges a committed load into `piper.duckdb`, which is
 what the flow's single merge does for the rows its tasks landed; the figure per 100,000 sessions is
@@ -106,14 +106,21 @@ def run(mode: ScaleMode, work: Path, log: Any = print) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(procs.SOURCE), "PIPER_API_TOKEN": TOKEN,
            "PREFECT_HOME": str(work / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "DO_NOT_TRACK": "1"}
-    env.pop("PREFECT_API_URL", None)  # each leg runs against Prefect's temporary local server
+    env.pop("PREFECT_API_URL", None)
+    logs = procs.REPO / "bench" / "results" / "logs"
+    prefect_port = procs.free_port()
+    prefect = procs.start_child(  # one server for every leg, as a deployment has: its start is not timed
+        "prefect-server-scale", [str(Path(sys.executable).with_name("prefect")), "server", "start", "--host",
+                                 "127.0.0.1", "--port", str(prefect_port), "--no-ui", "--analytics-off"],
+        f"http://127.0.0.1:{prefect_port}/api/health", env=env, cpu=server_cpu, log=logs / "prefect-server-scale.log",
+        timeout=300)
+    env["PREFECT_API_URL"] = f"{prefect.url}/api"
     port = procs.free_port()
     server = procs.start_child(
         "bench-server-scale", [sys.executable, "-m", "bench.server", "--port", str(port), "--latency-ms",
                                str(mode.latency_ms), "--sessions", str(len(source.session_ids)), "--seed", str(SEED),
                                "--payload-kb", str(PAYLOAD_KB)],
-        f"http://127.0.0.1:{port}/health", env=env, cpu=server_cpu, log=procs.REPO / "bench" / "results" / "logs" /
-        "server-scale.log", timeout=60)
+        f"http://127.0.0.1:{port}/health", env=env, cpu=server_cpu, log=logs / "server-scale.log", timeout=60)
     results: dict[str, Any] = {"mode": asdict(mode), "loadavg_start": os.getloadavg(), "dask": [], "merge": None}
     try:
         for workers in mode.workers:
@@ -125,6 +132,7 @@ def run(mode: ScaleMode, work: Path, log: Any = print) -> dict[str, Any]:
         log(f"    {results['merge']}")
     finally:
         server.stop()
+        prefect.stop()
     results["loadavg_end"] = os.getloadavg()
     return results
 

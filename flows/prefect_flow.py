@@ -98,6 +98,9 @@ async def fetch_and_land(
         landed = resume_stream(Path(target.landing_root), target.load_id, stream)
         rest = [session_id for session_id in session_ids if session_id not in landed.session_ids]
         reports = scale.reports_of(landed)
+        if landed.chunks:
+            get_run_logger().info("run again: %d sessions landed by an earlier run of this task are kept, %d to fetch "
+                                  "as %s", len(landed.session_ids), len(rest), landed.next_stream)
         if rest:
             async with scale.occupying(budget):
                 reports += await fetch_stream(rest, settings, target, landed.next_stream, session_info,
