@@ -161,7 +161,8 @@ async def land_in_tasks(
     load.watch()  # the tasks' chunks go into the load's DuckDB transaction as they land
     if settings.on_dask:
         reports += await land_on_dask(load, plan, settings, info)
-        return reports, await land_scenarios(load, settings, reports)
+        async with scale.occupying(scale.ApiBudget(scale.budget_name(settings.org_id), settings.concurrency)):
+            return reports, await land_scenarios(load, settings, reports)  # its requests within the budget too
     slices = plan.slices(settings.sessions_per_task)
     for index, sessions in enumerate(slices):
         task_info = {session_id: info[session_id] for session_id in sessions if session_id in info}
@@ -185,6 +186,8 @@ async def land_on_dask(
     """
     name = scale.budget_name(settings.org_id)
     await scale.set_budget(name, settings.concurrency)
+    if not plan.to_fetch:
+        return []
     runner = scale.task_runner(settings)
 
     def on_cluster() -> tuple[list[list[str]], scale.Outcome]:
