@@ -85,14 +85,21 @@ def test_the_api_never_sees_more_requests_in_flight_than_the_concurrency(
     prefect_harness: None, token_env: None, cluster: Any, tmp_path: Path
 ) -> None:
     state = simulated(48, latency_ms=40)
+    ids = state.dataset.session_ids
     with serve_counting(state) as (base_url, in_flight):
-        flow = run_dask_flow(base_url, state.dataset.org_id, tmp_path / "out", state.dataset.session_ids,
-                             concurrency=3, chunk_size=4, sessions_per_task=8, dask_address=cluster.scheduler_address)
-    assert flow.is_completed(), flow.message
-    assert query(tmp_path / "out", "SELECT count(*) FROM runs")[0][0] == 48
-    # 2 workers x 1 request each (3 // 2) could never pass 2: 3 would need the budget to be shared unevenly,
-    # which it is not; what is proven is the ceiling, and that both workers' tasks overlapped (above 1)
-    assert 1 < in_flight.most <= 3, in_flight.most
+        # 3 slots: each of the 2 workers' tasks holds 1 (3 // 2), the scenario refresh after them all 3
+        flow = run_dask_flow(base_url, state.dataset.org_id, tmp_path / "three", ids[:24], concurrency=3,
+                             chunk_size=4, sessions_per_task=4, dask_address=cluster.scheduler_address)
+        assert flow.is_completed(), flow.message
+        assert 1 < in_flight.most <= 3, f"the tasks overlapped, within the budget: {in_flight.most}"
+        # 1 slot, and 2 workers whose tasks would hold 1 each: only the global limit keeps them to 1 in all
+        in_flight.most = 0
+        flow = run_dask_flow(base_url, state.dataset.org_id, tmp_path / "one", ids[24:], concurrency=1,
+                             chunk_size=4, sessions_per_task=4, dask_address=cluster.scheduler_address)
+        assert flow.is_completed(), flow.message
+        assert in_flight.most == 1, in_flight.most
+    assert query(tmp_path / "three", "SELECT count(*) FROM runs")[0][0] == 24
+    assert query(tmp_path / "one", "SELECT count(*) FROM runs")[0][0] == 24
 
 
 def test_a_killed_worker_leaves_every_session_accounted_for_and_no_partial_file(
