@@ -19,9 +19,10 @@ Tasks are coarse (the known prefect-dask issues PrefectHQ/prefect#21697, schedul
 and #12877, stalls after a few hundred tasks): one task per `sessions_per_task` sessions or per worker
 share of the load, whichever is smaller; at most `WINDOW_PER_SLOT` tasks per worker thread are
 submitted at a time, and each finished task's Dask future is released at once (so that a worker dying
-later does not make Dask run it again, #15442). A task whose worker died is run again, once, by a new
-task run; it keeps the chunks its first attempt completed (`warehouse/streams.py`). Sessions of a task
-that failed twice are recorded `failed`, so every session has an outcome and a rerun fetches them.
+later does not make Dask run it again, #15442). A task whose worker died is run again, by Dask itself
+or, once its future has failed, once more by the flow; each run keeps the chunks earlier runs completed
+(`warehouse/streams.py`). Sessions of a task whose future failed twice are recorded `failed`, so every
+session has an outcome and a rerun fetches them.
 """
 
 from __future__ import annotations
