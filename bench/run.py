@@ -50,7 +50,7 @@ FETCH_CLIENTS = {
 MEMORY_CONCURRENCY = 16  # the CLI default: memory is about chunks, and plain httpx is fastest at L = 0 with it
 RSS_GUARD_MB = 3000  # a leg past this is stopped: the machine is shared
 E2E_CONCURRENCY = 64
-SECTIONS = ("capacity", "fetch", "cpu", "e2e", "overhead", "startup", "memory", "history")
+SECTIONS = ("capacity", "fetch", "cpu", "e2e", "overhead", "startup", "memory", "history", "scale")
 LOCK_FILE = Path(tempfile.gettempdir()) / "piper-bench.lock"
 VERSIONED = ("piper-etl", "httpx", "httpcore", "h11", "aiohttp", "httpx-aiohttp", "requests", "orjson", "pyarrow",
              "duckdb", "pandas", "numpy", "dlt", "prefect", "uvicorn", "starlette")
@@ -421,6 +421,14 @@ class Bench:
                           server_cpu=self.server_cpu, logs=LOGS, log=self.log)
         return section.run()
 
+    def scale(self) -> dict[str, Any]:
+        """Issue 14's section (`bench/scale.py`): it starts its own server and writes docs/scale-out.md's table."""
+        from bench import scale
+
+        results = scale.run(scale.QUICK if self.mode.name == "quick" else scale.FULL, self.work / "scale", self.log)
+        scale.write_doc(results)
+        return results
+
     # -- the whole run ---------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
@@ -431,10 +439,10 @@ class Bench:
         steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
             ("capacity", self.capacity), ("fetch", self.fetch), ("cpu", self.cpu), ("e2e", self.e2e),
             ("overhead", self.overhead), ("startup", self.startup), ("memory", self.memory),
-            ("history", self.history),
+            ("history", self.history), ("scale", self.scale),
         ]
         try:
-            if set(self.sections) - {"history"}:  # the history section starts its own server
+            if set(self.sections) - {"history", "scale"}:  # these sections start their own servers
                 self.start_servers()
             if {"e2e", "overhead", "startup"} & set(self.sections):
                 try:

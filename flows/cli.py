@@ -262,6 +262,14 @@ def add_settings_arguments(parser: argparse.ArgumentParser, command: str) -> Non
         f"{DEFAULT_STORAGE_VERSION} opens in DuckDB {DEFAULT_STORAGE_VERSION[1:]} and later (docs/bi.md)",
     )
     parser.add_argument(
+        "--dask-address", metavar="tcp://HOST:PORT",
+        help="run the fetch tasks on this running Dask scheduler (the Prefect engine; docs/scale-out.md)",
+    )
+    parser.add_argument(
+        "--dask-workers", type=int, metavar="N",
+        help="run the fetch tasks on a local Dask cluster of N worker processes (the Prefect engine)",
+    )
+    parser.add_argument(
         "--engine",
         choices=("auto", "local", "prefect"),
         default="auto",
@@ -359,6 +367,7 @@ SETTINGS_FLAGS = {
     "max_consecutive_failures": "max_consecutive_failures", "circuit_breaker_seconds": "circuit_breaker_seconds",
     "with_agent_usage": "with_agent_usage",
     "duckdb_storage_version": "duckdb_storage_version",
+    "dask_address": "dask_address", "dask_workers": "dask_workers",
 }
 """Each load setting and the `load` flag (argparse dest) that sets it: every flag reaches both engines."""
 LOAD_FLAGS = {name: "--" + dest.replace("_", "-") for name, dest in SETTINGS_FLAGS.items()}
@@ -370,9 +379,7 @@ def _load(args: argparse.Namespace, stdin: TextIO) -> int:
     settings = LoadSettings.resolve(
         {name: getattr(args, dest) for name, dest in SETTINGS_FLAGS.items()}, names=LOAD_FLAGS
     )
-    engine = args.engine
-    if engine == "auto":
-        engine = "prefect" if os.environ.get("PREFECT_API_URL") else "local"
+    engine = choose_engine(args.engine, settings)
     if engine == "prefect":
         require_text_ids(ids)
         require_prefect_server()
@@ -383,15 +390,29 @@ def _load(args: argparse.Namespace, stdin: TextIO) -> int:
     return report_summary(summary)
 
 
+def choose_engine(engine: str, settings: LoadSettings) -> str:
+    """`--engine` made definite: `auto` is `prefect` with PREFECT_API_URL set or a Dask setting given, else `local`.
+
+    The Dask settings place the Prefect flow's fetch tasks, so they need that engine: with `local` they are
+    a usage error rather than silently ignored.
+    """
+    dask_flag = "--dask-address" if settings.dask_address is not None else "--dask-workers"
+    if engine == "local" and settings.on_dask:
+        raise UsageError(f"{dask_flag} runs the fetch tasks on Dask through the Prefect flow: drop --engine local, "
+                         f"or drop {dask_flag} to load in this process")
+    if engine == "auto":
+        return "prefect" if os.environ.get("PREFECT_API_URL") or settings.on_dask else "local"
+    return engine
+
+
 def _sync(args: argparse.Namespace) -> int:
     from flows.settings import SyncOptions
 
-    settings = LoadSettings.resolve({name: getattr(args, dest) for name, dest in SETTINGS_FLAGS.items()})
+    settings = LoadSettings.resolve({name: getattr(args, dest) for name, dest in SETTINGS_FLAGS.items()},
+                                    names=LOAD_FLAGS)
     options = SyncOptions.parse(full_scan=args.full_scan, since=args.since, until=args.until,
                                 names=("--since", "--until"))
-    engine = args.engine
-    if engine == "auto":
-        engine = "prefect" if os.environ.get("PREFECT_API_URL") and not args.dry_run else "local"
+    engine = "local" if args.dry_run and args.engine == "auto" else choose_engine(args.engine, settings)
     if args.dry_run:
         from flows.sync import dry_run_async, dry_run_lines
 

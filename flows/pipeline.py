@@ -237,12 +237,16 @@ def load_warnings(outcomes: Counter[str], settings: LoadSettings) -> list[str]:
     return []
 
 
-def make_client(settings: LoadSettings, token: str, transport: httpx.AsyncBaseTransport | None = None) -> PiperClient:
+def make_client(
+    settings: LoadSettings, token: str, transport: httpx.AsyncBaseTransport | None = None, *,
+    concurrency: int | None = None,
+) -> PiperClient:
+    """The load's client; `concurrency`: its requests in flight instead of `settings.concurrency` (a Dask task's)."""
     return PiperClient(
         base_url=settings.base_url,
         org_id=settings.org_id,
         token=token,
-        concurrency=settings.concurrency,
+        concurrency=concurrency or settings.concurrency,
         retry=RetryPolicy(max_retries=settings.max_retries),
         transport=transport,
         http_client=settings.http_client,

@@ -13,12 +13,14 @@ token is never a parameter: tasks read `PIPER_API_TOKEN` or, failing that, the P
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 from collections import Counter
 from collections.abc import Mapping
 from datetime import datetime
-from typing import TypeVar, cast
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import acreate_markdown_artifact
@@ -26,7 +28,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.utilities.annotations import quote
 
 from connector.errors import TOKEN_ENV, PiperConfigError
-from flows import dimensions, pipeline, sync
+from flows import dimensions, pipeline, scale, sync
 from flows.chunks import ChunkReport
 from flows.dimensions import ScenarioReport
 from flows.errors import LoadFailed, SyncFailed
@@ -35,6 +37,10 @@ from flows.settings import TOKEN_BLOCK, HttpClient, LoadSettings, OutputFormat, 
 from schemas.flatten import SessionInfo
 from warehouse.load import LoadTarget, LoadTransaction, land_chunk, open_load
 from warehouse.store import DEFAULT_STORAGE_VERSION
+from warehouse.streams import resume_stream
+
+if TYPE_CHECKING:
+    from prefect_dask.task_runners import PrefectDaskFuture
 
 T = TypeVar("T")
 SYNC_PARAMETERS = frozenset({"full_scan", "since", "until"})
@@ -78,24 +84,45 @@ async def resolve_token() -> str:
 @task(name="fetch-and-land", cache_policy=NO_CACHE, persist_result=False)
 async def fetch_and_land(
     session_ids: list[str], settings: LoadSettings, target: LoadTarget, stream: str,
-    session_info: dict[str, SessionInfo] | None = None,
+    session_info: dict[str, SessionInfo] | None = None, budget: scale.ApiBudget | None = None,
 ) -> list[ChunkReport]:
     """Fetch up to `sessions_per_task` sessions in one stream and land them as parts of the load, chunk by chunk.
 
     `session_info`: what the sessions list says about these sessions (the runs' agent columns).
+    `budget`: on a Dask cluster, the task's share of the API budget, held while it fetches; the task then
+    keeps what an earlier run of it landed and fetches only the rest (`flows/scale.py`).
     """
-    sink = functools.partial(land_chunk, target)
-
-    async with pipeline.make_client(settings, await resolve_token()) as client:
-        with pipeline.fewer_gc_passes():
-            reports = await pipeline.fetch_and_land(client, session_ids, settings, sink=sink, stream=stream,
-                                                    load_id=target.load_id, loaded_at=target.loaded_at,
-                                                    session_info=session_info)
+    if budget is None:
+        reports = await fetch_stream(session_ids, settings, target, stream, session_info)
+    else:
+        landed = resume_stream(Path(target.landing_root), target.load_id, stream)
+        rest = [session_id for session_id in session_ids if session_id not in landed.session_ids]
+        reports = scale.reports_of(landed)
+        if landed.chunks:
+            get_run_logger().info("run again: %d sessions landed by an earlier run of this task are kept, %d to fetch "
+                                  "as %s", len(landed.session_ids), len(rest), landed.next_stream)
+        if rest:
+            async with scale.occupying(budget):
+                reports += await fetch_stream(rest, settings, target, landed.next_stream, session_info,
+                                              concurrency=budget.slots)
     outcomes: Counter[str] = Counter()
     for report in reports:
         outcomes.update(report.outcomes)
     get_run_logger().info("%d sessions in %d chunks: %s", len(session_ids), len(reports), dict(outcomes))
     return reports
+
+
+async def fetch_stream(
+    session_ids: list[str], settings: LoadSettings, target: LoadTarget, stream: str,
+    session_info: dict[str, SessionInfo] | None, *, concurrency: int | None = None,
+) -> list[ChunkReport]:
+    """The task's fetch: one stream of requests over one client, its chunks landed as parts `<stream>-0001`, ..."""
+    sink = functools.partial(land_chunk, target)
+    async with pipeline.make_client(settings, await resolve_token(), concurrency=concurrency) as client:
+        with pipeline.fewer_gc_passes():
+            return await pipeline.fetch_and_land(client, session_ids, settings, sink=sink, stream=stream,
+                                                 load_id=target.load_id, loaded_at=target.loaded_at,
+                                                 session_info=session_info)
 
 
 @task(name="refresh-scenarios", cache_policy=NO_CACHE, persist_result=False)
@@ -132,6 +159,9 @@ async def land_in_tasks(
     reports = [pipeline.land_skipped(load.land, plan)]
     info = dimensions.session_info_for(load, plan.to_fetch, session_info)
     load.watch()  # the tasks' chunks go into the load's DuckDB transaction as they land
+    if settings.on_dask:
+        reports += await land_on_dask(load, plan, settings, info)
+        return reports, await land_scenarios(load, settings, reports)
     slices = plan.slices(settings.sessions_per_task)
     for index, sessions in enumerate(slices):
         task_info = {session_id: info[session_id] for session_id in sessions if session_id in info}
@@ -143,6 +173,54 @@ async def land_in_tasks(
             reports.append(pipeline.land_unsent(load.land, plan, slices[index + 1 :], stop_reason))
             break
     return reports, await land_scenarios(load, settings, reports)
+
+
+async def land_on_dask(
+    load: LoadTransaction, plan: pipeline.LoadPlan, settings: LoadSettings, info: Mapping[str, SessionInfo]
+) -> list[ChunkReport]:
+    """The fetch tasks on the settings' Dask cluster, within the org's API budget (`flows/scale.py`).
+
+    Every session to fetch ends in a report: landed by a task, or recorded `failed` when its task failed
+    twice or was never started after a stop.
+    """
+    name = scale.budget_name(settings.org_id)
+    await scale.set_budget(name, settings.concurrency)
+    if not plan.to_fetch:
+        return []
+    runner = scale.task_runner(settings)
+
+    def on_cluster() -> tuple[list[list[str]], scale.Outcome]:
+        with runner:
+            parallel = scale.cluster_threads(runner)
+            slices = scale.task_slices(plan.to_fetch, settings.sessions_per_task, parallel)
+            budget = scale.ApiBudget(name, scale.share(settings.concurrency, min(parallel, len(slices))))
+            get_run_logger().info("%d fetch tasks on %d Dask worker threads, %d requests in flight each, %d at most "
+                                  "in all (global concurrency limit %s)", len(slices), parallel, budget.slots,
+                                  settings.concurrency, name)
+
+            def submit(index: int, attempt: int) -> PrefectDaskFuture[list[ChunkReport]]:
+                sessions = slices[index]
+                task_info = {session_id: info[session_id] for session_id in sessions if session_id in info}
+                return runner.submit(fetch_and_land, {  # plain values: `runner.submit` does not unwrap `quote`
+                    "session_ids": sessions, "settings": settings, "target": load.target,
+                    "stream": scale.stream_name(index), "session_info": task_info, "budget": budget,
+                })
+
+            return slices, scale.run_tasks(submit, len(slices), scale.WINDOW_PER_SLOT * parallel)
+
+    slices, outcome = await asyncio.to_thread(on_cluster)
+    reports = outcome.reports
+    for index, why in sorted(outcome.failed.items()):
+        stream = scale.stream_name(index)
+        landed = resume_stream(Path(load.target.landing_root), load.load_id, stream)
+        reports += scale.reports_of(landed)
+        lost = [session_id for session_id in slices[index] if session_id not in landed.session_ids]
+        reports.append(scale.land_lost(load.land, plan.load_id, lost, f"lost-{stream}",
+                                       f"its fetch task failed {scale.ATTEMPTS} times ({why}); rerun the load"))
+    if outcome.unsent:
+        reports.append(pipeline.land_unsent(load.land, plan, [slices[i] for i in outcome.unsent],
+                                            outcome.stop_reason or "the load stopped"))
+    return reports
 
 
 async def publish_summary(key: str, markdown: str, load: pipeline.LoadSummary, line: str) -> None:
@@ -179,6 +257,8 @@ async def load_sessions(
     circuit_breaker_seconds: float = 30.0,
     with_agent_usage: bool = False,
     duckdb_storage_version: str = DEFAULT_STORAGE_VERSION,
+    dask_address: str | None = None,
+    dask_workers: int | None = None,
 ) -> pipeline.LoadSummary:
     """Load Piper scenario runs for these session ids into Parquet and DuckDB.
 
@@ -208,6 +288,10 @@ async def load_sessions(
             into the table agent_usage; a stored final run without them is fetched again.
         duckdb_storage_version: DuckDB storage version of the DuckDB files a load creates (piper.duckdb, the
             BI snapshot), such as v1.4.0 or latest; the default opens in DuckDB 1.1.3 and later (docs/bi.md).
+        dask_address: run the fetch tasks on the Dask scheduler at this address (tcp://HOST:8786); the
+            workers must see out_dir at the same path. concurrency then holds for the whole cluster.
+        dask_workers: run the fetch tasks on a local Dask cluster of this many worker processes; not with
+            dask_address.
     """
     given = dict(locals())
     settings = LoadSettings.resolve({name: value for name, value in given.items() if name != "session_ids"})
@@ -250,6 +334,8 @@ async def sync_sessions(
     circuit_breaker_seconds: float = 30.0,
     with_agent_usage: bool = False,
     duckdb_storage_version: str = DEFAULT_STORAGE_VERSION,
+    dask_address: str | None = None,
+    dask_workers: int | None = None,
     full_scan: bool = False,
     since: str | None = None,
     until: str | None = None,
@@ -284,6 +370,10 @@ async def sync_sessions(
             into the table agent_usage; a stored final run without them is fetched again.
         duckdb_storage_version: DuckDB storage version of the DuckDB files a load creates (piper.duckdb, the
             BI snapshot), such as v1.4.0 or latest; the default opens in DuckDB 1.1.3 and later (docs/bi.md).
+        dask_address: run the fetch tasks on the Dask scheduler at this address (tcp://HOST:8786); the
+            workers must see out_dir at the same path. concurrency then holds for the whole cluster.
+        dask_workers: run the fetch tasks on a local Dask cluster of this many worker processes; not with
+            dask_address.
         full_scan: read the whole sessions list instead of stopping below the watermark (the daily sync).
         since: only sessions created at or after this ISO 8601 date or time (UTC when it names no zone).
         until: only sessions created before this ISO 8601 date or time. A sync with since or until (a

@@ -24,8 +24,8 @@ from warehouse.pricing import PriceList, PricingError, read_pricing
 from warehouse.store import DEFAULT_STORAGE_VERSION, check_storage_version
 
 __all__ = [
-    "DEFAULT_BASE_URL", "ENVIRONMENT", "FORMATS", "HttpClient", "LoadSettings", "OutputFormat", "SettingError",
-    "SyncOptions", "configured_out_dir", "default_out_dir",
+    "DEFAULT_BASE_URL", "ENVIRONMENT", "FORMATS", "ConflictingSettings", "HttpClient", "LoadSettings", "OutputFormat",
+    "SettingError", "SyncOptions", "configured_out_dir", "default_out_dir",
 ]
 
 DEFAULT_BASE_URL = "https://api.letpiper.com"
@@ -80,6 +80,24 @@ class SettingError(PiperConfigError):
         return SettingError(self.setting, self.problem, spelled=names.get(self.setting, self.setting))
 
 
+class ConflictingSettings(SettingError):
+    """Two settings that exclude each other were both given; the message names both as the caller spells them."""
+
+    def __init__(self, setting: str, other: str, why: str, *, spelled: str | None = None,
+                 other_spelled: str | None = None) -> None:
+        self.other, self.why = other, why
+        super().__init__(setting, f"and {other_spelled or other} exclude each other: {why}", spelled=spelled)
+
+    def spelled_as(self, names: Mapping[str, str]) -> SettingError:
+        return ConflictingSettings(self.setting, self.other, self.why, spelled=names.get(self.setting, self.setting),
+                                   other_spelled=names.get(self.other, self.other))
+
+
+MAX_DASK_WORKERS = 1024
+DASK_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx", "inproc")
+"""The communication protocols of a Dask scheduler address (`distributed.comm`)."""
+
+
 @dataclass(frozen=True)
 class LoadSettings:
     """Where to load from and to, and how hard to push. Holds no secret."""
@@ -101,6 +119,8 @@ class LoadSettings:
     circuit_breaker_seconds: float = 30.0  # ... and the least time without a usable answer before it trips
     with_agent_usage: bool = False  # also fetch each fetched session's events into `agent_usage`
     duckdb_storage_version: str = DEFAULT_STORAGE_VERSION  # of the DuckDB files a load creates (docs/bi.md)
+    dask_address: str | None = None  # a running Dask scheduler the Prefect engine's fetch tasks run on
+    dask_workers: int | None = None  # ... or a LocalCluster of this many worker processes (flows/scale.py)
 
     def __post_init__(self) -> None:
         if not self.org_id:
@@ -129,8 +149,28 @@ class LoadSettings:
             check_storage_version(self.duckdb_storage_version)
         except ValueError as exc:
             raise SettingError("duckdb_storage_version", str(exc)) from None
+        self._check_dask()
         object.__setattr__(self, "out_dir", Path(self.out_dir))
         self.price_list()  # a bad pricing file is a usage error before any request, not after the fetch
+
+    def _check_dask(self) -> None:
+        if self.dask_address is not None and self.dask_workers is not None:
+            raise ConflictingSettings("dask_address", "dask_workers",
+                                      "one names a running Dask cluster, the other starts a local one: pass one")
+        if self.dask_workers is not None and not 1 <= self.dask_workers <= MAX_DASK_WORKERS:
+            raise SettingError("dask_workers", f"must be between 1 and {MAX_DASK_WORKERS}, not {self.dask_workers}")
+        if self.dask_address is not None:
+            address = self.dask_address.strip()
+            scheme, found, rest = address.partition("://")
+            if not address or any(c.isspace() for c in address) or (found and (scheme not in DASK_SCHEMES or not rest)):
+                raise SettingError("dask_address", f"must be a Dask scheduler address such as tcp://HOST:8786, "
+                                                   f"not {self.dask_address!r}")
+            object.__setattr__(self, "dask_address", address)
+
+    @property
+    def on_dask(self) -> bool:
+        """Whether the Prefect engine's fetch tasks run on a Dask cluster."""
+        return self.dask_address is not None or self.dask_workers is not None
 
     def price_list(self) -> PriceList | None:
         """The judge prices this load stores, or None to keep those stored by an earlier load."""
