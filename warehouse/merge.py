@@ -66,6 +66,10 @@ Every version newer than an old one is this load's, so the old versions that can
 ones, which are the versions `runs` holds; an old version that is no longer current has no rows left
 to delete and, being older, cannot make one of this load's lose. So ranking this load's versions with
 the current ones of the same runs and sessions decides what the whole history would.
+That needs every version with rows in the database to have its `runs` row, which a load extracted from
+compacted files may break (a compaction that rewrote `runs` without a superseded version may have left
+that version's `criteria_results` in an older file): such loads settle against the whole fetch_log
+(`settle_all`, tests/test_compact.py's 300 loads caught up into a new database).
 """
 _NEWER_LOADS = """SELECT count(*) FROM loads WHERE load_id <> $load_id
     AND (coalesce(load_seq, 0) > $load_seq OR (coalesce(load_seq, 0) = $load_seq AND load_id > $load_id))"""
@@ -74,8 +78,9 @@ _NEWER_LOADS = """SELECT count(*) FROM loads WHERE load_id <> $load_id
 class Merge:
     """The open transaction of one load's merge; `commit` or `rollback` ends it."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, root: Path, load_id: str) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, root: Path, load_id: str, *, settle_all: bool = False) -> None:
         self.con, self.root, self.load_id = con, root, load_id
+        self.settle_all = settle_all  # rank against the whole fetch_log even when this load is the newest
         self.inserted: set[Path] = set()
         con.execute("BEGIN TRANSACTION")
         self.open = True
@@ -144,7 +149,7 @@ class Merge:
         """Delete the rows of versions that are no longer current (module docstring)."""
         con = self.con
         con.execute(_TOUCHED, [self.load_id])
-        if self._newest(load_seq):
+        if not self.settle_all and self._newest(load_seq):
             con.execute(_NEWEST_VERSIONS, {"load_id": self.load_id})
         else:  # merged after a newer load (catching up): its versions may lose to ones `runs` no longer holds
             con.execute(_VERSIONS)
@@ -179,9 +184,10 @@ def _settle_dimension(con: duckdb.DuckDBPyConnection, table: str, load_id: str) 
     )
 
 
-def merge_landed_load(con: duckdb.DuckDBPyConnection, root: Path, load_id: str, load_row: dict[str, object]) -> None:
-    """Merge one whole landed load in a single transaction (catching up, or recovering)."""
-    merge = Merge(con, root, load_id)
+def merge_landed_load(con: duckdb.DuckDBPyConnection, root: Path, load_id: str, load_row: dict[str, object], *,
+                      settle_all: bool = False) -> None:
+    """Merge one whole landed load in a single transaction (catching up, or recovering); `settle_all`: `Merge`."""
+    merge = Merge(con, root, load_id, settle_all=settle_all)
     try:
         merge.commit(load_row)
     except BaseException:

@@ -91,7 +91,7 @@ def catch_up(con: duckdb.DuckDBPyConnection, parquet_root: Path) -> int:
             load_id = str(row["load_id"])
             if load_id in covered:
                 compact.extract_load(parquet_root, load_id, extracted)
-                merge_landed_load(con, extracted, load_id, row)
+                merge_landed_load(con, extracted, load_id, row, settle_all=True)  # see merge._NEWEST_VERSIONS
                 shutil.rmtree(extracted, ignore_errors=True)
             else:
                 merge_landed_load(con, parquet_root, load_id, row)
