@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import random
 import time
 import unicodedata
@@ -14,6 +15,7 @@ from typing import Any, Literal
 
 import httpx
 
+from connector.backoff import BackoffGate, LocalGate
 from connector.body import (
     ACCEPT_ENCODING,
     BadEncoding,
@@ -63,6 +65,8 @@ MAX_PAGE_LIMIT = 500
 UNREACHABLE_AFTER = 3
 """Connection failures in a row, with no response from the API ever, after which the load stops."""
 DEFAULT_CIRCUIT_BREAKER = CircuitBreaker()
+GATE_SLACK = 0.001
+"""Seconds by which the back-off gate's deadline must pass a request's own wait to hold that request longer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +160,9 @@ class PiperClient:
     One connection pool sized to `concurrency` is shared by all requests. Use as an async context
     manager. Requests go through aiohttp by default (`http_client="httpx"` for httpx); `transport` injects an
     httpx transport (tests use `httpx.MockTransport`); `sleep`, `clock` and `rng` make backoff and the
-    circuit breaker testable. `circuit_breaker=None` turns the breaker off.
+    circuit breaker testable. `circuit_breaker=None` turns the breaker off. `gate`: the 429 back-off every
+    request waits for (`connector/backoff.py`); by default one of this client's own, so that a 429 holds back
+    all of its requests for the wait, not only the retry of the request that got it.
 
     The token is checked here, before any request (printable ASCII, no white space inside), and every
     body, header and error text from the server is cleared of it before it is parsed or quoted.
@@ -178,6 +184,7 @@ class PiperClient:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         circuit_breaker: CircuitBreaker | None = DEFAULT_CIRCUIT_BREAKER,
+        gate: BackoffGate | None = None,
     ) -> None:
         if not org_id:
             raise PiperConfigError("org id is empty; pass --org-id or set PIPER_ORG_ID")
@@ -205,6 +212,7 @@ class PiperClient:
         self._sleep = sleep
         self._clock = clock
         self._rng = rng or random.Random()
+        self._gate: BackoffGate = gate if gate is not None else LocalGate(clock)
         self._sender: Sender | None = None
         self._responses = 0  # HTTP responses received, of any status: proof that the API is reachable
         self._unusable_in_a_row = 0  # attempts without a usable answer since the last one (the breaker's count)
@@ -399,12 +407,17 @@ class PiperClient:
         attempt = 0
         connect_failures = 0
         unparsed_digest: bytes | None = None  # the last 2xx body with a syntax error, to see it come back
+        resume_at = -math.inf  # when the last wait of this request ends, on the client's clock
         while True:
             if self._stopped is not None:
                 raise self._stopped
+            while (held := self._gate.remaining()) > 0 and (until := self._clock() + held) > resume_at + GATE_SLACK:
+                resume_at = until  # a 429 of any request holds back every request; its own wait counts
+                await self._pause(held)
             attempt += 1
             status: int | None = None
             retry_after: float | None = None
+            throttled: float | None = None  # a 429's wait, already told to the gate
             try:
                 async with asyncio.timeout(self.timeouts.request):  # no extra task, unlike wait_for
                     response = await self._sender.get(url)
@@ -448,7 +461,10 @@ class PiperClient:
                                         error=_describe_failure(status, body), answered=True)
                 else:
                     reason = f"HTTP {status}"
-                    retry_after = parse_retry_after(response.retry_after) if status == 429 else None
+                    if status == 429:
+                        retry_after = parse_retry_after(response.retry_after)
+                        throttled = self.retry.delay(attempt, retry_after, self._rng)
+                        self._gate.pause(throttled)  # before any give-up below: the API asked everyone to wait
             reason = self._redactor.text(reason)  # library messages may quote what the server sent
             never_reached = connect_failures == attempt and self._responses == 0
             if never_reached and attempt >= min(UNREACHABLE_AFTER, self.retry.max_retries + 1):
@@ -457,12 +473,13 @@ class PiperClient:
             if attempt > self.retry.max_retries:
                 error = f"{reason}; gave up after {attempt} attempts"
                 return self._result(subject, "failed", started, attempt, status=status, error=error)
-            wait = self.retry.delay(attempt, retry_after, self._rng)
+            wait = throttled if throttled is not None else self.retry.delay(attempt, retry_after, self._rng)
             if self._clock() + wait > deadline:
                 if never_reached:
                     raise self._stop(PiperUnreachable(self.base_url, reason))
                 error = f"{reason}; gave up after {attempt} attempts ({self.retry.budget_seconds:g} s budget spent)"
                 return self._result(subject, "failed", started, attempt, status=status, error=error)
+            resume_at = self._clock() + wait
             await self._pause(wait)
 
     def _stop(self, stop: PiperStopLoad) -> PiperStopLoad:

@@ -155,8 +155,8 @@ def test_any_stop_wakes_the_sessions_waiting_to_retry() -> None:
         await never.wait()
 
     def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.path.endswith("/s-0"):
-            return httpx.Response(429, headers={"retry-after": "60"})
+        if request.url.path.endswith("/s-0"):  # a 503, not a 429: a 429 would hold s-1 back (test_backoff_gate.py)
+            return httpx.Response(503)
         return httpx.Response(401, json={"detail": "Invalid token"})
 
     batch = fetch(handler, ["s-0", "s-1", "s-2"], concurrency=2, sleep=sleep_forever)
