@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from connector.backoff import BackoffGate
 from connector.client import PiperClient
 from connector.errors import PiperConfigError
 from connector.retry import CircuitBreaker, RetryPolicy
@@ -239,9 +240,10 @@ def load_warnings(outcomes: Counter[str], settings: LoadSettings) -> list[str]:
 
 def make_client(
     settings: LoadSettings, token: str, transport: httpx.AsyncBaseTransport | None = None, *,
-    concurrency: int | None = None,
+    concurrency: int | None = None, gate: BackoffGate | None = None,
 ) -> PiperClient:
-    """The load's client; `concurrency`: its requests in flight instead of `settings.concurrency` (a Dask task's)."""
+    """The load's client; `concurrency`: its requests in flight instead of `settings.concurrency` (a Dask task's);
+    `gate`: the 429 back-off it shares (a Dask task's, `flows/backoff.py`), else one of its own."""
     return PiperClient(
         base_url=settings.base_url,
         org_id=settings.org_id,
@@ -252,6 +254,7 @@ def make_client(
         http_client=settings.http_client,
         circuit_breaker=CircuitBreaker(failures=n, seconds=settings.circuit_breaker_seconds)
         if (n := settings.max_consecutive_failures) else None,
+        gate=gate,
     )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import time
 from collections import Counter
 from collections.abc import Mapping
 from datetime import datetime
@@ -27,8 +28,9 @@ from prefect.artifacts import acreate_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.utilities.annotations import quote
 
+from connector.backoff import BackoffGate
 from connector.errors import TOKEN_ENV, PiperConfigError
-from flows import dimensions, pipeline, scale, sync
+from flows import backoff, dimensions, pipeline, scale, sync
 from flows.chunks import ChunkReport
 from flows.dimensions import ScenarioReport
 from flows.errors import LoadFailed, SyncFailed
@@ -102,9 +104,12 @@ async def fetch_and_land(
             get_run_logger().info("run again: %d sessions landed by an earlier run of this task are kept, %d to fetch "
                                   "as %s", len(landed.session_ids), len(rest), landed.next_stream)
         if rest:
-            async with scale.occupying(budget):
+            started = time.monotonic()
+            async with scale.occupying(budget), backoff.shared_gate(settings.org_id) as gate:
                 reports += await fetch_stream(rest, settings, target, landed.next_stream, session_info,
-                                              concurrency=budget.slots)
+                                              concurrency=budget.slots, gate=gate)
+            get_run_logger().info("the org's API pause %s: %d reads and %d writes of it in %.1f s", gate.name,
+                                  gate.reads, gate.writes, time.monotonic() - started)
     outcomes: Counter[str] = Counter()
     for report in reports:
         outcomes.update(report.outcomes)
@@ -114,11 +119,11 @@ async def fetch_and_land(
 
 async def fetch_stream(
     session_ids: list[str], settings: LoadSettings, target: LoadTarget, stream: str,
-    session_info: dict[str, SessionInfo] | None, *, concurrency: int | None = None,
+    session_info: dict[str, SessionInfo] | None, *, concurrency: int | None = None, gate: BackoffGate | None = None,
 ) -> list[ChunkReport]:
     """The task's fetch: one stream of requests over one client, its chunks landed as parts `<stream>-0001`, ..."""
     sink = functools.partial(land_chunk, target)
-    async with pipeline.make_client(settings, await resolve_token(), concurrency=concurrency) as client:
+    async with pipeline.make_client(settings, await resolve_token(), concurrency=concurrency, gate=gate) as client:
         with pipeline.fewer_gc_passes():
             return await pipeline.fetch_and_land(client, session_ids, settings, sink=sink, stream=stream,
                                                  load_id=target.load_id, loaded_at=target.loaded_at,

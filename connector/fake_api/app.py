@@ -6,6 +6,10 @@ the decoded path would turn an encoded %2F inside it into a path separator.
 The sessions list changes while it is read when asked to: `on_list` runs before each list request
 is answered (it may change the dataset), and `sessions_created_per_list` / `sessions_deleted_per_list`
 create and delete that many sessions before each list request, chosen from `fault_seed`.
+
+A deterministic 429: `throttle_at` names request numbers (1-based, over every request of a session's run
+or events, in the order they arrive) answered 429 with `Retry-After: retry_after`, whatever else is set;
+each recorded request carries when it arrived and when it was answered (`time.monotonic` of the server).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import asyncio
 import hmac
 import random
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +52,8 @@ class RecordedRequest:
     auth_ok: bool
     status: int
     fault: str | None = None  # the scripted or random fault that shaped the answer
+    received_at: float = 0.0  # time.monotonic() when the request arrived
+    answered_at: float = 0.0  # time.monotonic() when its answer was ready
 
 
 @dataclass(eq=False)
@@ -67,8 +74,10 @@ class FakePiper:
     on_list: Callable[[FakePiper, int], None] | None = field(default=None, repr=False)  # (state, list request no.)
     sessions_created_per_list: int = 0
     sessions_deleted_per_list: int = 0
+    throttle_at: tuple[int, ...] = ()  # session request numbers answered 429 (see the module docstring)
     requests: list[RecordedRequest] = field(default_factory=list, repr=False)
     list_requests: int = field(default=0, repr=False)
+    session_requests: int = field(default=0, repr=False)  # requests of a session's run or events, counted
     created_ids: list[str] = field(default_factory=list, repr=False)  # by sessions_created_per_list
     deleted_ids: list[str] = field(default_factory=list, repr=False)  # by sessions_deleted_per_list
     session_hits: Counter[str] = field(default_factory=Counter, repr=False)
@@ -125,9 +134,17 @@ class FakePiper:
         with self._lock:
             self._path_scripts.setdefault(raw_path, deque()).extend(faults)
 
-    def next_fault(self, key: str, *, session: bool) -> str | None:
-        """Count a request for key (a session id or a raw path) and draw the fault it meets, if any."""
+    def next_fault(self, key: str, *, session: bool, throttled: bool = False) -> str | None:
+        """Count a request for key (a session id or a raw path) and draw the fault it meets, if any.
+
+        `throttled`: the request counts among the session requests that `throttle_at` numbers.
+        """
         with self._lock:
+            if throttled:
+                self.session_requests += 1
+                if self.session_requests in self.throttle_at:
+                    (self.session_hits if session else self._path_hits)[key] += 1
+                    return "429"
             hits = self.session_hits if session else self._path_hits
             hits[key] += 1
             queue = (self._scripts if session else self._path_scripts).get(key)
@@ -213,6 +230,7 @@ class _Api:
         raw_path = bytes(request.scope.get("raw_path") or request.scope["path"].encode()).decode("latin-1")
         auth_ok = self._auth_ok(request)
         echo = request.headers.get("authorization", "") if state.echo_authorization else None
+        received_at = time.monotonic()
         session_id: str | None = None
         fault: str | None = None
         if state.latency_ms > 0:
@@ -230,10 +248,10 @@ class _Api:
             match segments[4:]:
                 case ["scenarios", "runs", "by-session", encoded] if encoded:
                     session_id = unquote(encoded)
-                    fault = state.next_fault(session_id, session=True)
+                    fault = state.next_fault(session_id, session=True, throttled=True)
                     response = await self._by_session(session_id, fault, echo)
                 case ["responses", "sessions", encoded, "events"] if encoded:
-                    fault = state.next_fault(raw_path, session=False)
+                    fault = state.next_fault(raw_path, session=False, throttled=True)
                     response = await self._events(unquote(encoded), fault, echo)
                 case rest:
                     fault = state.next_fault(raw_path, session=False)
@@ -242,7 +260,8 @@ class _Api:
                         response = TruncatedResponse(bytes(response.body))
         state.record(RecordedRequest(
             method=request.method, raw_path=raw_path, query=request.url.query, session_id=session_id,
-            auth_ok=auth_ok, status=response.status_code, fault=fault,
+            auth_ok=auth_ok, status=response.status_code, fault=fault, received_at=received_at,
+            answered_at=time.monotonic(),
         ))
         return response
 

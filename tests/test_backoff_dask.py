@@ -1,0 +1,80 @@
+"""A 429 received by one Dask task pauses the requests of every task of the org until its Retry-After has passed.
+
+What is asserted, with the simulated API answering the 150th session request 429 with `Retry-After: 4` and
+nothing else: let `t` be when that 429 was answered; no request of any worker arrives at the API in
+[t + PROPAGATION, t + 4 - EARLY), where PROPAGATION bounds how long the other worker's task may take to see
+the pause (its poll of the Prefect Variable, `flows/backoff.py`: 0.5 s, plus one read, plus the requests it
+had in flight); the 429'd session's retry arrives at t + 4 or later; the load ends with every session loaded.
+Without the shared gate the other worker keeps sending throughout the window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connector.fake_api import FakeDataset, FakePiper
+from flows import backoff
+from tests.conftest import CANARY_TOKEN, query
+from tests.dask_support import serve_counting
+from tests.test_flow_prefect import prefect_harness, token_env
+
+pytestmark = pytest.mark.prefect
+__all__ = ["prefect_harness", "token_env"]
+
+RETRY_AFTER = 4.0
+PROPAGATION = 1.5
+"""Seconds after the 429 by which every task has seen the pause (a poll is 0.5 s; the machine is shared)."""
+EARLY = 0.1
+"""Timer slack: an asyncio sleep may end this much before its deadline."""
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    from distributed import LocalCluster
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PIPER_API_TOKEN", CANARY_TOKEN)
+        with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0") as local:
+            yield local
+
+
+def test_pause_variable_names_are_valid_and_keep_org_ids_apart() -> None:
+    assert backoff.pause_variable("acme-1") == "piper-api-acme-1-paused-until"
+    upper, lower = backoff.pause_variable("Acme.1"), backoff.pause_variable("acme_1")
+    assert upper != lower and upper.startswith("piper-api-acme_1-") and upper.endswith("-paused-until")
+
+
+def test_a_429_in_one_task_pauses_the_other_workers_task_until_its_retry_after(
+    prefect_harness: None, token_env: None, cluster: Any, tmp_path: Path
+) -> None:
+    from flows.prefect_flow import load_sessions
+
+    dataset = FakeDataset.generate(seed=29, sessions=800, payload_kb=1.0)
+    state = FakePiper(dataset=dataset, token=CANARY_TOKEN, latency_ms=20, retry_after=f"{RETRY_AFTER:g}",
+                      throttle_at=(150,))
+    ids = dataset.session_ids
+    with serve_counting(state) as (base_url, _):
+        flow = asyncio.run(load_sessions(session_ids=ids, org_id=dataset.org_id, base_url=base_url,
+                                         out_dir=str(tmp_path / "out"), concurrency=4, chunk_size=10,
+                                         sessions_per_task=400, dask_address=cluster.scheduler_address,
+                                         return_state=True))
+    assert flow.is_completed(), flow.message
+    assert query(tmp_path / "out", "SELECT count(*) FROM runs")[0][0] == len(ids), "every session loaded"
+    fetches = [r for r in state.requests if r.session_id is not None]
+    throttled = [r for r in fetches if r.status == 429]
+    assert len(throttled) == 1, "one 429, as scripted"
+    first = throttled[0]
+    t = first.answered_at
+    overlapping = [r for r in fetches if r.received_at <= first.received_at <= r.answered_at]
+    assert len(overlapping) >= 3, "more than one task's 2 slots were in flight: both workers were sending"
+    in_window = [r for r in fetches if t + PROPAGATION <= r.received_at < t + RETRY_AFTER - EARLY]
+    assert in_window == [], f"{len(in_window)} requests arrived during the pause"
+    retry = next(r for r in fetches if r.session_id == first.session_id and r.received_at > first.received_at)
+    assert retry.received_at >= t + RETRY_AFTER - EARLY and retry.status == 200
+    late = [r for r in fetches if r.received_at >= t + RETRY_AFTER - EARLY]
+    assert len(late) > 10, "the load went on after the pause"
