@@ -132,25 +132,53 @@ async def fetch_stream(
 
 @task(name="refresh-scenarios", cache_policy=NO_CACHE, persist_result=False)
 async def refresh_scenarios(
-    referenced: list[str], stored: dict[str, datetime | None], settings: LoadSettings, target: LoadTarget
+    referenced: list[str], stored: dict[str, datetime | None], settings: LoadSettings, target: LoadTarget,
+    budget: scale.ApiBudget | None = None, wait_seconds: float = scale.REFRESH_WAIT_SECONDS,
 ) -> ScenarioReport:
-    """Land the definitions of the new and moved scenarios among `referenced` as a part of the load."""
-    async with pipeline.make_client(settings, await resolve_token()) as client:
-        report = await dimensions.refresh_scenarios(client, referenced, stored, functools.partial(land_chunk, target),
-                                                    load_id=target.load_id, loaded_at=target.loaded_at)
+    """Land the definitions of the new and moved scenarios among `referenced` as a part of the load.
+
+    `budget`: on a Dask load, the refresh's slots of the org's API budget, held while it sends, and waited
+    for at most `wait_seconds` (a dead task's slots come back when their lease lapses); when they do not
+    come, nothing is sent and the scenarios wait for the next load.
+    """
+    sink = functools.partial(land_chunk, target)
+    token = await resolve_token()
+    if budget is None:
+        async with pipeline.make_client(settings, token) as client:
+            report = await dimensions.refresh_scenarios(client, referenced, stored, sink, load_id=target.load_id,
+                                                        loaded_at=target.loaded_at)
+    else:
+        from prefect.concurrency.asyncio import AcquireConcurrencySlotTimeoutError
+
+        try:
+            async with scale.occupying(budget, wait_seconds), backoff.shared_gate(settings.org_id) as gate, \
+                    pipeline.make_client(settings, token, concurrency=budget.slots, gate=gate) as client:
+                report = await dimensions.refresh_scenarios(client, referenced, stored, sink,
+                                                            load_id=target.load_id, loaded_at=target.loaded_at)
+        except AcquireConcurrencySlotTimeoutError:
+            report = ScenarioReport.skipped(referenced, f"{budget.slots} slots of the API budget {budget.name} "
+                                                        f"stayed taken for {wait_seconds:g} s")
     get_run_logger().info(report.line())
     return report
 
 
-async def land_scenarios(load: LoadTransaction, settings: LoadSettings, reports: list[ChunkReport]) -> ScenarioReport:
-    """The flow's side of `pipeline.land_scenarios`: the stored state read here, the requests in a task."""
+async def land_scenarios(
+    load: LoadTransaction, settings: LoadSettings, reports: list[ChunkReport], slots: int | None = None
+) -> ScenarioReport:
+    """The flow's side of `pipeline.land_scenarios`: the stored state read here, the requests in a task.
+
+    `slots`: on a Dask load, the share of the org's API budget the refresh takes (a fetch task's share, so
+    that the slots a dead task's lease still holds do not keep it waiting).
+    """
     referenced = pipeline.referenced_scenarios(reports)
     if any(report.stop_message for report in reports):
         return ScenarioReport.skipped(referenced, "the load stopped")
     if not referenced:
         return ScenarioReport()
     stored = dimensions.stored_scenarios(load, referenced)
-    return await refresh_scenarios(unwalked(referenced), unwalked(stored), settings, load.target)
+    budget = scale.ApiBudget(scale.budget_name(settings.org_id), min(slots, len(referenced))) \
+        if slots is not None else None
+    return await refresh_scenarios(unwalked(referenced), unwalked(stored), settings, load.target, budget)
 
 async def land_in_tasks(
     load: LoadTransaction, plan: pipeline.LoadPlan, settings: LoadSettings,
@@ -165,8 +193,8 @@ async def land_in_tasks(
     info = dimensions.session_info_for(load, plan.to_fetch, session_info)
     load.watch()  # the tasks' chunks go into the load's DuckDB transaction as they land
     if settings.on_dask:
-        reports += await land_on_dask(load, plan, settings, info)
-        return reports, await land_scenarios(load, settings, reports)
+        dask_reports, slots = await land_on_dask(load, plan, settings, info)
+        return reports + dask_reports, await land_scenarios(load, settings, reports + dask_reports, slots)
     slices = plan.slices(settings.sessions_per_task)
     for index, sessions in enumerate(slices):
         task_info = {session_id: info[session_id] for session_id in sessions if session_id in info}
@@ -182,19 +210,19 @@ async def land_in_tasks(
 
 async def land_on_dask(
     load: LoadTransaction, plan: pipeline.LoadPlan, settings: LoadSettings, info: Mapping[str, SessionInfo]
-) -> list[ChunkReport]:
+) -> tuple[list[ChunkReport], int]:
     """The fetch tasks on the settings' Dask cluster, within the org's API budget (`flows/scale.py`).
 
     Every session to fetch ends in a report: landed by a task, or recorded `failed` when its task failed
-    twice or was never started after a stop.
+    twice or was never started after a stop. Returns the reports and a task's share of the budget.
     """
     name = scale.budget_name(settings.org_id)
     await scale.set_budget(name, settings.concurrency)
     if not plan.to_fetch:
-        return []
+        return [], settings.concurrency
     runner = scale.task_runner(settings)
 
-    def on_cluster() -> tuple[list[list[str]], scale.Outcome]:
+    def on_cluster() -> tuple[list[list[str]], scale.Outcome, int]:
         with runner:
             parallel = scale.cluster_threads(runner)
             slices = scale.task_slices(plan.to_fetch, settings.sessions_per_task, parallel)
@@ -211,9 +239,9 @@ async def land_on_dask(
                     "stream": scale.stream_name(index), "session_info": task_info, "budget": budget,
                 })
 
-            return slices, scale.run_tasks(submit, len(slices), scale.WINDOW_PER_SLOT * parallel)
+            return slices, scale.run_tasks(submit, len(slices), scale.WINDOW_PER_SLOT * parallel), budget.slots
 
-    slices, outcome = await asyncio.to_thread(on_cluster)
+    slices, outcome, slots = await asyncio.to_thread(on_cluster)
     reports = outcome.reports
     for index, why in sorted(outcome.failed.items()):
         stream = scale.stream_name(index)
@@ -225,7 +253,7 @@ async def land_on_dask(
     if outcome.unsent:
         reports.append(pipeline.land_unsent(load.land, plan, [slices[i] for i in outcome.unsent],
                                             outcome.stop_reason or "the load stopped"))
-    return reports
+    return reports, slots
 
 
 async def publish_summary(key: str, markdown: str, load: pipeline.LoadSummary, line: str) -> None:

@@ -11,9 +11,9 @@ global concurrency limit of that size, named after the org (`budget_name`), and 
 `ApiBudget.slots` of it for its whole run while its client keeps at most that many requests in flight,
 so the sum over the cluster never passes the limit, whatever the number of workers, and loads of the
 same org started elsewhere share it. The slots are leased: a task whose worker dies gives them back when
-the lease lapses (`LEASE_SECONDS`). A 429 slows only the task that received it (its retries follow
-Retry-After); the others keep to their share, so the cluster's pressure on the API stays within the
-budget but is not lowered by a 429 (docs/scale-out.md).
+the lease lapses (`LEASE_SECONDS`). A 429 in any task pauses the requests of every task of the org for its
+wait (`flows/backoff.py`). The flow's scenario refresh takes a task's share of the same limit, waiting
+at most `REFRESH_WAIT_SECONDS` for it (docs/scale-out.md).
 
 Tasks are coarse (the known prefect-dask issues PrefectHQ/prefect#21697, scheduler memory per task run,
 and #12877, stalls after a few hundred tasks): one task per `sessions_per_task` sessions or per worker
@@ -52,6 +52,8 @@ POLL_SECONDS = 0.05
 """How often the flow looks for finished tasks."""
 LEASE_SECONDS = 60.0
 """How long a dead task's API slots stay taken (the least lease Prefect grants)."""
+REFRESH_WAIT_SECONDS = LEASE_SECONDS + 30.0
+"""How long the flow's scenario refresh waits for its slots: past the lease of a dead task's, then it is skipped."""
 
 
 @dataclass(frozen=True)
@@ -91,11 +93,15 @@ async def set_budget(name: str, limit: int) -> None:
 
 
 @asynccontextmanager
-async def occupying(budget: ApiBudget) -> AsyncIterator[None]:
-    """Hold `budget.slots` slots of the global limit for the block's duration (waiting until they are free)."""
+async def occupying(budget: ApiBudget, wait_seconds: float | None = None) -> AsyncIterator[None]:
+    """Hold `budget.slots` slots of the global limit for the block's duration (waiting until they are free).
+
+    `wait_seconds`: wait at most that long for them, then raise `TimeoutError`; None waits as long as it takes.
+    """
     from prefect.concurrency.asyncio import concurrency
 
-    async with concurrency(budget.name, occupy=budget.slots, strict=True, lease_duration=LEASE_SECONDS):
+    async with concurrency(budget.name, occupy=budget.slots, strict=True, lease_duration=LEASE_SECONDS,
+                           timeout_seconds=wait_seconds):
         yield
 
 

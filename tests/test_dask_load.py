@@ -87,9 +87,10 @@ def test_the_api_never_sees_more_requests_in_flight_than_the_concurrency(
     state = simulated(48, latency_ms=40)
     ids = state.dataset.session_ids
     with serve_counting(state) as (base_url, in_flight):
-        # 3 slots: each of the 2 workers' tasks holds 1 (3 // 2), the scenario refresh after them all 3
+        # 3 slots: each of the 2 workers' tasks (12 sessions, about 0.5 s of requests) holds 1 (3 // 2), and
+        # so does the scenario refresh after them
         flow = run_dask_flow(base_url, state.dataset.org_id, tmp_path / "three", ids[:24], concurrency=3,
-                             chunk_size=4, sessions_per_task=4, dask_address=cluster.scheduler_address)
+                             chunk_size=4, sessions_per_task=12, dask_address=cluster.scheduler_address)
         assert flow.is_completed(), flow.message
         assert 1 < in_flight.most <= 3, f"the tasks overlapped, within the budget: {in_flight.most}"
         # 1 slot, and 2 workers whose tasks would hold 1 each: only the global limit keeps them to 1 in all
