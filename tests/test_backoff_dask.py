@@ -1,10 +1,10 @@
 """A 429 received by one Dask task pauses the requests of every task of the org until its Retry-After has passed.
 
-What is asserted, with the simulated API answering the 150th session request 429 with `Retry-After: 4` and
+What is asserted, with the simulated API answering the 150th session request 429 with `Retry-After: 5` and
 nothing else: let `t` be when that 429 was answered; no request of any worker arrives at the API in
-[t + PROPAGATION, t + 4 - EARLY), where PROPAGATION bounds how long the other worker's task may take to see
+[t + PROPAGATION, t + 5 - EARLY), where PROPAGATION bounds how long the other worker's task may take to see
 the pause (its poll of the Prefect Variable, `flows/backoff.py`: 0.5 s, plus one read, plus the requests it
-had in flight); the 429'd session's retry arrives at t + 4 or later; the load ends with every session loaded.
+had in flight); the 429'd session's retry arrives at t + 5 or later; the load ends with every session loaded.
 Without the shared gate the other worker keeps sending throughout the window.
 """
 
@@ -26,9 +26,9 @@ from tests.test_flow_prefect import prefect_harness, token_env
 pytestmark = pytest.mark.prefect
 __all__ = ["prefect_harness", "token_env"]
 
-RETRY_AFTER = 4.0
-PROPAGATION = 1.5
-"""Seconds after the 429 by which every task has seen the pause (a poll is 0.5 s; the machine is shared)."""
+RETRY_AFTER = 5.0
+PROPAGATION = 2.0
+"""Seconds after the 429 by which every task has seen the pause (a poll is 0.5 s, plus a write and a read)."""
 EARLY = 0.1
 """Timer slack: an asyncio sleep may end this much before its deadline."""
 
