@@ -19,7 +19,6 @@ import os
 from collections import Counter
 from collections.abc import Mapping
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, cast
 
 from prefect import flow, get_run_logger, task
@@ -36,6 +35,7 @@ from flows.report import load_summary_markdown, sync_summary_markdown
 from flows.settings import TOKEN_BLOCK, HttpClient, LoadSettings, OutputFormat, SyncOptions
 from schemas.flatten import SessionInfo
 from warehouse.load import LoadTarget, LoadTransaction, land_chunk, open_load
+from warehouse.objstore import landing_root
 from warehouse.store import DEFAULT_STORAGE_VERSION
 from warehouse.streams import resume_stream
 
@@ -95,7 +95,7 @@ async def fetch_and_land(
     if budget is None:
         reports = await fetch_stream(session_ids, settings, target, stream, session_info)
     else:
-        landed = resume_stream(Path(target.landing_root), target.load_id, stream)
+        landed = resume_stream(landing_root(target.landing_root), target.load_id, stream)
         rest = [session_id for session_id in session_ids if session_id not in landed.session_ids]
         reports = scale.reports_of(landed)
         if landed.chunks:
@@ -212,7 +212,7 @@ async def land_on_dask(
     reports = outcome.reports
     for index, why in sorted(outcome.failed.items()):
         stream = scale.stream_name(index)
-        landed = resume_stream(Path(load.target.landing_root), load.load_id, stream)
+        landed = resume_stream(landing_root(load.target.landing_root), load.load_id, stream)
         reports += scale.reports_of(landed)
         lost = [session_id for session_id in slices[index] if session_id not in landed.session_ids]
         reports.append(scale.land_lost(load.land, plan.load_id, lost, f"lost-{stream}",
