@@ -246,7 +246,7 @@ async def load_sessions(
     concurrency: int = 16,
     max_retries: int = 5,
     chunk_size: int = 500,
-    format: OutputFormat = "both",
+    format: OutputFormat | None = None,
     refetch: bool = False,
     lock_timeout: float = 30.0,
     http_client: HttpClient = "aiohttp",
@@ -259,6 +259,7 @@ async def load_sessions(
     duckdb_storage_version: str = DEFAULT_STORAGE_VERSION,
     dask_address: str | None = None,
     dask_workers: int | None = None,
+    database: str | None = None,
 ) -> pipeline.LoadSummary:
     """Load Piper scenario runs for these session ids into Parquet and DuckDB.
 
@@ -267,11 +268,12 @@ async def load_sessions(
         org_id: Piper organisation id; defaults to the PIPER_ORG_ID environment variable.
         base_url: Piper API base URL; defaults to PIPER_BASE_URL, then https://api.letpiper.com.
         out_dir: output folder for piper.duckdb and parquet/ on the worker; defaults to PIPER_OUT_DIR, then
-            ~/.local/share/piper-etl/warehouse (under XDG_DATA_HOME when that is set).
+            ~/.local/share/piper-etl/warehouse (under XDG_DATA_HOME when that is set). Or an object-store
+            URL (s3://bucket/prefix, credentials from the environment) for parquet/ and current_state.sql.
         concurrency: requests in flight at once.
         max_retries: retries per session after the first attempt.
         chunk_size: sessions per Parquet part, at most; a chunk is landed while the next one is fetched.
-        format: duckdb, parquet or both.
+        format: duckdb, parquet or both; null: both, or parquet with an object-store out_dir.
         refetch: fetch sessions whose stored run is already final again.
         lock_timeout: seconds the commit waits for another process holding piper.duckdb.
         http_client: aiohttp (default) or httpx, the HTTP library of the requests.
@@ -292,13 +294,16 @@ async def load_sessions(
             workers must see out_dir at the same path. concurrency then holds for the whole cluster.
         dask_workers: run the fetch tasks on a local Dask cluster of this many worker processes; not with
             dask_address.
+        database: the local DuckDB file of an object-store out_dir (needed for format duckdb or both there);
+            its folder holds the load state. Not with a local out_dir, which keeps piper.duckdb in it.
     """
     given = dict(locals())
     settings = LoadSettings.resolve({name: value for name, value in given.items() if name != "session_ids"})
     pipeline.make_client(settings, await resolve_token())  # a missing or unusable token fails before any work
     logger = get_run_logger()
     ids = pipeline.unique_session_ids(session_ids)
-    with open_load(settings.out_dir, format=settings.format, lock_timeout=settings.lock_timeout,
+    with open_load(settings.state_dir, format=settings.output, lock_timeout=settings.lock_timeout,
+                   landing_url=settings.out_url, database=settings.database,
                    storage_version=settings.duckdb_storage_version,
                    expected_sessions=len(ids)) as load:
         plan = pipeline.plan_load(load, ids, settings)
@@ -323,7 +328,7 @@ async def sync_sessions(
     concurrency: int = 16,
     max_retries: int = 5,
     chunk_size: int = 500,
-    format: OutputFormat = "both",
+    format: OutputFormat | None = None,
     refetch: bool = False,
     lock_timeout: float = 30.0,
     http_client: HttpClient = "aiohttp",
@@ -336,6 +341,7 @@ async def sync_sessions(
     duckdb_storage_version: str = DEFAULT_STORAGE_VERSION,
     dask_address: str | None = None,
     dask_workers: int | None = None,
+    database: str | None = None,
     full_scan: bool = False,
     since: str | None = None,
     until: str | None = None,
@@ -349,11 +355,12 @@ async def sync_sessions(
         org_id: Piper organisation id; defaults to the PIPER_ORG_ID environment variable.
         base_url: Piper API base URL; defaults to PIPER_BASE_URL, then https://api.letpiper.com.
         out_dir: output folder for piper.duckdb and parquet/ on the worker; defaults to PIPER_OUT_DIR, then
-            ~/.local/share/piper-etl/warehouse (under XDG_DATA_HOME when that is set).
+            ~/.local/share/piper-etl/warehouse (under XDG_DATA_HOME when that is set). Or an object-store
+            URL (s3://bucket/prefix, credentials from the environment) for parquet/ and current_state.sql.
         concurrency: requests in flight at once.
         max_retries: retries per session after the first attempt.
         chunk_size: sessions per Parquet part, at most; a chunk is landed while the next one is fetched.
-        format: duckdb, parquet or both.
+        format: duckdb, parquet or both; null: both, or parquet with an object-store out_dir.
         refetch: fetch sessions whose stored run is already final again.
         lock_timeout: seconds the commit waits for another process holding piper.duckdb.
         http_client: aiohttp (default) or httpx, the HTTP library of the requests.
@@ -374,6 +381,8 @@ async def sync_sessions(
             workers must see out_dir at the same path. concurrency then holds for the whole cluster.
         dask_workers: run the fetch tasks on a local Dask cluster of this many worker processes; not with
             dask_address.
+        database: the local DuckDB file of an object-store out_dir (needed for format duckdb or both there);
+            its folder holds the load state. Not with a local out_dir, which keeps piper.duckdb in it.
         full_scan: read the whole sessions list instead of stopping below the watermark (the daily sync).
         since: only sessions created at or after this ISO 8601 date or time (UTC when it names no zone).
         until: only sessions created before this ISO 8601 date or time. A sync with since or until (a
@@ -385,7 +394,8 @@ async def sync_sessions(
     token = await resolve_token()
     pipeline.make_client(settings, token)  # a missing or unusable token fails before any work
     logger = get_run_logger()
-    with open_load(settings.out_dir, format=settings.format, lock_timeout=settings.lock_timeout,
+    with open_load(settings.state_dir, format=settings.output, lock_timeout=settings.lock_timeout,
+                   landing_url=settings.out_url, database=settings.database,
                    storage_version=settings.duckdb_storage_version) as load:
         async with pipeline.make_client(settings, token) as client:
             sync_plan = await sync.begin_sync(load, client, options, with_agent_usage=settings.with_agent_usage)

@@ -425,6 +425,8 @@ def open_load(
     out_dir.mkdir(parents=True, exist_ok=True)
     formats = stores(format)
     store_root = None if landing_url is None else objstore.ObjectPath(landing_url)
+    if store_root is not None:
+        objstore.check_reachable(store_root)
     relative = landing.PARQUET_DIR if "parquet" in formats else landing.STAGING_DIR
     lease = leases.begin(
         out_dir,

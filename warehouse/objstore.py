@@ -19,6 +19,7 @@ DuckDB reads the objects through the same fsspec file system (`register`), not t
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import io
 import os
@@ -42,6 +43,10 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 class ObjectStoreError(ValueError):
     """An object-store URL that cannot be used (unknown scheme, credentials in it, no bucket)."""
+
+
+class ObjectStoreUnreachable(OSError):
+    """The object store does not answer, refuses the credentials, or has no such bucket: nothing was written."""
 
 
 def is_url(value: str) -> bool:
@@ -153,6 +158,20 @@ def filesystem(url: str) -> AbstractFileSystem:
             options["endpoint_url"] = endpoint
     fs: AbstractFileSystem = cls(**options) if protocol in ("s3", "s3a") else cls()
     return fs
+
+
+def check_reachable(root: ObjectPath) -> None:
+    """Fail before any request to the API when the store cannot be written: no bucket, no access, no answer."""
+    scheme, _, rest = root.url.partition("://")
+    bucket = f"{scheme}://{rest.split('/', 1)[0]}"
+    try:
+        found = root.fs.exists(bucket) and root.fs.isdir(bucket)
+    except OSError:
+        raise
+    except Exception as exc:  # botocore's own errors (no credentials, endpoint unreachable) are no OSError
+        raise ObjectStoreUnreachable(f"cannot reach {bucket}: {type(exc).__name__}: {exc}") from None
+    if not found:
+        raise ObjectStoreUnreachable(errno.ENOENT, "no such bucket", bucket)
 
 
 def landing_root(value: str | Path) -> Root:

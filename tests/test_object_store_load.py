@@ -1,0 +1,63 @@
+"""`piper-etl load --out s3://bucket/prefix`: the Parquet landing on an S3 server on loopback (moto).
+
+The same parts and the same current state as a load into a local folder; the load's state (leases,
+the sequence) in a local folder; the current state read back through `views.open_current_state(url)`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from schemas.tables import FINAL_STATUSES
+from tests.conftest import Cli, SimulatedPiper, load_args
+from tests.object_store_support import S3Server, parquet_tables, s3
+from warehouse import objstore
+
+__all__ = ["s3"]
+
+
+@pytest.fixture
+def state_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
+    return tmp_path / "xdg-state"
+
+
+def test_a_parquet_load_into_s3_lands_what_a_local_load_lands(
+    piper: SimulatedPiper, cli: Cli, s3: S3Server, state_home: Path, tmp_path: Path
+) -> None:
+    ids = piper.dataset.session_ids
+    piper.dataset.add_session("bad", status="passed")
+    piper.dataset.set_payload("bad", [1, 2, 3])
+    every = [*ids, "bad", "unknown-session"]
+    local = cli(*load_args(piper, tmp_path / "local", "--format", "parquet", "--chunk-size", "7", *every))
+    url = s3.prefix()
+    remote = cli("load", "--org-id", piper.org_id, "--base-url", piper.base_url, "--out", url, "--chunk-size", "7",
+                 *every)
+    assert remote.code == local.code == 1, "the rejected payload fails both loads alike"
+    assert f"written to {url} " in remote.stdout
+    assert parquet_tables(f"{url}/parquet") == parquet_tables(tmp_path / "local" / "parquet")
+    keys = s3.objects(url)
+    prefix = url.removeprefix(f"s3://{s3.bucket}/")
+    assert f"{prefix}/current_state.sql" in keys
+    assert f"'{url}/parquet/runs/" in keys[f"{prefix}/current_state.sql"].decode()
+    assert not any(key.endswith(".tmp") for key in keys), "a write on the store is one PUT: no temporary object"
+    assert not any("piper.duckdb" in key for key in keys), "the default format there is parquet"
+    state = objstore.state_folder(url, {"XDG_STATE_HOME": str(state_home)})
+    assert sorted(path.name for path in (state / "_loads").iterdir()) == [".lock", "sequence"]
+
+
+def test_a_second_load_into_s3_skips_what_the_store_holds_final(
+    piper: SimulatedPiper, cli: Cli, s3: S3Server, state_home: Path
+) -> None:
+    url = s3.prefix()
+    ids = piper.dataset.session_ids
+    args = ["load", "--org-id", piper.org_id, "--base-url", piper.base_url, "--out", url]
+    first = cli(*args, *ids)
+    assert first.code == 0, first.stderr
+    final = sum(1 for s in ids if piper.dataset.status_of(s) in FINAL_STATUSES)
+    assert final
+    second = cli(*args, *ids)
+    assert second.code == 0, second.stderr
+    assert f"{final} skipped" in second.stdout
