@@ -26,7 +26,7 @@ from connector.errors import TOKEN_ENV, PiperConfigError
 from warehouse import objstore
 from warehouse.load import FORMATS, OutputFormat
 from warehouse.pricing import PriceList, PricingError, read_pricing
-from warehouse.store import DEFAULT_STORAGE_VERSION, check_storage_version
+from warehouse.store import DATABASE_FILE, DEFAULT_STORAGE_VERSION, check_storage_version
 
 __all__ = [
     "DEFAULT_BASE_URL", "ENVIRONMENT", "FORMATS", "ConflictingSettings", "HttpClient", "LoadSettings", "OutputFormat",
@@ -189,6 +189,10 @@ class LoadSettings:
             raise SettingError("out_dir", str(exc)) from None
         if self.database is not None:
             object.__setattr__(self, "database", Path(self.database).expanduser())
+            if Path(self.database).name != DATABASE_FILE:  # the BI snapshot is published from OUT/piper.duckdb
+                raise SettingError("database", f"must name a file called {DATABASE_FILE} (its folder holds the "
+                                               f"load state and the BI snapshot, as a local out_dir does), not "
+                                               f"{str(self.database)!r}")
         elif self.output != "parquet":
             raise SettingError("format", f"{self.output} needs database (a local DuckDB file) with an object-store "
                                          "out_dir: pass it, or use format parquet")

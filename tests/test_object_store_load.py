@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from schemas.tables import FINAL_STATUSES
 from tests.conftest import Cli, SimulatedPiper, load_args
-from tests.object_store_support import S3Server, parquet_tables, s3
+from tests.object_store_support import S3Server, database_tables, parquet_tables, s3
 from warehouse import objstore
 
 __all__ = ["s3"]
@@ -61,3 +62,39 @@ def test_a_second_load_into_s3_skips_what_the_store_holds_final(
     second = cli(*args, *ids)
     assert second.code == 0, second.stderr
     assert f"{final} skipped" in second.stdout
+
+
+def test_format_both_merges_the_parts_from_the_store_into_the_local_database(
+    piper: SimulatedPiper, cli: Cli, s3: S3Server, state_home: Path, tmp_path: Path
+) -> None:
+    ids = piper.dataset.session_ids
+    local = cli(*load_args(piper, tmp_path / "local", "--chunk-size", "7", *ids))
+    url, database = s3.prefix(), tmp_path / "db" / "piper.duckdb"
+    args = ["load", "--org-id", piper.org_id, "--base-url", piper.base_url, "--out", url, "--chunk-size", "7"]
+    remote = cli(*args, "--format", "both", "--database", str(database), *ids)
+    assert remote.code == local.code == 0, remote.stderr
+    assert database_tables(database) == database_tables(tmp_path / "local" / "piper.duckdb")
+    assert parquet_tables(f"{url}/parquet") == database_tables(database)
+    assert sorted(path.name for path in (database.parent / "_loads").iterdir()) == [".lock", "sequence"]
+    assert not state_home.exists(), "with --database, the load state is in its folder"
+    piper.dataset.complete_pending()
+    again = cli(*args, "--format", "both", "--database", str(database), "--refetch", *ids[:5])
+    assert again.code == 0, again.stderr
+    assert parquet_tables(f"{url}/parquet") == database_tables(database)
+
+
+def test_a_parquet_load_into_s3_is_caught_up_by_a_later_load_with_a_database(
+    piper: SimulatedPiper, cli: Cli, s3: S3Server, tmp_path: Path
+) -> None:
+    ids = piper.dataset.session_ids
+    url, database = s3.prefix(), tmp_path / "db" / "piper.duckdb"
+    args = ["load", "--org-id", piper.org_id, "--base-url", piper.base_url, "--out", url, "--database", str(database)]
+    assert cli(*args, "--format", "parquet", *ids[:10]).code == 0
+    assert not database.exists()
+    assert cli(*args, "--format", "both", *ids[10:]).code == 0
+    assert parquet_tables(f"{url}/parquet") == database_tables(database)
+    con = duckdb.connect(str(database), read_only=True)
+    try:
+        assert con.execute("SELECT count(*), count(DISTINCT status) FROM loads").fetchall() == [(2, 1)]
+    finally:
+        con.close()
