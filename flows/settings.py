@@ -176,17 +176,18 @@ class LoadSettings:
             object.__setattr__(self, "dask_address", address)
 
     def _check_object_store(self) -> None:
-        if self.out_url is None:
+        url = self.out_url
+        if url is None:
             object.__setattr__(self, "out_dir", Path(self.out_dir))
             if self.database is not None:
-                raise SettingError("database", "is for an object-store out_dir (s3://...); a local out_dir keeps "
-                                               "piper.duckdb in it")
+                raise SettingError("database", "is for an object-store output (s3://BUCKET/PREFIX); a local output "
+                                               "folder keeps piper.duckdb in it")
             return
-        object.__setattr__(self, "out_dir", self.out_url.rstrip("/"))
         try:
-            objstore.filesystem(self.out_url)  # the scheme is known and the URL carries no credentials
+            objstore.filesystem(url)  # the scheme is known and the URL carries no credentials
         except objstore.ObjectStoreError as exc:
             raise SettingError("out_dir", str(exc)) from None
+        object.__setattr__(self, "out_dir", url.rstrip("/"))
         if self.database is not None:
             object.__setattr__(self, "database", Path(self.database).expanduser())
             if Path(self.database).name != DATABASE_FILE:  # the BI snapshot is published from OUT/piper.duckdb
@@ -194,8 +195,8 @@ class LoadSettings:
                                                f"load state and the BI snapshot, as a local out_dir does), not "
                                                f"{str(self.database)!r}")
         elif self.output != "parquet":
-            raise SettingError("format", f"{self.output} needs database (a local DuckDB file) with an object-store "
-                                         "out_dir: pass it, or use format parquet")
+            raise SettingError("format", f"{self.output} needs a local DuckDB file with an object-store output: "
+                                         "name it (--database, the flow's database), or write parquet only")
 
     @property
     def output(self) -> OutputFormat:
