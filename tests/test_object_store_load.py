@@ -14,7 +14,9 @@ import pytest
 from schemas.tables import FINAL_STATUSES
 from tests.conftest import Cli, SimulatedPiper, load_args
 from tests.object_store_support import S3Server, database_tables, parquet_tables, s3
-from warehouse import objstore
+from tests.test_crash_recovery import run_cli_process
+from warehouse import landing, objstore, views
+from warehouse.crash import CRASH_EXIT_STATUS
 
 __all__ = ["s3"]
 
@@ -98,3 +100,30 @@ def test_a_parquet_load_into_s3_is_caught_up_by_a_later_load_with_a_database(
         assert con.execute("SELECT count(*), count(DISTINCT status) FROM loads").fetchall() == [(2, 1)]
     finally:
         con.close()
+
+
+@pytest.mark.parametrize("crash_at", ["parquet-written:12", "fetched"])
+def test_a_load_into_s3_killed_mid_way_leaves_nothing_visible_and_the_rerun_converges(
+    piper: SimulatedPiper, cli: Cli, s3: S3Server, state_home: Path, tmp_path: Path, crash_at: str
+) -> None:
+    ids = piper.dataset.session_ids
+    assert cli(*load_args(piper, tmp_path / "reference", "--format", "parquet", "--chunk-size", "8", *ids)).code == 0
+    url = s3.prefix()
+    args = ["load", "--org-id", piper.org_id, "--base-url", piper.base_url, "--out", url, "--chunk-size", "8", *ids]
+    killed = run_cli_process(args, crash_at=crash_at)  # the state folder from XDG_STATE_HOME, as here
+    assert killed.returncode == CRASH_EXIT_STATUS, killed.stderr
+    root = objstore.ObjectPath(f"{url}/parquet")
+    assert views.read_layout(root).pending_loads == frozenset(), "a dead load's objects are not read"
+    assert (root / "fetch_log").names(), "it had landed chunks"
+    rerun = cli(*args)
+    assert rerun.code == 0, rerun.stderr
+    current, reference = parquet_tables(root.as_posix()), parquet_tables(tmp_path / "reference" / "parquet")
+    for table in landing.DATA_TABLES:  # as tests/test_crash_recovery.py compares a local folder
+        assert current[table] == reference[table], table
+    con = views.open_current_state(root)
+    try:
+        statuses = sorted(row[0] for row in con.execute("SELECT status FROM loads").fetchall())
+        logged = con.execute("SELECT count(DISTINCT session_id) FROM fetch_log").fetchall()
+    finally:
+        con.close()
+    assert statuses == ["recovered", "succeeded"] and logged == [(len(ids),)]
