@@ -228,7 +228,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser, command: str) -> Non
     )
     parser.add_argument(
         "--out", type=output_folder, default=str(configured_out_dir()), metavar="DIR",
-        help="output folder (env PIPER_OUT_DIR)",
+        help="output folder, or s3://BUCKET/PREFIX for the Parquet files (env PIPER_OUT_DIR; docs/scale-out.md)",
     )
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight at once")
     parser.add_argument("--max-retries", type=int, default=5, help="retries per session")

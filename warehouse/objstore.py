@@ -151,12 +151,11 @@ def filesystem(url: str) -> AbstractFileSystem:
     except (ValueError, ImportError) as exc:
         raise ObjectStoreError(f"cannot use {protocol}:// URLs here ({exc}); for s3:// install "
                                "piper-etl[s3]") from None
-    options: dict[str, Any] = {"use_listings_cache": False}  # other processes write the same prefix
-    if protocol in ("s3", "s3a"):
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        if endpoint:  # botocore reads it too; s3fs 2026.9 passes it on only when given explicitly
-            options["endpoint_url"] = endpoint
-    fs: AbstractFileSystem = cls(**options) if protocol in ("s3", "s3a") else cls()
+    # Nothing but the environment configures it: botocore (under s3fs 2026.9) reads the credentials, the
+    # region and AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3 itself. No listing cache: other processes (the
+    # Dask workers) write the same prefix, and a cached listing would hide their parts.
+    options: dict[str, Any] = {"use_listings_cache": False} if protocol in ("s3", "s3a") else {}
+    fs: AbstractFileSystem = cls(**options)
     return fs
 
 
