@@ -181,7 +181,7 @@ def load_parts(root: Root, load_id: str, table: str) -> list[Path] | list[Object
     """The landed parts of one table for one load, in part-name order."""
     folder = root / table
     if isinstance(folder, ObjectPath):  # one listing, not one a pattern
-        return [folder / name for name in sorted(folder.names())
+        return [folder / name for name in sorted(folder.names(prefix=load_id))
                 if name.endswith(".parquet") and name.startswith((f"{load_id}.", f"{load_id}-"))]
     if not folder.is_dir():
         return []

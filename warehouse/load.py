@@ -384,8 +384,8 @@ class _Inserter(threading.Thread):
 
     def _landed_elsewhere(self) -> list[str]:
         prefix, suffix = f"{self.load_id}.", ".parquet"
-        parts = (name[len(prefix) : -len(suffix)] for name in objstore.names(self.fetch_log_folder)
-                 if name.startswith(prefix) and name.endswith(suffix))
+        parts = (name[len(prefix) : -len(suffix)] for name in objstore.names(self.fetch_log_folder, prefix)
+                 if name.endswith(suffix))
         return [part for part in parts if part not in self.seen]
 
     def finish(self, *, raise_error: bool) -> None:

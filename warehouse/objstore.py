@@ -100,13 +100,20 @@ class ObjectPath:
         """Whether any object lies under this prefix (an object store has no empty folders)."""
         return bool(self.names())
 
-    def names(self) -> list[str]:
-        """The names of the entries right under this folder; [] when there are none."""
+    def names(self, prefix: str = "") -> list[str]:
+        """The names of the entries right under this folder that begin with `prefix`; [] when there are none.
+
+        On S3 the prefix is filtered by the server (one load's parts, not the listing of every load's).
+        """
         try:
-            listed = self.fs.ls(self.url, detail=False, refresh=True)
+            if prefix and self.url.startswith(("s3://", "s3a://")):
+                listed = self.fs.find(self.url, maxdepth=1, prefix=prefix, withdirs=True)
+            else:
+                listed = self.fs.ls(self.url, detail=False, refresh=True)
         except FileNotFoundError:
             return []
-        return [str(key).rstrip("/").rsplit("/", 1)[-1] for key in listed]
+        found = (str(key).rstrip("/").rsplit("/", 1)[-1] for key in listed)
+        return [name for name in found if name.startswith(prefix)]
 
     def glob(self, pattern: str) -> list[ObjectPath]:
         """The entries matching `pattern`, one `*`-pattern per level (`*.parquet`, `*/.x*.tmp`)."""
@@ -225,12 +232,13 @@ def num_rows(path: Root) -> int:
         return int(pq.ParquetFile(source).metadata.num_rows)
 
 
-def names(folder: Root) -> list[str]:
-    """The entry names of a folder ([] when it does not exist): `os.scandir` locally, one listing remotely."""
+def names(folder: Root, prefix: str = "") -> list[str]:
+    """The entry names of a folder beginning with `prefix` ([] when it does not exist): `os.scandir` locally,
+    one listing remotely."""
     if isinstance(folder, ObjectPath):
-        return folder.names()
+        return folder.names(prefix)
     try:
-        return [entry.name for entry in os.scandir(folder)]
+        return [entry.name for entry in os.scandir(folder) if entry.name.startswith(prefix)]
     except FileNotFoundError:
         return []
 
@@ -239,8 +247,7 @@ def register(con: duckdb.DuckDBPyConnection, root: Root) -> None:
     """Let `con` read the files under `root` by their URLs (`read_parquet(['s3://...'])`); locally a no-op."""
     if isinstance(root, ObjectPath):
         protocol = root.url.split("://", 1)[0]
-        known = {str(fs) for fs in con.list_filesystems()}
-        if not any(protocol in name for name in known):
+        if protocol not in {str(name) for name in con.list_filesystems()}:
             con.register_filesystem(root.fs)
 
 
