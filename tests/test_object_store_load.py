@@ -127,3 +127,16 @@ def test_a_load_into_s3_killed_mid_way_leaves_nothing_visible_and_the_rerun_conv
     finally:
         con.close()
     assert statuses == ["recovered", "succeeded"] and logged == [(len(ids),)]
+
+
+def test_format_duckdb_stages_on_the_store_and_leaves_nothing_there_after_the_merge(
+    piper: SimulatedPiper, cli: Cli, s3: S3Server, tmp_path: Path
+) -> None:
+    ids = piper.dataset.session_ids
+    assert cli(*load_args(piper, tmp_path / "local", "--format", "duckdb", *ids)).code == 0
+    url, database = s3.prefix(), tmp_path / "db" / "piper.duckdb"
+    done = cli("load", "--org-id", piper.org_id, "--base-url", piper.base_url, "--out", url, "--format", "duckdb",
+               "--database", str(database), *ids)
+    assert done.code == 0, done.stderr
+    assert database_tables(database) == database_tables(tmp_path / "local" / "piper.duckdb")
+    assert s3.objects(url) == {}, "the staged parts are deleted once merged, and no Parquet state is published"

@@ -16,7 +16,7 @@ Chunks are inserted into the open DuckDB transaction while the load still fetche
 of this object (`land` hands it each chunk; chunks landed by other processes are found in the landing
 folder), for loads of up to `MERGE_WHILE_FETCHING_UP_TO` sessions: see docs/performance.md, merge.
 
-The landing may be on an object store (`open_load(state_dir, landing="s3://bucket/prefix", ...)`,
+The landing may be on an object store (`open_load(state_dir, landing_url="s3://bucket/prefix", ...)`,
 `warehouse/objstore.py`): its Parquet files then go there, under the same layout, while the load's local
 state (leases, the sequence, the DuckDB file at `database`) stays in the local folder `out_dir`.
 """
