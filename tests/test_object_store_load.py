@@ -140,3 +140,24 @@ def test_format_duckdb_stages_on_the_store_and_leaves_nothing_there_after_the_me
     assert done.code == 0, done.stderr
     assert database_tables(database) == database_tables(tmp_path / "local" / "piper.duckdb")
     assert s3.objects(url) == {}, "the staged parts are deleted once merged, and no Parquet state is published"
+
+
+def test_a_sync_into_s3_lands_the_listed_sessions_and_keeps_its_watermark_there(
+    piper: SimulatedPiper, cli: Cli, s3: S3Server, state_home: Path
+) -> None:
+    url = s3.prefix()
+    args = ["sync", "--org-id", piper.org_id, "--base-url", piper.base_url, "--out", url]
+    first = cli(*args)
+    assert first.code == 0, first.stderr
+    root = f"{url}/parquet"
+    tables = parquet_tables(root)
+    con = views.open_current_state(root)
+    try:
+        logged = {row[0] for row in con.execute("SELECT session_id FROM fetch_log WHERE outcome = 'loaded'").fetchall()}
+    finally:
+        con.close()
+    assert logged and logged <= set(piper.dataset.session_ids) and len(tables["runs"]) == len(logged)
+    assert tables["sync_state"], "the watermark is landed on the store"
+    second = cli(*args)
+    assert second.code == 0, second.stderr
+    assert parquet_tables(root)["runs"] == tables["runs"]
