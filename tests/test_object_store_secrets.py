@@ -129,3 +129,6 @@ def test_a_local_database_flag_and_compacting_a_store_are_usage_errors(
     assert done.code == 2 and "--database is for an object-store output" in done.stderr, done.stderr
     compacted = cli("compact", "--out", s3.prefix())
     assert compacted.code == 2 and "on an object store" in compacted.stderr and "not supported yet" in compacted.stderr
+    dry = cli("sync", "--org-id", piper.org_id, "--base-url", piper.base_url, "--out", s3.prefix(), "--dry-run")
+    assert dry.code == 2 and "sync --dry-run does not read an object store yet" in dry.stderr, dry.stderr
+    assert piper.state.requests == []
