@@ -39,6 +39,7 @@ from flows.settings import (
     configured_out_dir,
     token_from_env,
 )
+from warehouse import objstore
 from warehouse.report_text import terminal_safe
 from warehouse.store import DEFAULT_STORAGE_VERSION
 
@@ -110,8 +111,11 @@ def output_folder(value: str) -> str:
     """`--out` of a command that writes, checked before any request: a folder, or one we may create.
 
     The nearest existing path (the folder itself, or the parent it would be created in) must be a
-    folder we can write to, so that a load never fetches what it could not land.
+    folder we can write to, so that a load never fetches what it could not land. An object-store URL
+    (`s3://bucket/prefix`) is checked by the load's settings and by the load itself, before any request.
     """
+    if objstore.is_url(value):
+        return value
     for path in (Path(value), *Path(value).parents):
         if path.exists():
             if not path.is_dir():
@@ -224,12 +228,13 @@ def add_settings_arguments(parser: argparse.ArgumentParser, command: str) -> Non
     )
     parser.add_argument(
         "--out", type=output_folder, default=str(configured_out_dir()), metavar="DIR",
-        help="output folder (env PIPER_OUT_DIR)",
+        help="output folder, or s3://BUCKET/PREFIX for the Parquet files (env PIPER_OUT_DIR; docs/scale-out.md)",
     )
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight at once")
     parser.add_argument("--max-retries", type=int, default=5, help="retries per session")
     parser.add_argument("--chunk-size", type=int, default=500, help="sessions per Parquet part, at most")
-    parser.add_argument("--format", choices=FORMATS, default="both", help="what to write")
+    parser.add_argument("--format", choices=FORMATS,
+                        help="what to write (default: both; parquet with an object-store --out)")
     parser.add_argument("--refetch", action="store_true", help="fetch sessions whose stored run is final again")
     parser.add_argument(
         "--http-client", choices=HTTP_CLIENTS, default="aiohttp",
@@ -268,6 +273,11 @@ def add_settings_arguments(parser: argparse.ArgumentParser, command: str) -> Non
     parser.add_argument(
         "--dask-workers", type=int, metavar="N",
         help="run the fetch tasks on a local Dask cluster of N worker processes (the Prefect engine)",
+    )
+    parser.add_argument(
+        "--database", metavar="PATH",
+        help="with an object-store --out (s3://BUCKET/PREFIX): the local DuckDB file, needed for --format duckdb or "
+        "both; its folder holds the load state (docs/scale-out.md)",
     )
     parser.add_argument(
         "--engine",
@@ -367,7 +377,7 @@ SETTINGS_FLAGS = {
     "max_consecutive_failures": "max_consecutive_failures", "circuit_breaker_seconds": "circuit_breaker_seconds",
     "with_agent_usage": "with_agent_usage",
     "duckdb_storage_version": "duckdb_storage_version",
-    "dask_address": "dask_address", "dask_workers": "dask_workers",
+    "dask_address": "dask_address", "dask_workers": "dask_workers", "database": "database",
 }
 """Each load setting and the `load` flag (argparse dest) that sets it: every flag reaches both engines."""
 LOAD_FLAGS = {name: "--" + dest.replace("_", "-") for name, dest in SETTINGS_FLAGS.items()}
@@ -415,6 +425,10 @@ def _sync(args: argparse.Namespace) -> int:
     engine = "local" if args.dry_run and args.engine == "auto" else choose_engine(args.engine, settings)
     if args.dry_run:
         from flows.sync import dry_run_async, dry_run_lines
+
+        if settings.out_url is not None:
+            raise UsageError(f"sync --dry-run does not read an object store yet ({settings.out_url}): run the sync, "
+                             "or dry-run against a local copy (docs/scale-out.md, object storage)")
 
         plan = asyncio.run(dry_run_async(settings, options, token_from_env()))
         for line in dry_run_lines(plan):
@@ -569,6 +583,9 @@ def _compact(args: argparse.Namespace) -> int:
     from warehouse import compact, compacted
     from warehouse.landing import PARQUET_DIR
 
+    if objstore.is_url(args.out):
+        raise UsageError(f"compacting Parquet files on an object store ({args.out}) is not supported yet: loads "
+                         "there keep their parts as they are (docs/scale-out.md, object storage)")
     out_dir = Path(args.out)
     root = out_dir / PARQUET_DIR
     if not (root / "loads").is_dir() and not compacted.manifest_path(root).exists():

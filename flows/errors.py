@@ -27,6 +27,7 @@ import duckdb
 
 from connector.errors import PiperAuthError, PiperConfigError, PiperError
 from warehouse.compacted import ManifestError
+from warehouse.objstore import ObjectStoreError
 from warehouse.pricing import PricingError
 from warehouse.reader import NoOutputError
 from warehouse.snapshot import SnapshotError
@@ -160,7 +161,7 @@ def translate(exc: BaseException) -> PiperEtlError | None:
         return OutputClosed()
     if isinstance(exc, OSError):
         return WriteError(_describe_os_error(exc))
-    if isinstance(exc, ManifestError):
+    if isinstance(exc, ManifestError | ObjectStoreError):
         return WriteError(str(exc))
     if isinstance(exc, SnapshotError):
         return WriteError(f"cannot publish the snapshot: {exc}")

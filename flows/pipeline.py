@@ -55,7 +55,7 @@ class LoadSummary:
 
     load_id: str
     status: str
-    out_dir: Path
+    out_dir: Path | str  # str: the object-store URL the Parquet files landed in
     outcomes: Counter[str]
     rows: Counter[str]
     started_at: datetime
@@ -277,7 +277,8 @@ async def run_load_async(
     """
     client = make_client(settings, token, transport)  # validates the settings before any work
     ids = unique_session_ids(session_ids)
-    with open_load(settings.out_dir, format=settings.format, lock_timeout=settings.lock_timeout,
+    with open_load(settings.state_dir, format=settings.output, lock_timeout=settings.lock_timeout,
+                   landing_url=settings.out_url, database=settings.database,
                    storage_version=settings.duckdb_storage_version,
                    expected_sessions=len(ids), now=now) as load:
         plan = plan_load(load, ids, settings)

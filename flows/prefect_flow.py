@@ -20,7 +20,6 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, cast
 
 from prefect import flow, get_run_logger, task
@@ -38,6 +37,7 @@ from flows.report import load_summary_markdown, sync_summary_markdown
 from flows.settings import TOKEN_BLOCK, HttpClient, LoadSettings, OutputFormat, SyncOptions
 from schemas.flatten import SessionInfo
 from warehouse.load import LoadTarget, LoadTransaction, land_chunk, open_load
+from warehouse.objstore import landing_root
 from warehouse.store import DEFAULT_STORAGE_VERSION
 from warehouse.streams import resume_stream
 
@@ -97,7 +97,7 @@ async def fetch_and_land(
     if budget is None:
         reports = await fetch_stream(session_ids, settings, target, stream, session_info)
     else:
-        landed = resume_stream(Path(target.landing_root), target.load_id, stream)
+        landed = resume_stream(landing_root(target.landing_root), target.load_id, stream)
         rest = [session_id for session_id in session_ids if session_id not in landed.session_ids]
         reports = scale.reports_of(landed)
         if landed.chunks:
@@ -245,7 +245,7 @@ async def land_on_dask(
     reports = outcome.reports
     for index, why in sorted(outcome.failed.items()):
         stream = scale.stream_name(index)
-        landed = resume_stream(Path(load.target.landing_root), load.load_id, stream)
+        landed = resume_stream(landing_root(load.target.landing_root), load.load_id, stream)
         reports += scale.reports_of(landed)
         lost = [session_id for session_id in slices[index] if session_id not in landed.session_ids]
         reports.append(scale.land_lost(load.land, plan.load_id, lost, f"lost-{stream}",
@@ -279,7 +279,7 @@ async def load_sessions(
     concurrency: int = 16,
     max_retries: int = 5,
     chunk_size: int = 500,
-    format: OutputFormat = "both",
+    format: OutputFormat | None = None,
     refetch: bool = False,
     lock_timeout: float = 30.0,
     http_client: HttpClient = "aiohttp",
@@ -292,6 +292,7 @@ async def load_sessions(
     duckdb_storage_version: str = DEFAULT_STORAGE_VERSION,
     dask_address: str | None = None,
     dask_workers: int | None = None,
+    database: str | None = None,
 ) -> pipeline.LoadSummary:
     """Load Piper scenario runs for these session ids into Parquet and DuckDB.
 
@@ -300,11 +301,12 @@ async def load_sessions(
         org_id: Piper organisation id; defaults to the PIPER_ORG_ID environment variable.
         base_url: Piper API base URL; defaults to PIPER_BASE_URL, then https://api.letpiper.com.
         out_dir: output folder for piper.duckdb and parquet/ on the worker; defaults to PIPER_OUT_DIR, then
-            ~/.local/share/piper-etl/warehouse (under XDG_DATA_HOME when that is set).
+            ~/.local/share/piper-etl/warehouse (under XDG_DATA_HOME when that is set). Or an object-store
+            URL (s3://bucket/prefix, credentials from the environment) for parquet/ and current_state.sql.
         concurrency: requests in flight at once.
         max_retries: retries per session after the first attempt.
         chunk_size: sessions per Parquet part, at most; a chunk is landed while the next one is fetched.
-        format: duckdb, parquet or both.
+        format: duckdb, parquet or both; null: both, or parquet with an object-store out_dir.
         refetch: fetch sessions whose stored run is already final again.
         lock_timeout: seconds the commit waits for another process holding piper.duckdb.
         http_client: aiohttp (default) or httpx, the HTTP library of the requests.
@@ -325,13 +327,16 @@ async def load_sessions(
             workers must see out_dir at the same path. concurrency then holds for the whole cluster.
         dask_workers: run the fetch tasks on a local Dask cluster of this many worker processes; not with
             dask_address.
+        database: the local DuckDB file of an object-store out_dir (needed for format duckdb or both there);
+            its folder holds the load state. Not with a local out_dir, which keeps piper.duckdb in it.
     """
     given = dict(locals())
     settings = LoadSettings.resolve({name: value for name, value in given.items() if name != "session_ids"})
     pipeline.make_client(settings, await resolve_token())  # a missing or unusable token fails before any work
     logger = get_run_logger()
     ids = pipeline.unique_session_ids(session_ids)
-    with open_load(settings.out_dir, format=settings.format, lock_timeout=settings.lock_timeout,
+    with open_load(settings.state_dir, format=settings.output, lock_timeout=settings.lock_timeout,
+                   landing_url=settings.out_url, database=settings.database,
                    storage_version=settings.duckdb_storage_version,
                    expected_sessions=len(ids)) as load:
         plan = pipeline.plan_load(load, ids, settings)
@@ -356,7 +361,7 @@ async def sync_sessions(
     concurrency: int = 16,
     max_retries: int = 5,
     chunk_size: int = 500,
-    format: OutputFormat = "both",
+    format: OutputFormat | None = None,
     refetch: bool = False,
     lock_timeout: float = 30.0,
     http_client: HttpClient = "aiohttp",
@@ -369,6 +374,7 @@ async def sync_sessions(
     duckdb_storage_version: str = DEFAULT_STORAGE_VERSION,
     dask_address: str | None = None,
     dask_workers: int | None = None,
+    database: str | None = None,
     full_scan: bool = False,
     since: str | None = None,
     until: str | None = None,
@@ -382,11 +388,12 @@ async def sync_sessions(
         org_id: Piper organisation id; defaults to the PIPER_ORG_ID environment variable.
         base_url: Piper API base URL; defaults to PIPER_BASE_URL, then https://api.letpiper.com.
         out_dir: output folder for piper.duckdb and parquet/ on the worker; defaults to PIPER_OUT_DIR, then
-            ~/.local/share/piper-etl/warehouse (under XDG_DATA_HOME when that is set).
+            ~/.local/share/piper-etl/warehouse (under XDG_DATA_HOME when that is set). Or an object-store
+            URL (s3://bucket/prefix, credentials from the environment) for parquet/ and current_state.sql.
         concurrency: requests in flight at once.
         max_retries: retries per session after the first attempt.
         chunk_size: sessions per Parquet part, at most; a chunk is landed while the next one is fetched.
-        format: duckdb, parquet or both.
+        format: duckdb, parquet or both; null: both, or parquet with an object-store out_dir.
         refetch: fetch sessions whose stored run is already final again.
         lock_timeout: seconds the commit waits for another process holding piper.duckdb.
         http_client: aiohttp (default) or httpx, the HTTP library of the requests.
@@ -407,6 +414,8 @@ async def sync_sessions(
             workers must see out_dir at the same path. concurrency then holds for the whole cluster.
         dask_workers: run the fetch tasks on a local Dask cluster of this many worker processes; not with
             dask_address.
+        database: the local DuckDB file of an object-store out_dir (needed for format duckdb or both there);
+            its folder holds the load state. Not with a local out_dir, which keeps piper.duckdb in it.
         full_scan: read the whole sessions list instead of stopping below the watermark (the daily sync).
         since: only sessions created at or after this ISO 8601 date or time (UTC when it names no zone).
         until: only sessions created before this ISO 8601 date or time. A sync with since or until (a
@@ -418,7 +427,8 @@ async def sync_sessions(
     token = await resolve_token()
     pipeline.make_client(settings, token)  # a missing or unusable token fails before any work
     logger = get_run_logger()
-    with open_load(settings.out_dir, format=settings.format, lock_timeout=settings.lock_timeout,
+    with open_load(settings.state_dir, format=settings.output, lock_timeout=settings.lock_timeout,
+                   landing_url=settings.out_url, database=settings.database,
                    storage_version=settings.duckdb_storage_version) as load:
         async with pipeline.make_client(settings, token) as client:
             sync_plan = await sync.begin_sync(load, client, options, with_agent_usage=settings.with_agent_usage)

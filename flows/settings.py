@@ -7,6 +7,10 @@ as its caller spells it: `--chunk-size` on the command line, `chunk_size` in a f
 
 The default output folder is the user's data folder (`default_out_dir`), never the working directory:
 run from a checkout, `./warehouse` was the `warehouse/` package itself.
+
+`out_dir` may be an object-store URL (`s3://bucket/prefix`, docs/scale-out.md), kept as text (`out_url`):
+the load's local state is then in `state_dir` (`database`'s folder, else `objstore.state_folder`), the
+default format is `parquet`, and `duckdb` or `both` need `database`.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ from pathlib import Path
 
 from connector.client import HTTP_CLIENTS, HttpClient
 from connector.errors import TOKEN_ENV, PiperConfigError
+from warehouse import objstore
 from warehouse.load import FORMATS, OutputFormat
 from warehouse.pricing import PriceList, PricingError, read_pricing
-from warehouse.store import DEFAULT_STORAGE_VERSION, check_storage_version
+from warehouse.store import DATABASE_FILE, DEFAULT_STORAGE_VERSION, check_storage_version
 
 __all__ = [
     "DEFAULT_BASE_URL", "ENVIRONMENT", "FORMATS", "ConflictingSettings", "HttpClient", "LoadSettings", "OutputFormat",
@@ -104,11 +109,11 @@ class LoadSettings:
 
     org_id: str
     base_url: str = DEFAULT_BASE_URL
-    out_dir: Path = field(default_factory=default_out_dir)
+    out_dir: Path | str = field(default_factory=default_out_dir)  # str: an object-store URL
     concurrency: int = 16
     max_retries: int = 5
     chunk_size: int = 500
-    format: OutputFormat = "both"
+    format: OutputFormat | None = None  # None: both, or parquet with an object-store out_dir (`output`)
     refetch: bool = False
     lock_timeout: float = 30.0
     http_client: HttpClient = "aiohttp"
@@ -121,10 +126,13 @@ class LoadSettings:
     duckdb_storage_version: str = DEFAULT_STORAGE_VERSION  # of the DuckDB files a load creates (docs/bi.md)
     dask_address: str | None = None  # a running Dask scheduler the Prefect engine's fetch tasks run on
     dask_workers: int | None = None  # ... or a LocalCluster of this many worker processes (flows/scale.py)
+    database: Path | None = None  # the local DuckDB file of an object-store out_dir (else OUT/piper.duckdb)
 
     def __post_init__(self) -> None:
         if not self.org_id:
             raise SettingError("org_id", "is empty")
+        if self.format is None:
+            object.__setattr__(self, "format", "parquet" if self.out_url is not None else "both")
         if self.format not in FORMATS:
             raise SettingError("format", f"must be one of {', '.join(FORMATS)}, not {self.format!r}")
         if self.concurrency < 1 or self.concurrency > 1024:
@@ -150,7 +158,7 @@ class LoadSettings:
         except ValueError as exc:
             raise SettingError("duckdb_storage_version", str(exc)) from None
         self._check_dask()
-        object.__setattr__(self, "out_dir", Path(self.out_dir))
+        self._check_object_store()
         self.price_list()  # a bad pricing file is a usage error before any request, not after the fetch
 
     def _check_dask(self) -> None:
@@ -166,6 +174,48 @@ class LoadSettings:
                 raise SettingError("dask_address", f"must be a Dask scheduler address such as tcp://HOST:8786, "
                                                    f"not {self.dask_address!r}")
             object.__setattr__(self, "dask_address", address)
+
+    def _check_object_store(self) -> None:
+        url = self.out_url
+        if url is None:
+            object.__setattr__(self, "out_dir", Path(self.out_dir))
+            if self.database is not None:
+                raise SettingError("database", "is for an object-store output (s3://BUCKET/PREFIX); a local output "
+                                               "folder keeps piper.duckdb in it")
+            return
+        try:
+            objstore.filesystem(url)  # the scheme is known and the URL carries no credentials
+        except objstore.ObjectStoreError as exc:
+            raise SettingError("out_dir", str(exc)) from None
+        object.__setattr__(self, "out_dir", url.rstrip("/"))
+        if self.database is not None:
+            object.__setattr__(self, "database", Path(self.database).expanduser())
+            if Path(self.database).name != DATABASE_FILE:  # the BI snapshot is published from OUT/piper.duckdb
+                raise SettingError("database", f"must name a file called {DATABASE_FILE} (its folder holds the "
+                                               f"load state and the BI snapshot, as a local out_dir does), not "
+                                               f"{str(self.database)!r}")
+        elif self.output != "parquet":
+            raise SettingError("format", f"{self.output} needs a local DuckDB file with an object-store output: "
+                                         "name it (--database, the flow's database), or write parquet only")
+
+    @property
+    def output(self) -> OutputFormat:
+        """The stores the load writes (`format` made definite)."""
+        return self.format or "both"
+
+    @property
+    def out_url(self) -> str | None:
+        """The object-store folder (`s3://bucket/prefix`) the Parquet files land in, if `out_dir` is one."""
+        return str(self.out_dir) if isinstance(self.out_dir, str) and objstore.is_url(self.out_dir) else None
+
+    @property
+    def state_dir(self) -> Path:
+        """The local folder of the load's state and DuckDB: `out_dir`, or for an object store `database`'s folder,
+        else a folder under ~/.local/state/piper-etl named from the URL (docs/scale-out.md)."""
+        url = self.out_url
+        if url is None:
+            return Path(self.out_dir)
+        return self.database.parent if self.database is not None else objstore.state_folder(url)
 
     @property
     def on_dask(self) -> bool:
@@ -198,7 +248,7 @@ class LoadSettings:
         for name, variable in ENVIRONMENT.items():
             if name not in values and env.get(variable, "").strip():
                 values[name] = env[variable].strip()
-        if "out_dir" in values:
+        if "out_dir" in values and not objstore.is_url(str(values["out_dir"])):
             values["out_dir"] = Path(str(values["out_dir"])).expanduser()
         if "org_id" not in values:
             raise PiperConfigError(f"no org id: pass {names.get('org_id', 'org_id')} or set {ENVIRONMENT['org_id']}")
@@ -211,6 +261,7 @@ class LoadSettings:
         """The settings as JSON-safe values: the `loads` row's parameters and the flow's parameters."""
         values = asdict(self)
         values["out_dir"] = str(self.out_dir)
+        values["database"] = None if self.database is None else str(self.database)
         return values
 
 

@@ -333,7 +333,8 @@ async def run_sync_async(
 ) -> SyncSummary:
     """A whole sync without Prefect: list, plan, one stream of requests, land the sync's rows, commit."""
     client = make_client(settings, token, transport)  # validates the settings before any work
-    with open_load(settings.out_dir, format=settings.format, lock_timeout=settings.lock_timeout,
+    with open_load(settings.state_dir, format=settings.output, lock_timeout=settings.lock_timeout,
+                   landing_url=settings.out_url, database=settings.database,
                    storage_version=settings.duckdb_storage_version) as load:
         async with client:
             sync_plan = await begin_sync(load, client, options, page_size=page_size, overlap=overlap,
@@ -363,7 +364,7 @@ async def dry_run_async(
 ) -> SyncPlan:
     """List and plan as a sync would, reading the output folder without writing anything (not even creating it)."""
     client = make_client(settings, token, transport)
-    with sync_reads.open_state_readonly(settings.out_dir, lock_timeout=settings.lock_timeout) as state:
+    with sync_reads.open_state_readonly(settings.state_dir, lock_timeout=settings.lock_timeout) as state:
         watermark = sync_reads.last_watermark(state)
         async with client:
             discovery = await list_sessions(client, stop_before=stop_before(options, watermark),

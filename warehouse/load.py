@@ -15,13 +15,16 @@ back and releases the lease; the chunks already landed are committed as `recover
 Chunks are inserted into the open DuckDB transaction while the load still fetches, by a worker thread
 of this object (`land` hands it each chunk; chunks landed by other processes are found in the landing
 folder), for loads of up to `MERGE_WHILE_FETCHING_UP_TO` sessions: see docs/performance.md, merge.
+
+The landing may be on an object store (`open_load(state_dir, landing_url="s3://bucket/prefix", ...)`,
+`warehouse/objstore.py`): its Parquet files then go there, under the same layout, while the load's local
+state (leases, the sequence, the DuckDB file at `database`) stays in the local folder `out_dir`.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
-import os
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -35,9 +38,10 @@ from typing import Literal, TypeVar
 import duckdb
 import pyarrow as pa
 
-from warehouse import compact, files, landing, leases, publish, recovery, store, sync_reads, views
+from warehouse import compact, files, landing, leases, objstore, publish, recovery, store, sync_reads, views
 from warehouse.crash import crash_point
 from warehouse.merge import Merge
+from warehouse.objstore import ObjectPath, Root
 from warehouse.pricing import PriceList
 from warehouse.records import LoadCounts, load_row
 
@@ -68,7 +72,7 @@ class LoadTarget:
     """Where one load's chunks land: plain values, safe to hand to a Prefect task in another process."""
 
     load_id: str
-    landing_root: str
+    landing_root: str  # a local folder, or a folder URL on an object store
     loaded_at: datetime
 
 
@@ -82,7 +86,7 @@ class Committed:
 
 def land_chunk(target: LoadTarget, part: str, tables: Mapping[str, pa.Table]) -> None:
     """Write one chunk's tables as Parquet parts of the load (whole or not at all)."""
-    landing.write_chunk(Path(target.landing_root), target.load_id, part, dict(tables))
+    landing.write_chunk(objstore.landing_root(target.landing_root), target.load_id, part, dict(tables))
 
 
 class LoadTransaction:
@@ -90,15 +94,19 @@ class LoadTransaction:
 
     def __init__(
         self, out_dir: Path, lease: leases.Lease, started_at: datetime, lock_timeout: float,
-        storage_version: str = store.DEFAULT_STORAGE_VERSION,
+        storage_version: str = store.DEFAULT_STORAGE_VERSION, *, store_root: Root | None = None,
+        database: Path | None = None,
     ) -> None:
         self.out_dir, self.lock_timeout = out_dir, lock_timeout
+        self.store_root: Root = out_dir if store_root is None else store_root  # where parquet/ lands
+        self.parquet_root: Root = self.store_root / landing.PARQUET_DIR
+        self.database = out_dir / store.DATABASE_FILE if database is None else database
         self.storage_version = storage_version  # of the DuckDB files this load creates (store.connect, snapshot)
         self.started_at = started_at
         self._lease = lease
         self.load_id = lease.manifest.load_id
         self.load_seq = lease.manifest.load_seq
-        self.root = out_dir / lease.manifest.landing_root
+        self.root = objstore.under(out_dir, lease.manifest.landing_root)
         self._con: duckdb.DuckDBPyConnection | None = None
         self._merge: Merge | None = None
         self._inserter: _Inserter | None = None
@@ -135,7 +143,7 @@ class LoadTransaction:
             return {}
         if self._reads_parquet:
             # The Parquet files answer, as `reading_state` would, but reading only what decides these sessions.
-            found = store.landed_final_session_runs(self.out_dir / landing.PARQUET_DIR, session_ids)
+            found = store.landed_final_session_runs(self.parquet_root, session_ids)
             return {session: run for session, (run, _) in found.items()}
         return self._read_state(lambda con: store.final_session_runs(con, session_ids))
 
@@ -151,7 +159,7 @@ class LoadTransaction:
             return {}
         if self._reads_parquet:
             # The Parquet files answer, as `reading_state` would, but reading only that table's rows of these keys.
-            found = store.landed_dimension_rows(self.out_dir / landing.PARQUET_DIR, table, wanted, columns)
+            found = store.landed_dimension_rows(self.parquet_root, table, wanted, columns)
             return {key: row for key, (row, _) in found.items()}
         return self._read_state(lambda con: store.dimension_rows(con, table, wanted, columns))
 
@@ -183,7 +191,7 @@ class LoadTransaction:
         catches up with them at the commit), and `duckdb` reads the database read-only if nobody
         writes it right now, else nothing.
         """
-        parquet_root = self.out_dir / landing.PARQUET_DIR
+        parquet_root = self.parquet_root
         if self.writes_duckdb and self._con is not None:
             committed = frozenset(landing.committed_load_ids(parquet_root)) if self.writes_parquet else None
             cursor = self._con.cursor()
@@ -200,7 +208,7 @@ class LoadTransaction:
             con = views.open_current_state(parquet_root)
         else:
             try:
-                con = store.connect(self.out_dir / store.DATABASE_FILE, read_only=True, lock_timeout=0)
+                con = store.connect(self.database, read_only=True, lock_timeout=0)
             except (store.WarehouseLocked, duckdb.Error):
                 yield None
                 return
@@ -261,7 +269,7 @@ class LoadTransaction:
                        finished_at=datetime.now(UTC), status=status, counts=counts, parameters=parameters)
         landing.write_load_row(self.root, row)  # the Parquet commit; for a duckdb-only load, its intent
         now = datetime.now(UTC)
-        parquet_root = self.out_dir / landing.PARQUET_DIR
+        parquet_root = self.parquet_root
         if self.writes_parquet:
             publish.publish_parquet(self.out_dir, parquet_root, prices, now)
         verdicts: str | None = None
@@ -279,12 +287,16 @@ class LoadTransaction:
                                               load_id=self.load_id, storage_version=self.storage_version)
             if not self.writes_parquet:
                 landing.remove_load(self.root, self.load_id)
-                files.prune_empty_folders(self.root)
+                if isinstance(self.root, Path):  # an object store has no folders to prune
+                    files.prune_empty_folders(self.root)
         elif summarize:
             verdicts = publish.parquet_load_summary_markdown(parquet_root, self.load_id)
         self.done = True
         self.close()
-        if self.writes_parquet:  # after the lease is gone, so that the compaction may cover this load too
+        if self.writes_parquet and isinstance(self.store_root, ObjectPath):
+            logger.info("load %s: no compaction on an object store yet (%s): its Parquet parts stay as they are",
+                        self.load_id, self.store_root)
+        elif self.writes_parquet:  # after the lease is gone, so that the compaction may cover this load too
             try:
                 compact.compact_after_load(self.out_dir)
             except Exception as exc:  # the load stands committed: its compaction is only housekeeping
@@ -320,16 +332,16 @@ class LoadTransaction:
         recovery.recover(self.out_dir, dead, con)
         if con is not None:
             recovery.recover_orphans(self.out_dir, con, mine={self.load_id})
-            recovery.catch_up(con, self.out_dir / landing.PARQUET_DIR)
+            recovery.catch_up(con, self.parquet_root)
             self._insert_while_fetching = expected_sessions <= MERGE_WHILE_FETCHING_UP_TO
 
     def _writer(self, *, wait: bool) -> duckdb.DuckDBPyConnection:
         if self._con is None:
             if wait:
                 release_unused_memory()
-            self._con = store.connect(self.out_dir / store.DATABASE_FILE,
-                                      lock_timeout=self.lock_timeout if wait else 0,
+            self._con = store.connect(self.database, lock_timeout=self.lock_timeout if wait else 0,
                                       storage_version=self.storage_version)
+            objstore.register(self._con, self.store_root)  # the merge reads the parts where they landed
         return self._con
 
     def _stop_inserting(self, *, raise_error: bool = True) -> None:
@@ -341,7 +353,7 @@ class LoadTransaction:
 class _Inserter(threading.Thread):
     """Inserts landed chunks into the open DuckDB transaction, one at a time, off the fetching thread."""
 
-    def __init__(self, merge: Merge, fetch_log_folder: Path, load_id: str, *, watch: bool) -> None:
+    def __init__(self, merge: Merge, fetch_log_folder: Root, load_id: str, *, watch: bool) -> None:
         super().__init__(name=f"piper-insert-{load_id}", daemon=True)
         self.merge, self.fetch_log_folder, self.load_id = merge, fetch_log_folder, load_id
         self.parts: queue.SimpleQueue[str | None] = queue.SimpleQueue()
@@ -372,8 +384,8 @@ class _Inserter(threading.Thread):
 
     def _landed_elsewhere(self) -> list[str]:
         prefix, suffix = f"{self.load_id}.", ".parquet"
-        parts = (name[len(prefix) : -len(suffix)] for name in _names(self.fetch_log_folder)
-                 if name.startswith(prefix) and name.endswith(suffix))
+        parts = (name[len(prefix) : -len(suffix)] for name in objstore.names(self.fetch_log_folder, prefix)
+                 if name.endswith(suffix))
         return [part for part in parts if part not in self.seen]
 
     def finish(self, *, raise_error: bool) -> None:
@@ -381,13 +393,6 @@ class _Inserter(threading.Thread):
         self.join()
         if raise_error and self.error is not None:
             raise self.error
-
-
-def _names(folder: Path) -> list[str]:
-    try:
-        return [entry.name for entry in os.scandir(folder)]
-    except FileNotFoundError:
-        return []
 
 
 def release_unused_memory() -> None:
@@ -402,8 +407,13 @@ def release_unused_memory() -> None:
 def open_load(
     out_dir: Path, *, format: OutputFormat, lock_timeout: float = 30.0, expected_sessions: int = 0,
     now: datetime | None = None, storage_version: str = store.DEFAULT_STORAGE_VERSION,
+    landing_url: str | None = None, database: Path | None = None,
 ) -> LoadTransaction:
     """Begin a load into `out_dir`: take its lease, recover what dead loads left, and take DuckDB if free.
+
+    `landing_url`: the folder URL on an object store (`s3://bucket/prefix`) the Parquet files land in,
+    with `out_dir` the local folder of the load state; `database`: the DuckDB file (default
+    `out_dir/piper.duckdb`). Loads into one `landing_url` must share one `out_dir` (docs/scale-out.md).
 
     `now` (a seam for tests of clock steps): the load's start time; its order among loads
     (`load_seq`) never falls below that of an earlier load, whatever the clock says.
@@ -414,14 +424,19 @@ def open_load(
     started_at = now or datetime.now(UTC)
     out_dir.mkdir(parents=True, exist_ok=True)
     formats = stores(format)
+    store_root = None if landing_url is None else objstore.ObjectPath(landing_url)
+    if store_root is not None:
+        objstore.check_reachable(store_root)
+    relative = landing.PARQUET_DIR if "parquet" in formats else landing.STAGING_DIR
     lease = leases.begin(
         out_dir,
         load_id=landing.new_load_id(started_at),
         formats=formats,
-        landing_root=landing.PARQUET_DIR if "parquet" in formats else landing.STAGING_DIR,
+        landing_root=relative if store_root is None else (store_root / relative).as_posix(),
         started_at=started_at,
     )
-    load = LoadTransaction(out_dir, lease, started_at, lock_timeout, storage_version)
+    load = LoadTransaction(out_dir, lease, started_at, lock_timeout, storage_version, store_root=store_root,
+                           database=database)
     try:
         load._recover(leases.claim_dead(out_dir), expected_sessions)
     except BaseException:

@@ -20,8 +20,8 @@ keeps only current rows, always equals the rule applied to the whole history, in
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import suppress
-from pathlib import Path
 
 import duckdb
 
@@ -29,6 +29,7 @@ from schemas.tables import DIMENSION_KEYS, HISTORY_TABLES
 from warehouse.crash import crash_point
 from warehouse.ddl import quote_ident
 from warehouse.landing import DATA_TABLES, load_parts, part_path
+from warehouse.objstore import Root
 
 _TOUCHED = """CREATE OR REPLACE TEMP TABLE merge_touched AS
     SELECT DISTINCT run_id, session_id FROM fetch_log WHERE load_id = ? AND outcome = 'loaded'"""
@@ -78,10 +79,10 @@ _NEWER_LOADS = """SELECT count(*) FROM loads WHERE load_id <> $load_id
 class Merge:
     """The open transaction of one load's merge; `commit` or `rollback` ends it."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, root: Path, load_id: str, *, settle_all: bool = False) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, root: Root, load_id: str, *, settle_all: bool = False) -> None:
         self.con, self.root, self.load_id = con, root, load_id
         self.settle_all = settle_all  # rank against the whole fetch_log even when this load is the newest
-        self.inserted: set[Path] = set()
+        self.inserted: set[Root] = set()
         con.execute("BEGIN TRANSACTION")
         self.open = True
 
@@ -137,7 +138,7 @@ class Merge:
             with suppress(duckdb.Error):
                 self.con.execute("ROLLBACK")
 
-    def _insert(self, table: str, parts: list[Path]) -> None:
+    def _insert(self, table: str, parts: list[Root]) -> None:
         _insert_parts(self.con, table, parts)
         self.inserted.update(parts)
 
@@ -184,7 +185,7 @@ def _settle_dimension(con: duckdb.DuckDBPyConnection, table: str, load_id: str) 
     )
 
 
-def merge_landed_load(con: duckdb.DuckDBPyConnection, root: Path, load_id: str, load_row: dict[str, object], *,
+def merge_landed_load(con: duckdb.DuckDBPyConnection, root: Root, load_id: str, load_row: dict[str, object], *,
                       settle_all: bool = False) -> None:
     """Merge one whole landed load in a single transaction (catching up, or recovering); `settle_all`: `Merge`."""
     merge = Merge(con, root, load_id, settle_all=settle_all)
@@ -195,7 +196,7 @@ def merge_landed_load(con: duckdb.DuckDBPyConnection, root: Path, load_id: str, 
         raise
 
 
-def _insert_parts(con: duckdb.DuckDBPyConnection, table: str, parts: list[Path]) -> None:
+def _insert_parts(con: duckdb.DuckDBPyConnection, table: str, parts: Sequence[Root]) -> None:
     con.execute(
         f"INSERT INTO {quote_ident(table)} BY NAME SELECT * FROM read_parquet(?, union_by_name = true)",
         [[str(p) for p in parts]],

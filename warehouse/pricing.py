@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from schemas.tables import TOKEN_PRICES
 from warehouse import landing
+from warehouse.objstore import Root
 
 TABLE = "token_prices"
 PRICE_KEYS = ("input_usd_per_million", "output_usd_per_million")
@@ -162,10 +163,10 @@ def replace_prices(con: duckdb.DuckDBPyConnection, prices: PriceList, priced_at:
         )
 
 
-def prices_part(parquet_root: Path) -> Path:
+def prices_part(parquet_root: Root) -> Root:
     return parquet_root / TABLE / f"{TABLE}.parquet"
 
 
-def write_prices_parquet(parquet_root: Path, prices: PriceList, priced_at: datetime) -> Path:
+def write_prices_parquet(parquet_root: Root, prices: PriceList, priced_at: datetime) -> Root:
     """Write the price list next to the landing files (atomically), for users of the Parquet files."""
     return landing.write_part(prices.table(priced_at), prices_part(parquet_root))

@@ -9,7 +9,7 @@ from pathlib import Path
 import duckdb
 
 from schemas.tables import DIMENSION_KEYS
-from warehouse import analytics, files, leases, pricing, reader, snapshot, store, views
+from warehouse import analytics, files, leases, objstore, pricing, reader, snapshot, store, views
 from warehouse.ddl import quote_ident
 from warehouse.report_data import collect
 from warehouse.report_markdown import summary_markdown
@@ -22,13 +22,16 @@ CURRENT_STATE_HEADER = (
 )
 
 
-def write_current_state_file(out_dir: Path, parquet_root: Path) -> Path:
-    """Write `OUT/current_state.sql` in one pass: the current-state views, the prices, the analytics views."""
+def write_current_state_file(out_dir: Path, parquet_root: objstore.Root) -> objstore.Root:
+    """Write `OUT/current_state.sql` in one pass: the current-state views, the prices, the analytics views.
+
+    On an object store it is written beside `parquet/` there, naming the files by their URLs.
+    """
     with leases.folder_lock(out_dir):  # two loads at once: the later file knows every table either saw
         return write_current_state_unlocked(out_dir, parquet_root, views.read_layout(parquet_root))
 
 
-def write_current_state_unlocked(out_dir: Path, parquet_root: Path, layout: views.Layout) -> Path:
+def write_current_state_unlocked(out_dir: Path, parquet_root: objstore.Root, layout: views.Layout) -> objstore.Root:
     """`write_current_state_file` over `layout`, for a caller that holds `leases.folder_lock` (a compaction)."""
     root = views.relative_root(out_dir, parquet_root)
     text = (
@@ -39,10 +42,14 @@ def write_current_state_unlocked(out_dir: Path, parquet_root: Path, layout: view
         + "\n"
         + analytics.analytics_sql()
     )
+    if isinstance(parquet_root, objstore.ObjectPath):
+        return objstore.write_text(parquet_root.parent / views.CURRENT_STATE_FILE, text)
     return files.write_text_atomically(out_dir / views.CURRENT_STATE_FILE, text)
 
 
-def publish_parquet(out_dir: Path, parquet_root: Path, prices: pricing.PriceList | None, now: datetime) -> None:
+def publish_parquet(
+    out_dir: Path, parquet_root: objstore.Root, prices: pricing.PriceList | None, now: datetime
+) -> None:
     """The prices file (when the load set prices) and `current_state.sql`."""
     if prices is not None:
         pricing.write_prices_parquet(parquet_root, prices, now)
@@ -143,7 +150,7 @@ def load_summary_markdown(con: duckdb.DuckDBPyConnection, catalog: str, load_id:
             cursor.close()
 
 
-def parquet_load_summary_markdown(parquet_root: Path, load_id: str) -> str:
+def parquet_load_summary_markdown(parquet_root: objstore.Root, load_id: str) -> str:
     """`load_summary_markdown` over the committed Parquet files (a load that does not write DuckDB)."""
     try:
         con = views.open_current_state(parquet_root)
@@ -152,7 +159,8 @@ def parquet_load_summary_markdown(parquet_root: Path, load_id: str) -> str:
     try:
         priced = pricing.prices_part(parquet_root).exists()
         con.execute(analytics.token_prices_view_sql(parquet_root.as_posix(), priced))
-        return load_summary_markdown(con, "memory", load_id, parquet_root, own_cursor=False)
+        source = parquet_root if isinstance(parquet_root, Path) else Path(parquet_root.name)  # a label only
+        return load_summary_markdown(con, "memory", load_id, source, own_cursor=False)
     except duckdb.Error as exc:
         return summary_unavailable(exc)
     finally:

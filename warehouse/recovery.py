@@ -18,9 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
-import pyarrow.parquet as pq
 
-from warehouse import compact, compacted, landing, leases, store
+from warehouse import compact, landing, leases, objstore, store
 from warehouse.merge import merge_landed_load
 from warehouse.records import LoadCounts, load_row
 
@@ -37,7 +36,7 @@ def recover(out_dir: Path, claimed: list[leases.Lease], con: duckdb.DuckDBPyConn
     for lease in claimed:
         manifest = lease.manifest
         try:
-            root = out_dir / manifest.landing_root
+            root = objstore.under(out_dir, manifest.landing_root)  # a URL for a load into an object store
             finished = _commit_landed(root, manifest.load_id, manifest.load_seq, manifest.started_at)
             if finished and manifest.landing_root == landing.STAGING_DIR:
                 if con is None:
@@ -63,7 +62,7 @@ def recover_orphans(out_dir: Path, con: duckdb.DuckDBPyConnection, *, mine: set[
             merge_staged(con, root, load_id)
 
 
-def merge_staged(con: duckdb.DuckDBPyConnection, root: Path, load_id: str) -> None:
+def merge_staged(con: duckdb.DuckDBPyConnection, root: objstore.Root, load_id: str) -> None:
     """Merge a committed staged load unless the database holds it already; then drop its staging files."""
     row = landing.read_load_row(root, load_id)
     if row is not None and load_id not in store.merged_load_ids(con):
@@ -71,7 +70,7 @@ def merge_staged(con: duckdb.DuckDBPyConnection, root: Path, load_id: str) -> No
     landing.remove_load(root, load_id)
 
 
-def catch_up(con: duckdb.DuckDBPyConnection, parquet_root: Path) -> int:
+def catch_up(con: duckdb.DuckDBPyConnection, parquet_root: objstore.Root) -> int:
     """Merge every load committed under `parquet_root` that the database lacks, oldest first; how many.
 
     A load that a compaction covers is merged from what the compacted files hold of it, written back
@@ -80,8 +79,16 @@ def catch_up(con: duckdb.DuckDBPyConnection, parquet_root: Path) -> int:
     pending = landing.committed_load_ids(parquet_root) - store.merged_load_ids(con)
     if not pending:
         return 0
-    covered = compacted.read_manifest(parquet_root).covered & pending
+    covered = landing.read_manifest(parquet_root).covered & pending
     rows = [row for load_id in pending - covered if (row := landing.read_load_row(parquet_root, load_id)) is not None]
+    if isinstance(parquet_root, objstore.ObjectPath):
+        if covered:
+            raise objstore.ObjectStoreError(f"{parquet_root} holds compacted files, which piper-etl does not read "
+                                            "into DuckDB from an object store yet")
+        rows.sort(key=lambda row: (row.get("load_seq") or 0, str(row["load_id"])))
+        for row in rows:
+            merge_landed_load(con, parquet_root, str(row["load_id"]), row)
+        return len(rows)
     rows += compact.covered_load_rows(parquet_root, covered)
     rows.sort(key=lambda row: (row.get("load_seq") or 0, str(row["load_id"])))
     extracted = parquet_root.parent / landing.STAGING_DIR / CATCH_UP_DIR
@@ -100,7 +107,7 @@ def catch_up(con: duckdb.DuckDBPyConnection, parquet_root: Path) -> int:
     return len(rows)
 
 
-def _commit_landed(root: Path, load_id: str, load_seq: int | None, started_at: str | None) -> bool:
+def _commit_landed(root: objstore.Root, load_id: str, load_seq: int | None, started_at: str | None) -> bool:
     """Clean a dead load's files and give its complete chunks a `loads` row; False when it landed nothing."""
     landing.remove_temporary_files(root, load_id)
     landing.remove_incomplete_chunks(root, load_id)
@@ -113,13 +120,13 @@ def _commit_landed(root: Path, load_id: str, load_seq: int | None, started_at: s
     counts = LoadCounts()
     fetched: list[datetime] = []
     for part in fetch_log:
-        table = pq.read_table(part, columns=["outcome", "fetched_at"])
+        table = objstore.read_table(part, columns=["outcome", "fetched_at"])
         counts.outcomes.update(Counter(table.column("outcome").to_pylist()))
         fetched.extend(t for t in table.column("fetched_at").to_pylist() if t is not None)
     first = min(fetched, default=None)
     for table_name in landing.DATA_TABLES:
         parts = landing.load_parts(root, load_id, table_name)
-        counts.rows[table_name] = sum(pq.read_metadata(part).num_rows for part in parts)
+        counts.rows[table_name] = sum(objstore.num_rows(part) for part in parts)
     now = datetime.now(UTC)
     begun = datetime.fromisoformat(started_at) if started_at else (first or now)
     landing.write_load_row(root, load_row(

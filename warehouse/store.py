@@ -14,7 +14,7 @@ from pathlib import Path
 import duckdb
 
 from schemas.tables import DIMENSION_KEYS, FINAL_STATUSES
-from warehouse import views
+from warehouse import objstore, views
 from warehouse.ddl import ALL_TABLES, create_table_sql, duckdb_type, quote_ident
 
 DATABASE_FILE = "piper.duckdb"
@@ -214,7 +214,7 @@ QUALIFY rank() OVER (PARTITION BY t.k ORDER BY coalesce(l.load_seq, 0) DESC, t._
 
 
 def landed_dimension_rows(
-    parquet_root: Path, table: str, keys: Iterable[str], columns: Iterable[str]
+    parquet_root: objstore.Root, table: str, keys: Iterable[str], columns: Iterable[str]
 ) -> dict[str, tuple[dict[str, object], str]]:
     """`dimension_rows` answered from the committed Parquet files under `parquet_root`, for these keys only.
 
@@ -233,6 +233,7 @@ def landed_dimension_rows(
         loads=views.source_sql(root, "loads", layout.paths("loads")))
     con = duckdb.connect()
     try:
+        objstore.register(con, parquet_root)
         rows = con.execute(sql, {"keys": list(keys)}).fetchall()
     finally:
         con.close()
@@ -259,7 +260,7 @@ WHERE r._load_id IN ({load_ids}) AND r.status IN (SELECT unnest($final::VARCHAR[
 GROUP BY r.session_id"""
 
 
-def landed_final_session_runs(parquet_root: Path, session_ids: Iterable[str]) -> dict[str, tuple[str, str]]:
+def landed_final_session_runs(parquet_root: objstore.Root, session_ids: Iterable[str]) -> dict[str, tuple[str, str]]:
     """`final_session_runs` answered from the committed Parquet files under `parquet_root`, for these sessions only.
 
     The same rule as the current-state views (`warehouse/views.py`, over the same committed files),
@@ -278,6 +279,7 @@ def landed_final_session_runs(parquet_root: Path, session_ids: Iterable[str]) ->
                                        fetch_log=sources["fetch_log"], loads=sources["loads"])
     con = duckdb.connect()
     try:
+        objstore.register(con, parquet_root)
         con.execute(versions, {"sessions": list(session_ids)})
         load_ids = [row[0] for row in con.execute("SELECT DISTINCT load_id FROM asked_versions").fetchall()]
         if not load_ids:

@@ -15,10 +15,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from schemas.tables import LANDED_TABLES
-from warehouse import files, landing
+from warehouse import files, landing, objstore
+from warehouse.objstore import Root
 
 _ATTEMPT = re.compile(r"-r(\d+)-")
 FAILURES_KEPT = 5  # as a chunk's report keeps them
@@ -49,7 +48,7 @@ def stream_of_attempt(stream: str, attempt: int) -> str:
     return stream if attempt <= 1 else f"{stream}-r{attempt}"
 
 
-def resume_stream(root: Path, load_id: str, stream: str) -> LandedStream:
+def resume_stream(root: Root, load_id: str, stream: str) -> LandedStream:
     """Keep the complete chunks of `stream`, delete the rest it left, and name the next attempt's stream.
 
     Call it only where no other attempt of the same task can still be writing (the attempt that runs now,
@@ -66,27 +65,27 @@ def resume_stream(root: Path, load_id: str, stream: str) -> LandedStream:
             attempts = max(attempts, int(found.group(1)) if found else 1)
             if part not in complete:
                 landing.part_path(root, table, load_id, part).unlink(missing_ok=True)
-    for tmp in root.glob(f"*/.{load_id}.{prefix}*{files.TMP_SUFFIX}"):
-        attempts = max(attempts, 1)
+    for tmp in root.glob(f"*/.{load_id}.{prefix}*{files.TMP_SUFFIX}") if isinstance(root, Path) else ():
+        attempts = max(attempts, 1)  # (an object store has no temporary objects: a write is one PUT)
         tmp.unlink(missing_ok=True)
     chunks = [_read_chunk(root, load_id, part) for part in sorted(complete)]
     sessions = frozenset().union(*(_session_ids(root, load_id, part) for part in complete))
     return LandedStream(chunks, sessions, stream_of_attempt(stream, attempts + 1))
 
 
-def _parts(root: Path, load_id: str, table: str) -> list[str]:
+def _parts(root: Root, load_id: str, table: str) -> list[str]:
     return [landing.chunk_of(path).split(".", 1)[1] for path in landing.load_parts(root, load_id, table)
             if "." in landing.chunk_of(path)]
 
 
-def _session_ids(root: Path, load_id: str, part: str) -> set[str]:
-    log = pq.read_table(landing.part_path(root, "fetch_log", load_id, part), columns=["session_id"])
+def _session_ids(root: Root, load_id: str, part: str) -> set[str]:
+    log = objstore.read_table(landing.part_path(root, "fetch_log", load_id, part), columns=["session_id"])
     return {str(session_id) for session_id in log.column("session_id").to_pylist()}
 
 
-def _read_chunk(root: Path, load_id: str, part: str) -> LandedChunk:
-    log = pq.read_table(landing.part_path(root, "fetch_log", load_id, part),
-                        columns=["session_id", "outcome", "attempts", "error"]).to_pylist()
+def _read_chunk(root: Root, load_id: str, part: str) -> LandedChunk:
+    log = objstore.read_table(landing.part_path(root, "fetch_log", load_id, part),
+                              columns=["session_id", "outcome", "attempts", "error"]).to_pylist()
     outcomes = Counter(str(row["outcome"]) for row in log)
     failures = [(str(row["session_id"]), str(row["error"] or row["outcome"])) for row in log
                 if row["outcome"] in ("failed", "rejected") and row["attempts"]][:FAILURES_KEPT]
@@ -94,7 +93,9 @@ def _read_chunk(root: Path, load_id: str, part: str) -> LandedChunk:
     scenario_ids: set[str] = set()
     for table in landing.DATA_TABLES:
         path = landing.part_path(root, table, load_id, part)
-        rows[table] = pq.ParquetFile(path).metadata.num_rows if path.exists() else 0
-        if table == "runs" and path.exists():
-            scenario_ids = {str(s) for s in pq.read_table(path, columns=["scenario_id"]).column(0).to_pylist() if s}
+        exists = path.exists()
+        rows[table] = objstore.num_rows(path) if exists else 0
+        if table == "runs" and exists:
+            scenario_ids = {str(s) for s in objstore.read_table(path, columns=["scenario_id"]).column(0).to_pylist()
+                            if s}
     return LandedChunk(part, outcomes, rows, failures, scenario_ids)

@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import pyarrow.parquet as pq
 
 from schemas.tables import FINAL_STATUSES, SESSIONS
-from warehouse import landing, store, views
+from warehouse import landing, objstore, store, views
 
 _SESSION_COLUMNS = [name for name in SESSIONS.names if not name.startswith("_")]
 
@@ -50,7 +49,7 @@ class StateView:
 
     con: duckdb.DuckDBPyConnection
     committed: frozenset[str] | None = None
-    parquet_root: Path | None = None
+    parquet_root: objstore.Root | None = None
 
     def has(self, table: str) -> bool:
         """Whether the state has this table (a database written by an older piper-etl, opened read-only, may not)."""
@@ -117,8 +116,8 @@ def stored_sessions(state: StateView | None, session_ids: Sequence[str]) -> dict
 def landed_outcomes(landing_root: str, load_id: str) -> dict[str, str]:
     """session_id -> outcome, from the `fetch_log` parts this load has landed so far (any process's)."""
     outcomes: dict[str, str] = {}
-    for part in landing.load_parts(Path(landing_root), load_id, "fetch_log"):
-        table = pq.read_table(part, columns=["session_id", "outcome"])
+    for part in landing.load_parts(objstore.landing_root(landing_root), load_id, "fetch_log"):
+        table = objstore.read_table(part, columns=["session_id", "outcome"])
         outcomes.update(zip(table.column("session_id").to_pylist(), table.column("outcome").to_pylist(), strict=True))
     return outcomes
 

@@ -14,14 +14,13 @@ states and the DuckDB merge applies: exactly what `piper.duckdb` holds. `fetch_l
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 
 from schemas.tables import DATA_TABLES, DIMENSION_KEYS, LANDED_TABLES
-from warehouse import compacted, landing
+from warehouse import compacted, landing, objstore
 from warehouse.ddl import ALL_TABLES, empty_select_sql, quote_ident
 
 CURRENT_STATE_FILE = "current_state.sql"
@@ -66,8 +65,8 @@ class Layout:
         return sum(len(self.paths(table)) for table in (*ALL_TABLES, compacted.VERSIONS))
 
 
-def read_layout(root: Path, *, manifest: compacted.Manifest | None = None) -> Layout:
-    """List the committed files under `root` (a landing root, `OUT/parquet`).
+def read_layout(root: objstore.Root, *, manifest: compacted.Manifest | None = None) -> Layout:
+    """List the committed files under `root` (a landing root, `OUT/parquet`, or its URL on an object store).
 
     The manifest is read first: what it covers only grows, and a covered load's own parts stay for
     the grace period after a compaction covers them, so a listing taken across a compaction is still
@@ -75,7 +74,7 @@ def read_layout(root: Path, *, manifest: compacted.Manifest | None = None) -> La
     before its `loads` row, so a load seen committed is seen whole. `manifest`: the one a compaction
     is about to commit, instead of the one on disk.
     """
-    manifest = manifest or compacted.read_manifest(root)
+    manifest = manifest or landing.read_manifest(root)
     pending_loads = frozenset(landing.landed_load_rows(root) - manifest.covered)
     pending: dict[str, list[str]] = {}
     for table in LANDED_TABLES:
@@ -89,11 +88,8 @@ def read_layout(root: Path, *, manifest: compacted.Manifest | None = None) -> La
     return Layout(compacted_files, pending, pending_loads, manifest.generation, manifest.index_complete)
 
 
-def _names(folder: Path) -> list[str]:
-    try:
-        return [entry.name for entry in os.scandir(folder)]
-    except FileNotFoundError:
-        return []
+def _names(folder: objstore.Root) -> list[str]:
+    return objstore.names(folder)
 
 
 def read_files_sql(root: str, paths: list[str]) -> str:
@@ -229,22 +225,33 @@ def dimension_sql(table: str, source: str) -> str:
     )
 
 
-def present_tables(parquet_root: Path) -> set[str]:
+def present_tables(parquet_root: objstore.Root) -> set[str]:
     """The tables that have committed files under `parquet_root`."""
     return read_layout(parquet_root).tables()
 
 
-def relative_root(out_dir: Path, parquet_root: Path) -> str:
-    """`parquet_root` as `current_state.sql` names it: relative to OUT when inside, so the folder can move."""
+def relative_root(out_dir: Path, parquet_root: objstore.Root) -> str:
+    """`parquet_root` as `current_state.sql` names it: relative to OUT when inside, so the folder can move.
+
+    A landing on an object store is named by its URL (`s3://...`, for readers with DuckDB's httpfs).
+    """
+    if isinstance(parquet_root, objstore.ObjectPath):
+        return parquet_root.as_posix()
     inside = parquet_root.is_relative_to(out_dir)
     return parquet_root.relative_to(out_dir).as_posix() if inside else parquet_root.as_posix()
 
 
-def open_current_state(parquet_root: Path) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection whose views show the current state of the Parquet files."""
+def open_current_state(parquet_root: objstore.Root | str) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection whose views show the current state of the Parquet files.
+
+    `parquet_root`: `OUT/parquet`, or its URL on an object store (`s3://bucket/prefix/parquet`), read
+    through fsspec (`objstore.register`): no DuckDB extension needed.
+    """
+    root = objstore.landing_root(parquet_root) if isinstance(parquet_root, str) else parquet_root
     con = duckdb.connect()
     try:
-        con.execute(current_state_sql(parquet_root.as_posix(), read_layout(parquet_root)))
+        objstore.register(con, root)
+        con.execute(current_state_sql(root.as_posix(), read_layout(root)))
     except BaseException:
         con.close()
         raise
