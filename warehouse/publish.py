@@ -33,7 +33,7 @@ def write_current_state_unlocked(out_dir: Path, parquet_root: Path, layout: view
     root = views.relative_root(out_dir, parquet_root)
     text = (
         CURRENT_STATE_HEADER
-        + views.current_state_sql(root, layout)
+        + views.current_state_sql(root, layout, views.read_facts(parquet_root, layout))
         + f"\n{analytics.MARKER} (docs/analytics.md): token prices, then the views over the tables above.\n"
         + analytics.token_prices_view_sql(root, pricing.prices_part(parquet_root).exists())
         + "\n"

@@ -15,14 +15,16 @@ states and the DuckDB merge applies: exactly what `piper.duckdb` holds. `fetch_l
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 
 from schemas.tables import DATA_TABLES, DIMENSION_KEYS, LANDED_TABLES
 from warehouse import compacted, landing
-from warehouse.ddl import ALL_TABLES, empty_select_sql, quote_ident
+from warehouse.ddl import ALL_TABLES, duckdb_type, empty_select_sql, quote_ident
 
 CURRENT_STATE_FILE = "current_state.sql"
 
@@ -96,17 +98,86 @@ def _names(folder: Path) -> list[str]:
         return []
 
 
-def read_files_sql(root: str, paths: list[str]) -> str:
-    """`read_parquet` over exactly these files (paths relative to `root`), every column of the current schema."""
+def read_files_sql(root: str, paths: list[str], *, by_name: bool = True) -> str:
+    """`read_parquet` over exactly these files (paths relative to `root`).
+
+    `by_name`: every column any file has, matched by name (files in older schemas lack some columns);
+    False when every file is in one schema, which DuckDB then binds from one file's footer, not all.
+    """
     listed = ", ".join("'" + f"{root}/{path}".replace("'", "''") + "'" for path in paths)
-    return f"read_parquet([{listed}], union_by_name = true)"
+    return f"read_parquet([{listed}], union_by_name = true)" if by_name else f"read_parquet([{listed}])"
 
 
-def source_sql(root: str, table: str, paths: list[str]) -> str:
-    """The rows of these files of `table`, typed by the current schema (older parts lack some columns)."""
+def source_sql(root: str, table: str, paths: list[str], plain: Collection[str] = frozenset()) -> str:
+    """The rows of these files of `table`, typed by the current schema (older parts lack some columns).
+
+    `plain`: paths known to be in exactly the current schema (`Facts.plain`): read as they are, without
+    the by-name union, which binds every file's footer wherever a view names the table.
+    """
     if not paths:
         return f"({empty_select_sql(table)})"
-    return f"({empty_select_sql(table)} UNION ALL BY NAME SELECT * FROM {read_files_sql(root, paths)})"
+    current = [path for path in paths if path in plain]
+    older = [path for path in paths if path not in plain]
+    if not older:
+        return f"(SELECT * FROM {read_files_sql(root, current, by_name=False)})"
+    selects = [empty_select_sql(table)]
+    selects += [f"SELECT * FROM {read_files_sql(root, current, by_name=False)}"] if current else []
+    selects.append(f"SELECT * FROM {read_files_sql(root, older)}")
+    return "(" + " UNION ALL BY NAME ".join(selects) + ")"
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the files of one layout are, read from them once (they never change): lets the SQL do less.
+
+    `plain`: the compacted files whose footer has exactly the current schema of their table (names,
+    order, types). `stale_free`: no compacted row of `runs`, `turns` or `criteria_results` can be of a
+    version that is not current: the run-version index has no version that a later covered one
+    superseded (each such version has a false row), and no version of the loads no compaction covers
+    yet shares a run or a session with the index (so none supersedes an indexed one, nor loses to one).
+    The views then show compacted rows as they are, without joining their keys against stale versions
+    (most of the cost of a query), and rank the uncovered loads' versions among themselves.
+    """
+
+    plain: frozenset[str] = frozenset()
+    stale_free: bool = False
+
+
+def read_facts(parquet_root: Path, layout: Layout) -> Facts:
+    """The `Facts` of `layout`'s files under `parquet_root` (footers of the compacted files, the index)."""
+    plain = set()
+    for table in (*ALL_TABLES, compacted.VERSIONS):
+        schema = compacted.VERSIONS_SCHEMA if table == compacted.VERSIONS else ALL_TABLES[table]
+        wanted = [(f.name, duckdb_type(f.type)) for f in schema]
+        for path in layout.compacted.get(table, []):
+            if [(f.name, duckdb_type(f.type)) for f in pq.read_schema(parquet_root / path)] == wanted:
+                plain.add(path)
+    return Facts(frozenset(plain), layout.indexed and _stale_free(parquet_root.as_posix(), layout, plain))
+
+
+def _stale_free(root: str, layout: Layout, plain: Collection[str]) -> bool:
+    index = layout.compacted.get(compacted.VERSIONS, [])
+    if not index:
+        return True  # nothing indexed: no version to be stale, none to contest
+    con = duckdb.connect()
+    try:
+        by_name = not set(index) <= set(plain)
+        indexed = f"(SELECT run_id, session_id, is_current FROM {read_files_sql(root, index, by_name=by_name)})"
+        if _exists(con, f"SELECT 1 FROM {indexed} WHERE NOT is_current LIMIT 1"):
+            return False
+        if not layout.pending_loads:
+            return True
+        pending = (f"(SELECT run_id, session_id FROM {source_sql(root, 'fetch_log', layout.pending['fetch_log'])} "
+                   "WHERE outcome = 'loaded')")
+        touched = " UNION ALL ".join(f"SELECT 1 FROM {indexed} AS i SEMI JOIN {pending} AS p ON i.{key} = p.{key}"
+                                     for key in ("run_id", "session_id"))
+        return not _exists(con, f"SELECT 1 FROM ({touched}) LIMIT 1")
+    finally:
+        con.close()
+
+
+def _exists(con: duckdb.DuckDBPyConnection, sql: str) -> bool:
+    return con.execute(sql).fetchone() is not None
 
 
 FETCH_LOG_NEWEST = "QUALIFY row_number() OVER (PARTITION BY load_id, session_id ORDER BY fetched_at DESC) = 1"
@@ -152,7 +223,7 @@ PENDING_CURRENT = "(SELECT run_id, session_id, load_id FROM _version_contest WHE
 """The current versions of the loads no compaction covers yet."""
 
 
-def current_state_sql(root: str, layout: Layout) -> str:
+def current_state_sql(root: str, layout: Layout, facts: Facts | None = None) -> str:
     """SQL creating the current-state views over the files of `layout`, named relative to `root`.
 
     Which run versions are current comes from the compacted run-version index (`compacted.VERSIONS`)
@@ -160,7 +231,9 @@ def current_state_sql(root: str, layout: Layout) -> str:
     versions of the same runs and sessions only: the `_` relations. Compacted rows of `runs`, `turns`
     and `criteria_results` are shown unless their version is stale (`_stale_versions`, few rows); the
     uncovered loads' rows when their version is current. So a query's cost follows the few loads since
-    the last compaction, not the history.
+    the last compaction, not the history. `facts` (`read_facts`, of these very files) lets the SQL skip
+    what cannot matter: the by-name union for files in the current schema, and, when nothing can be
+    stale, the join of compacted rows against stale versions and the index's part in the contest.
 
     The version sets (`_pending_versions`, `_version_contest`, `_stale_versions`) are TEMP tables,
     computed once when the SQL runs: the files it names never change, so they are what a view would
@@ -168,21 +241,31 @@ def current_state_sql(root: str, layout: Layout) -> str:
     the files (a view that nests views is bound again, files and all, wherever it is named). The
     Parquet metadata cache is turned on for the same reason: the views name each file many times.
     """
-    src = {table: source_sql(root, table, layout.paths(table)) for table in ALL_TABLES}
+    facts = facts or Facts()
+    plain = facts.plain
+    src = {table: source_sql(root, table, layout.paths(table), plain) for table in ALL_TABLES}
     pending_log = f"(SELECT * FROM {source_sql(root, 'fetch_log', layout.pending['fetch_log'])}\n{FETCH_LOG_NEWEST})"
     fetch_log = f"SELECT * FROM {pending_log}"
-    compacted_log = source_sql(root, "fetch_log", layout.compacted["fetch_log"])
+    compacted_log = source_sql(root, "fetch_log", layout.compacted["fetch_log"], plain)
     if layout.compacted["fetch_log"]:
         fetch_log = f"SELECT * FROM {compacted_log}\nUNION ALL BY NAME ({fetch_log})"
+    index = layout.compacted[compacted.VERSIONS]
     if not layout.indexed:  # written before the index: rank the compacted fetch_log (the next compaction indexes)
         indexed = f"SELECT *, {NEWEST_SQL} AS is_current FROM ({versions_sql(compacted_log)})"
-    elif layout.compacted[compacted.VERSIONS]:
+    elif index:
         indexed = ("SELECT run_id, session_id, load_id, load_seq, is_current FROM "
-                   + read_files_sql(root, layout.compacted[compacted.VERSIONS]))
+                   + read_files_sql(root, index, by_name=not set(index) <= plain))
     else:
         indexed = EMPTY_VERSIONS
-    contest = contest_sql("_pending_versions") if layout.pending_loads else (
-        "SELECT *, true AS pending, true AS newest FROM (" + EMPTY_VERSIONS + ")")
+    if facts.stale_free:  # no pending version shares a run or session with the index: rank them alone
+        contest = (f"SELECT *, {NEWEST_SQL} AS newest FROM (SELECT run_id, session_id, load_id, load_seq, "
+                   "true AS pending, true AS is_current FROM _pending_versions)")
+        stale = f"SELECT run_id, session_id, load_id FROM ({EMPTY_VERSIONS})"
+    else:
+        contest = contest_sql("_pending_versions") if layout.pending_loads else (
+            "SELECT *, true AS pending, true AS newest FROM (" + EMPTY_VERSIONS + ")")
+        stale = ("SELECT run_id, session_id, load_id FROM _indexed_versions WHERE NOT is_current\n"
+                 "UNION ALL SELECT run_id, session_id, load_id FROM _version_contest WHERE NOT pending AND NOT newest")
     statements = [
         "SET parquet_metadata_cache = true",
         f"CREATE OR REPLACE VIEW loads AS SELECT * FROM {src['loads']}",
@@ -192,9 +275,7 @@ def current_state_sql(root: str, layout: Layout) -> str:
         f"CREATE OR REPLACE VIEW _indexed_versions AS {indexed}",
         f"CREATE OR REPLACE TEMP TABLE _pending_versions AS {versions_sql(pending_log)}",
         f"CREATE OR REPLACE TEMP TABLE _version_contest AS {contest}",
-        "CREATE OR REPLACE TEMP TABLE _stale_versions AS\n"
-        "SELECT run_id, session_id, load_id FROM _indexed_versions WHERE NOT is_current\n"
-        "UNION ALL SELECT run_id, session_id, load_id FROM _version_contest WHERE NOT pending AND NOT newest",
+        f"CREATE OR REPLACE TEMP TABLE _stale_versions AS\n{stale}",
         "CREATE OR REPLACE VIEW current_versions AS\n"
         "SELECT i.run_id, i.session_id, i.load_id FROM _indexed_versions AS i\n"
         f"ANTI JOIN _stale_versions AS s ON {version_match('i', 's', 'load_id')} WHERE i.is_current\n"
@@ -203,16 +284,18 @@ def current_state_sql(root: str, layout: Layout) -> str:
     for table in DIMENSION_KEYS:
         statements.append(f"CREATE OR REPLACE VIEW {quote_ident(table)} AS {dimension_sql(table, src[table])}")
     for table in DATA_TABLES:
-        statements.append(f"CREATE OR REPLACE VIEW {quote_ident(table)} AS {data_sql(root, table, layout)}")
+        statements.append(f"CREATE OR REPLACE VIEW {quote_ident(table)} AS {data_sql(root, table, layout, facts)}")
     return ";\n\n".join(statements) + ";\n\n" + KEY_COLLISIONS_SQL
 
 
-def data_sql(root: str, table: str, layout: Layout) -> str:
+def data_sql(root: str, table: str, layout: Layout, facts: Facts | None = None) -> str:
     """The current rows of a data table: compacted rows of versions not stale, new rows of current versions."""
+    facts = facts or Facts()
     selects = []
     if layout.compacted[table]:
-        selects.append(f"SELECT landed.* FROM {source_sql(root, table, layout.compacted[table])} AS landed\n"
-                       f"ANTI JOIN _stale_versions AS v ON {version_match('landed', 'v')}")
+        landed = f"SELECT landed.* FROM {source_sql(root, table, layout.compacted[table], facts.plain)} AS landed"
+        selects.append(landed if facts.stale_free else
+                       f"{landed}\nANTI JOIN _stale_versions AS v ON {version_match('landed', 'v')}")
     if layout.pending[table]:
         selects.append(f"SELECT landed.* FROM {source_sql(root, table, layout.pending[table])} AS landed\n"
                        f"SEMI JOIN {PENDING_CURRENT} AS v ON {version_match('landed', 'v')}")
@@ -244,7 +327,8 @@ def open_current_state(parquet_root: Path) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection whose views show the current state of the Parquet files."""
     con = duckdb.connect()
     try:
-        con.execute(current_state_sql(parquet_root.as_posix(), read_layout(parquet_root)))
+        layout = read_layout(parquet_root)
+        con.execute(current_state_sql(parquet_root.as_posix(), layout, read_facts(parquet_root, layout)))
     except BaseException:
         con.close()
         raise
