@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import duckdb
@@ -130,48 +130,84 @@ def source_sql(root: str, table: str, paths: list[str], plain: Collection[str] =
 class Facts:
     """What the files of one layout are, read from them once (they never change): lets the SQL do less.
 
-    `plain`: the compacted files whose footer has exactly the current schema of their table (names,
-    order, types). `stale_free`: no compacted row of `runs`, `turns` or `criteria_results` can be of a
-    version that is not current: the run-version index has no version that a later covered one
-    superseded (each such version has a false row), and no version of the loads no compaction covers
-    yet shares a run or a session with the index (so none supersedes an indexed one, nor loses to one).
-    The views then show compacted rows as they are, without joining their keys against stale versions
-    (most of the cost of a query), and rank the uncovered loads' versions among themselves.
+    `plain`: the files whose footer has exactly the current schema of their table (names, order,
+    types): read as they are, not through the by-name union. `untouched`: the index is complete and no
+    version of the loads no compaction covers yet shares a run or a session with it, so none supersedes
+    an indexed version nor loses to one: they are ranked among themselves. `unjoined`: the compacted
+    files of `runs`, `turns` and `criteria_results` that hold no row of a stale version (untouched,
+    and the index marks no version superseded, or the manifest flags the file `current`): shown as
+    they are, without joining their keys against `_stale_versions` (most of a query's cost). `whole`:
+    the data tables whose files are all plain and unjoined and whose uncovered loads' rows are all of
+    current versions: read as one `read_parquet`, no union at all (over a union DuckDB reads a column
+    of every row even for a `count(*)`).
     """
 
     plain: frozenset[str] = frozenset()
-    stale_free: bool = False
+    untouched: bool = False
+    unjoined: frozenset[str] = frozenset()
+    whole: frozenset[str] = frozenset()
 
 
-def read_facts(parquet_root: Path, layout: Layout) -> Facts:
-    """The `Facts` of `layout`'s files under `parquet_root` (footers of the compacted files, the index)."""
-    plain = set()
-    for table in (*ALL_TABLES, compacted.VERSIONS):
-        schema = compacted.VERSIONS_SCHEMA if table == compacted.VERSIONS else ALL_TABLES[table]
-        wanted = [(f.name, duckdb_type(f.type)) for f in schema]
-        for path in layout.compacted.get(table, []):
-            if [(f.name, duckdb_type(f.type)) for f in pq.read_schema(parquet_root / path)] == wanted:
-                plain.add(path)
-    return Facts(frozenset(plain), layout.indexed and _stale_free(parquet_root.as_posix(), layout, plain))
+def read_facts(parquet_root: Path, layout: Layout, manifest: compacted.Manifest | None = None) -> Facts:
+    """The `Facts` of `layout`'s files under `parquet_root`: their footers, the index, the uncovered loads' rows.
 
-
-def _stale_free(root: str, layout: Layout, plain: Collection[str]) -> bool:
+    `manifest`: the one `layout` lists (a compaction about to commit it); else the one on disk, whose
+    `current` flags count only when it is still the manifest of `layout` (same generation).
+    """
+    plain = frozenset(path for table in (*ALL_TABLES, compacted.VERSIONS) for path in layout.paths(table)
+                      if _in_current_schema(parquet_root / path, table))
+    root = parquet_root.as_posix()
     index = layout.compacted.get(compacted.VERSIONS, [])
-    if not index:
-        return True  # nothing indexed: no version to be stale, none to contest
+    if not layout.indexed:
+        return Facts(plain)
     con = duckdb.connect()
     try:
-        by_name = not set(index) <= set(plain)
+        by_name = not set(index) <= plain
         indexed = f"(SELECT run_id, session_id, is_current FROM {read_files_sql(root, index, by_name=by_name)})"
-        if _exists(con, f"SELECT 1 FROM {indexed} WHERE NOT is_current LIMIT 1"):
-            return False
-        if not layout.pending_loads:
-            return True
-        pending = (f"(SELECT run_id, session_id FROM {source_sql(root, 'fetch_log', layout.pending['fetch_log'])} "
-                   "WHERE outcome = 'loaded')")
-        touched = " UNION ALL ".join(f"SELECT 1 FROM {indexed} AS i SEMI JOIN {pending} AS p ON i.{key} = p.{key}"
-                                     for key in ("run_id", "session_id"))
-        return not _exists(con, f"SELECT 1 FROM ({touched}) LIMIT 1")
+        if index and not _untouched(con, root, layout, plain, indexed):
+            return Facts(plain)
+        superseded = bool(index) and _exists(con, f"SELECT 1 FROM {indexed} WHERE NOT is_current LIMIT 1")
+    finally:
+        con.close()
+    manifest = manifest or compacted.read_manifest(parquet_root)
+    flagged = {f.path for table in DATA_TABLES for f in manifest.table_files(table)
+               if f.current and manifest.generation == layout.generation}
+    unjoined = frozenset(path for table in DATA_TABLES for path in layout.compacted[table]
+                         if not superseded or path in flagged)
+    facts = Facts(plain, True, unjoined)
+    return replace(facts, whole=_whole(root, layout, facts))
+
+
+def _in_current_schema(path: Path, table: str) -> bool:
+    schema = compacted.VERSIONS_SCHEMA if table == compacted.VERSIONS else ALL_TABLES[table]
+    found = pq.read_schema(path)
+    return [(f.name, duckdb_type(f.type)) for f in found] == [(f.name, duckdb_type(f.type)) for f in schema]
+
+
+def _untouched(con: duckdb.DuckDBPyConnection, root: str, layout: Layout, plain: frozenset[str],
+               indexed: str) -> bool:
+    """Whether no `loaded` version of the uncovered loads shares a run or a session with the index."""
+    if not layout.pending_loads:
+        return True
+    log = source_sql(root, "fetch_log", layout.pending["fetch_log"], plain)
+    pending = f"(SELECT run_id, session_id FROM {log} WHERE outcome = 'loaded')"
+    touched = " UNION ALL ".join(f"SELECT 1 FROM {indexed} AS i SEMI JOIN {pending} AS p ON i.{key} = p.{key}"
+                                 for key in ("run_id", "session_id"))
+    return not _exists(con, f"SELECT 1 FROM ({touched}) LIMIT 1")
+
+
+def _whole(root: str, layout: Layout, facts: Facts) -> frozenset[str]:
+    """The data tables that can be read as one `read_parquet` (`Facts.whole`)."""
+    tables = [table for table in DATA_TABLES if set(layout.paths(table)) <= facts.plain
+              and set(layout.compacted[table]) <= facts.unjoined]
+    if not any(layout.pending[table] for table in tables):
+        return frozenset(tables)
+    con = duckdb.connect()
+    try:
+        con.execute(current_state_sql(root, layout, facts))
+        return frozenset(table for table in tables if not layout.pending[table] or not _exists(
+            con, f"SELECT 1 FROM {source_sql(root, table, layout.pending[table], facts.plain)} AS landed "
+                 f"ANTI JOIN {PENDING_CURRENT} AS v ON {version_match('landed', 'v')} LIMIT 1"))
     finally:
         con.close()
 
@@ -233,7 +269,7 @@ def current_state_sql(root: str, layout: Layout, facts: Facts | None = None) -> 
     uncovered loads' rows when their version is current. So a query's cost follows the few loads since
     the last compaction, not the history. `facts` (`read_facts`, of these very files) lets the SQL skip
     what cannot matter: the by-name union for files in the current schema, and, when nothing can be
-    stale, the join of compacted rows against stale versions and the index's part in the contest.
+    stale, the join of compacted rows against stale versions, the index's part in the contest, any union.
 
     The version sets (`_pending_versions`, `_version_contest`, `_stale_versions`) are TEMP tables,
     computed once when the SQL runs: the files it names never change, so they are what a view would
@@ -244,7 +280,8 @@ def current_state_sql(root: str, layout: Layout, facts: Facts | None = None) -> 
     facts = facts or Facts()
     plain = facts.plain
     src = {table: source_sql(root, table, layout.paths(table), plain) for table in ALL_TABLES}
-    pending_log = f"(SELECT * FROM {source_sql(root, 'fetch_log', layout.pending['fetch_log'])}\n{FETCH_LOG_NEWEST})"
+    pending_log = source_sql(root, "fetch_log", layout.pending["fetch_log"], plain)
+    pending_log = f"(SELECT * FROM {pending_log}\n{FETCH_LOG_NEWEST})"
     fetch_log = f"SELECT * FROM {pending_log}"
     compacted_log = source_sql(root, "fetch_log", layout.compacted["fetch_log"], plain)
     if layout.compacted["fetch_log"]:
@@ -257,10 +294,10 @@ def current_state_sql(root: str, layout: Layout, facts: Facts | None = None) -> 
                    + read_files_sql(root, index, by_name=not set(index) <= plain))
     else:
         indexed = EMPTY_VERSIONS
-    if facts.stale_free:  # no pending version shares a run or session with the index: rank them alone
+    if facts.untouched:  # no pending version shares a run or session with the index: rank them alone
         contest = (f"SELECT *, {NEWEST_SQL} AS newest FROM (SELECT run_id, session_id, load_id, load_seq, "
                    "true AS pending, true AS is_current FROM _pending_versions)")
-        stale = f"SELECT run_id, session_id, load_id FROM ({EMPTY_VERSIONS})"
+        stale = "SELECT run_id, session_id, load_id FROM _indexed_versions WHERE NOT is_current"
     else:
         contest = contest_sql("_pending_versions") if layout.pending_loads else (
             "SELECT *, true AS pending, true AS newest FROM (" + EMPTY_VERSIONS + ")")
@@ -291,13 +328,18 @@ def current_state_sql(root: str, layout: Layout, facts: Facts | None = None) -> 
 def data_sql(root: str, table: str, layout: Layout, facts: Facts | None = None) -> str:
     """The current rows of a data table: compacted rows of versions not stale, new rows of current versions."""
     facts = facts or Facts()
+    if table in facts.whole and layout.paths(table):
+        return f"SELECT * FROM {source_sql(root, table, layout.paths(table), facts.plain)}"
     selects = []
-    if layout.compacted[table]:
-        landed = f"SELECT landed.* FROM {source_sql(root, table, layout.compacted[table], facts.plain)} AS landed"
-        selects.append(landed if facts.stale_free else
-                       f"{landed}\nANTI JOIN _stale_versions AS v ON {version_match('landed', 'v')}")
+    unjoined = [path for path in layout.compacted[table] if path in facts.unjoined]
+    joined = [path for path in layout.compacted[table] if path not in facts.unjoined]
+    if unjoined:
+        selects.append(f"SELECT landed.* FROM {source_sql(root, table, unjoined, facts.plain)} AS landed")
+    if joined:
+        selects.append(f"SELECT landed.* FROM {source_sql(root, table, joined, facts.plain)} AS landed\n"
+                       f"ANTI JOIN _stale_versions AS v ON {version_match('landed', 'v')}")
     if layout.pending[table]:
-        selects.append(f"SELECT landed.* FROM {source_sql(root, table, layout.pending[table])} AS landed\n"
+        selects.append(f"SELECT landed.* FROM {source_sql(root, table, layout.pending[table], facts.plain)} AS landed\n"
                        f"SEMI JOIN {PENDING_CURRENT} AS v ON {version_match('landed', 'v')}")
     return "\nUNION ALL\n".join(selects) or f"SELECT * FROM ({empty_select_sql(table)})"
 
