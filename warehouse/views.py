@@ -156,26 +156,26 @@ def read_facts(parquet_root: Path, layout: Layout, manifest: compacted.Manifest 
     """
     plain = frozenset(path for table in (*ALL_TABLES, compacted.VERSIONS) for path in layout.paths(table)
                       if _in_current_schema(parquet_root / path, table))
-    root = parquet_root.as_posix()
-    index = layout.compacted.get(compacted.VERSIONS, [])
     if not layout.indexed:
         return Facts(plain)
-    con = duckdb.connect()
-    try:
-        by_name = not set(index) <= plain
-        indexed = f"(SELECT run_id, session_id, is_current FROM {read_files_sql(root, index, by_name=by_name)})"
-        if index and not _untouched(con, root, layout, plain, indexed):
-            return Facts(plain)
-        superseded = bool(index) and _exists(con, f"SELECT 1 FROM {indexed} WHERE NOT is_current LIMIT 1")
-    finally:
-        con.close()
+    root = parquet_root.as_posix()
+    index = layout.compacted.get(compacted.VERSIONS, [])
     manifest = manifest or compacted.read_manifest(parquet_root)
     flagged = {f.path for table in DATA_TABLES for f in manifest.table_files(table)
                if f.current and manifest.generation == layout.generation}
-    unjoined = frozenset(path for table in DATA_TABLES for path in layout.compacted[table]
-                         if not superseded or path in flagged)
-    facts = Facts(plain, True, unjoined)
-    return replace(facts, whole=_whole(root, layout, facts))
+    con = duckdb.connect()
+    try:
+        listed = read_files_sql(root, index, by_name=not set(index) <= plain)
+        indexed = f"(SELECT run_id, session_id, is_current FROM {listed})"
+        if index and not _untouched(con, root, layout, plain, indexed):
+            return Facts(plain)
+        superseded = bool(index) and _exists(con, f"SELECT 1 FROM {indexed} WHERE NOT is_current LIMIT 1")
+        unjoined = frozenset(path for table in DATA_TABLES for path in layout.compacted[table]
+                             if not superseded or path in flagged)
+        facts = Facts(plain, True, unjoined)
+        return replace(facts, whole=_whole(con, root, layout, facts))
+    finally:
+        con.close()
 
 
 def _in_current_schema(path: Path, table: str) -> bool:
@@ -196,20 +196,25 @@ def _untouched(con: duckdb.DuckDBPyConnection, root: str, layout: Layout, plain:
     return not _exists(con, f"SELECT 1 FROM ({touched}) LIMIT 1")
 
 
-def _whole(root: str, layout: Layout, facts: Facts) -> frozenset[str]:
-    """The data tables that can be read as one `read_parquet` (`Facts.whole`)."""
+def _whole(con: duckdb.DuckDBPyConnection, root: str, layout: Layout, facts: Facts) -> frozenset[str]:
+    """The data tables that can be read as one `read_parquet` (`Facts.whole`): untouched, so the uncovered
+    loads' versions are ranked among themselves; every one must be the newest, every row of one."""
     tables = [table for table in DATA_TABLES if set(layout.paths(table)) <= facts.plain
               and set(layout.compacted[table]) <= facts.unjoined]
     if not any(layout.pending[table] for table in tables):
         return frozenset(tables)
-    con = duckdb.connect()
-    try:
-        con.execute(current_state_sql(root, layout, facts))
-        return frozenset(table for table in tables if not layout.pending[table] or not _exists(
-            con, f"SELECT 1 FROM {source_sql(root, table, layout.pending[table], facts.plain)} AS landed "
-                 f"ANTI JOIN {PENDING_CURRENT} AS v ON {version_match('landed', 'v')} LIMIT 1"))
-    finally:
-        con.close()
+    log = source_sql(root, "fetch_log", layout.pending["fetch_log"], facts.plain)
+    loads = source_sql(root, "loads", layout.pending["loads"], facts.plain)
+    con.execute(
+        "CREATE TEMP TABLE facts_versions AS SELECT *, " + NEWEST_SQL + " AS newest FROM (\n"
+        "SELECT f.run_id, f.session_id, f.load_id, coalesce(l.load_seq, 0) AS load_seq\n"
+        f"FROM (SELECT * FROM {log} {FETCH_LOG_NEWEST}) AS f JOIN {loads} AS l USING (load_id)\n"
+        "WHERE f.outcome = 'loaded')")
+    if _exists(con, "SELECT 1 FROM facts_versions WHERE NOT newest LIMIT 1"):
+        return frozenset()
+    return frozenset(table for table in tables if not layout.pending[table] or not _exists(
+        con, f"SELECT 1 FROM {source_sql(root, table, layout.pending[table], facts.plain)} AS landed "
+             f"ANTI JOIN facts_versions AS v ON {version_match('landed', 'v')} LIMIT 1"))
 
 
 def _exists(con: duckdb.DuckDBPyConnection, sql: str) -> bool:
@@ -366,11 +371,15 @@ def relative_root(out_dir: Path, parquet_root: Path) -> str:
 
 
 def open_current_state(parquet_root: Path) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection whose views show the current state of the Parquet files."""
+    """An in-memory DuckDB connection whose views show the current state of the Parquet files.
+
+    Without `read_facts`: a load reading its state opens this once and asks a few questions, so reading
+    the facts would cost it more than they save (they pay off for `current_state.sql`, written once and
+    read by every reader). The rows shown are the same either way (tests/test_view_facts.py).
+    """
     con = duckdb.connect()
     try:
-        layout = read_layout(parquet_root)
-        con.execute(current_state_sql(parquet_root.as_posix(), layout, read_facts(parquet_root, layout)))
+        con.execute(current_state_sql(parquet_root.as_posix(), read_layout(parquet_root)))
     except BaseException:
         con.close()
         raise
