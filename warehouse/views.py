@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from schemas.tables import DATA_TABLES, DIMENSION_KEYS, LANDED_TABLES
 from warehouse import compacted, landing
-from warehouse.ddl import ALL_TABLES, duckdb_type, empty_select_sql, quote_ident
+from warehouse.ddl import ALL_TABLES, empty_select_sql, quote_ident
 
 CURRENT_STATE_FILE = "current_state.sql"
 
@@ -179,9 +179,10 @@ def read_facts(parquet_root: Path, layout: Layout, manifest: compacted.Manifest 
 
 
 def _in_current_schema(path: Path, table: str) -> bool:
+    """Whether the file's footer has the table's columns, in order, each of exactly its Arrow type."""
     schema = compacted.VERSIONS_SCHEMA if table == compacted.VERSIONS else ALL_TABLES[table]
     found = pq.read_schema(path)
-    return [(f.name, duckdb_type(f.type)) for f in found] == [(f.name, duckdb_type(f.type)) for f in schema]
+    return found.names == schema.names and all(f.type == want.type for f, want in zip(found, schema, strict=True))
 
 
 def _untouched(con: duckdb.DuckDBPyConnection, root: str, layout: Layout, plain: frozenset[str],
