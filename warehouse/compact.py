@@ -162,6 +162,10 @@ def _compact(out_dir: Path, *, manual: bool, now: float | None) -> Compacted:
                 new_parts = [INDEX_ROWS]
             plan[table], replaced = _compact_table(writer, table, plan[table], new_parts, manual=manual)
             retired += replaced
+        if writer.supersedes_indexed:  # the files it keeps may hold rows of versions the index now marks stale
+            kept = set(manifest.all_paths())
+            plan = {table: [replace(f, current=False) if f.path in kept else f for f in listed]
+                    for table, listed in plan.items()}
     finally:
         con.close()
         shutil.rmtree(spill, ignore_errors=True)
@@ -247,6 +251,7 @@ class _Writer:
                  layout: views.Layout) -> None:
         self.con, self.root, self.tag, self.settings, self.layout = con, root, tag, settings, layout
         self.written = 0
+        self.supersedes_indexed = True  # until `prepare` knows: whether kept data files may now hold stale rows
 
     def prepare(self, inputs: list[str], *, reindex: bool) -> bool:
         """The index rows for the loads `inputs` and the versions whose rows to keep; whether the index grows.
@@ -272,6 +277,8 @@ class _Writer:
         con.execute("CREATE TEMP TABLE compact_stale AS SELECT * FROM _stale_versions")
         kept = "_pending_versions" if self.settings.keep_superseded else views.PENDING_CURRENT
         con.execute(f"CREATE TEMP TABLE compact_kept AS SELECT run_id, session_id, load_id FROM {kept}")
+        self.supersedes_indexed = reindex or _count(
+            con, "SELECT count(*) FROM compact_contest WHERE NOT pending AND is_current AND NOT newest") > 0
         return reindex or _count(con, f"SELECT count(*) FROM {INDEX_ROWS}") > 0
 
     def write(self, table: str, compacted_paths: list[str], parts: list[str]) -> CompactedFile | None:
@@ -297,7 +304,9 @@ class _Writer:
         finally:
             tmp.unlink(missing_ok=True)
         crash_point("compact-written")
-        return CompactedFile(relative, target.stat().st_size, rows)
+        # data rows written without every version stale now (`_rows`), unless superseded rows are kept
+        current = table in DATA_TABLES and not self.settings.keep_superseded
+        return CompactedFile(relative, target.stat().st_size, rows, current=current)
 
     def _rows(self, table: str, compacted_paths: list[str], parts: list[str]) -> str:
         """The rows of these files that a reader may still see (module docstring: what is dropped)."""
@@ -348,7 +357,7 @@ def _commit(out_dir: Path, root: Path, new: Manifest) -> None:
     same current state, and they are deleted only after the grace period, like retired ones.
     """
     with leases.folder_lock(out_dir):
-        publish.write_current_state_unlocked(out_dir, root, views.read_layout(root, manifest=new))
+        publish.write_current_state_unlocked(out_dir, root, views.read_layout(root, manifest=new), new)
         crash_point("compact-sql-written")
         compacted.write_manifest(root, new)
     crash_point("compact-committed")

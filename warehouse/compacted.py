@@ -16,9 +16,10 @@ run versions are current without a window over the whole `fetch_log`: one row pe
 covered loads (`run_id`, `session_id`, `load_id`, its `load_seq`) and `is_current`, whether it was current
 among the covered loads when the row was written. Adding versions never makes an older one current again,
 so a later compaction that supersedes a version adds a second row for it with `is_current` false; a
-version is current among the covered loads when it has no false row. A manifest of format 1 (written
-before the index existed) reads as `indexed` false: the views then rank the compacted `fetch_log`, and the
-next compaction writes the index.
+version is current among the covered loads when it has no false row. A data file flagged `current`
+holds no row of a version with a false row, so the views need not look for such rows in it. A manifest
+of format 1 (written before the index existed) reads as `indexed` false: the views then rank the
+compacted `fetch_log`, and the next compaction writes the index.
 """
 
 from __future__ import annotations
@@ -67,9 +68,14 @@ class Settings:
 
 @dataclass(frozen=True)
 class CompactedFile:
+    """One compacted file. `current`: a file of `runs`, `turns` or `criteria_results` that holds no row of
+    a version the run-version index marks superseded (written without them, and no later compaction
+    superseded a version it may hold); False when unknown (manifests written before the flag)."""
+
     path: str  # relative to the landing root, POSIX
     bytes: int
     rows: int
+    current: bool = False
 
 
 @dataclass(frozen=True)
@@ -112,7 +118,7 @@ class Manifest:
             "settings": {"auto": self.settings.auto, "keep_superseded": self.settings.keep_superseded,
                          "grace_seconds": self.settings.grace_seconds},
             "covered": sorted(self.covered),
-            "files": {table: [{"path": f.path, "bytes": f.bytes, "rows": f.rows} for f in table_files]
+            "files": {table: [_file_json(f) for f in table_files]
                       for table, table_files in sorted(self.files.items()) if table_files},
             "retired_files": [{"name": r.name, "retired_at": r.retired_at} for r in self.retired_files],
             "retired_loads": [{"name": r.name, "retired_at": r.retired_at} for r in self.retired_loads],
@@ -130,12 +136,20 @@ class Manifest:
             settings=Settings(auto=bool(settings["auto"]), keep_superseded=bool(settings["keep_superseded"]),
                               grace_seconds=float(settings["grace_seconds"])),
             covered=frozenset(str(load_id) for load_id in data["covered"]),
-            files={str(table): tuple(CompactedFile(str(f["path"]), int(f["bytes"]), int(f["rows"])) for f in listed)
+            files={str(table): tuple(CompactedFile(str(f["path"]), int(f["bytes"]), int(f["rows"]),
+                                                   current=f.get("current") is True) for f in listed)
                    for table, listed in data["files"].items()},
             retired_files=tuple(Retired(str(r["name"]), float(r["retired_at"])) for r in data["retired_files"]),
             retired_loads=tuple(Retired(str(r["name"]), float(r["retired_at"])) for r in data["retired_loads"]),
             indexed=bool(data.get("indexed", False)),
         )
+
+
+def _file_json(f: CompactedFile) -> dict[str, object]:
+    data: dict[str, object] = {"path": f.path, "bytes": f.bytes, "rows": f.rows}
+    if f.current:  # only when set: a manifest without flags reads as it did
+        data["current"] = True
+    return data
 
 
 def compacted_dir(root: Path) -> Path:

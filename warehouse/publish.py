@@ -9,7 +9,7 @@ from pathlib import Path
 import duckdb
 
 from schemas.tables import DIMENSION_KEYS
-from warehouse import analytics, files, leases, objstore, pricing, reader, snapshot, store, views
+from warehouse import analytics, compacted, files, leases, objstore, pricing, reader, snapshot, store, views
 from warehouse.ddl import quote_ident
 from warehouse.report_data import collect
 from warehouse.report_markdown import summary_markdown
@@ -31,12 +31,17 @@ def write_current_state_file(out_dir: Path, parquet_root: objstore.Root) -> objs
         return write_current_state_unlocked(out_dir, parquet_root, views.read_layout(parquet_root))
 
 
-def write_current_state_unlocked(out_dir: Path, parquet_root: objstore.Root, layout: views.Layout) -> objstore.Root:
-    """`write_current_state_file` over `layout`, for a caller that holds `leases.folder_lock` (a compaction)."""
+def write_current_state_unlocked(out_dir: Path, parquet_root: objstore.Root, layout: views.Layout,
+                                 manifest: compacted.Manifest | None = None) -> objstore.Root:
+    """`write_current_state_file` over `layout`, for a caller that holds `leases.folder_lock` (a compaction,
+    which passes the `manifest` it is about to commit). The views use `views.read_facts` on a local landing
+    only: the facts read every file's footer, which on an object store is a request per file."""
     root = views.relative_root(out_dir, parquet_root)
     text = (
         CURRENT_STATE_HEADER
-        + views.current_state_sql(root, layout)
+        + views.current_state_sql(
+            root, layout,
+            views.read_facts(parquet_root, layout, manifest) if isinstance(parquet_root, Path) else None)
         + f"\n{analytics.MARKER} (docs/analytics.md): token prices, then the views over the tables above.\n"
         + analytics.token_prices_view_sql(root, pricing.prices_part(parquet_root).exists())
         + "\n"

@@ -14,10 +14,12 @@ states and the DuckDB merge applies: exactly what `piper.duckdb` holds. `fetch_l
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 
 from schemas.tables import DATA_TABLES, DIMENSION_KEYS, LANDED_TABLES
 from warehouse import compacted, landing, objstore
@@ -92,17 +94,128 @@ def _names(folder: objstore.Root) -> list[str]:
     return objstore.names(folder)
 
 
-def read_files_sql(root: str, paths: list[str]) -> str:
-    """`read_parquet` over exactly these files (paths relative to `root`), every column of the current schema."""
+def read_files_sql(root: str, paths: list[str], *, by_name: bool = True) -> str:
+    """`read_parquet` over exactly these files (paths relative to `root`).
+
+    `by_name`: every column any file has, matched by name (files in older schemas lack some columns);
+    False when every file is in one schema, which DuckDB then binds from one file's footer, not all.
+    """
     listed = ", ".join("'" + f"{root}/{path}".replace("'", "''") + "'" for path in paths)
-    return f"read_parquet([{listed}], union_by_name = true)"
+    return f"read_parquet([{listed}], union_by_name = true)" if by_name else f"read_parquet([{listed}])"
 
 
-def source_sql(root: str, table: str, paths: list[str]) -> str:
-    """The rows of these files of `table`, typed by the current schema (older parts lack some columns)."""
+def source_sql(root: str, table: str, paths: list[str], plain: Collection[str] = frozenset()) -> str:
+    """The rows of these files of `table`, typed by the current schema (older parts lack some columns).
+
+    `plain`: paths known to be in exactly the current schema (`Facts.plain`): read as they are, without
+    the by-name union, which binds every file's footer wherever a view names the table.
+    """
     if not paths:
         return f"({empty_select_sql(table)})"
-    return f"({empty_select_sql(table)} UNION ALL BY NAME SELECT * FROM {read_files_sql(root, paths)})"
+    current = [path for path in paths if path in plain]
+    older = [path for path in paths if path not in plain]
+    if not older:
+        return f"(SELECT * FROM {read_files_sql(root, current, by_name=False)})"
+    selects = [empty_select_sql(table)]
+    selects += [f"SELECT * FROM {read_files_sql(root, current, by_name=False)}"] if current else []
+    selects.append(f"SELECT * FROM {read_files_sql(root, older)}")
+    return "(" + " UNION ALL BY NAME ".join(selects) + ")"
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the files of one layout are, read from them once (they never change): lets the SQL do less.
+
+    `plain`: the files whose footer has exactly the current schema of their table (names, order,
+    types): read as they are, not through the by-name union. `untouched`: the index is complete and no
+    version of the loads no compaction covers yet shares a run or a session with it, so none supersedes
+    an indexed version nor loses to one: they are ranked among themselves. `unjoined`: the compacted
+    files of `runs`, `turns` and `criteria_results` that hold no row of a stale version (untouched,
+    and the index marks no version superseded, or the manifest flags the file `current`): shown as
+    they are, without joining their keys against `_stale_versions` (most of a query's cost). `whole`:
+    the data tables whose files are all plain and unjoined and whose uncovered loads' rows are all of
+    current versions: read as one `read_parquet`, no union at all (over a union DuckDB reads a column
+    of every row even for a `count(*)`).
+    """
+
+    plain: frozenset[str] = frozenset()
+    untouched: bool = False
+    unjoined: frozenset[str] = frozenset()
+    whole: frozenset[str] = frozenset()
+
+
+def read_facts(parquet_root: Path, layout: Layout, manifest: compacted.Manifest | None = None) -> Facts:
+    """The `Facts` of `layout`'s files under `parquet_root`: their footers, the index, the uncovered loads' rows.
+
+    `manifest`: the one `layout` lists (a compaction about to commit it); else the one on disk, whose
+    `current` flags count only when it is still the manifest of `layout` (same generation).
+    """
+    plain = frozenset(path for table in (*ALL_TABLES, compacted.VERSIONS) for path in layout.paths(table)
+                      if _in_current_schema(parquet_root / path, table))
+    if not layout.indexed:
+        return Facts(plain)
+    root = parquet_root.as_posix()
+    index = layout.compacted.get(compacted.VERSIONS, [])
+    manifest = manifest or compacted.read_manifest(parquet_root)
+    flagged = {f.path for table in DATA_TABLES for f in manifest.table_files(table)
+               if f.current and manifest.generation == layout.generation}
+    con = duckdb.connect()
+    try:
+        listed = read_files_sql(root, index, by_name=not set(index) <= plain)
+        indexed = f"(SELECT run_id, session_id, is_current FROM {listed})"
+        if index and not _untouched(con, root, layout, plain, indexed):
+            return Facts(plain)
+        superseded = bool(index) and _exists(con, f"SELECT 1 FROM {indexed} WHERE NOT is_current LIMIT 1")
+        unjoined = frozenset(path for table in DATA_TABLES for path in layout.compacted[table]
+                             if not superseded or path in flagged)
+        facts = Facts(plain, True, unjoined)
+        return replace(facts, whole=_whole(con, root, layout, facts))
+    finally:
+        con.close()
+
+
+def _in_current_schema(path: Path, table: str) -> bool:
+    """Whether the file's footer has the table's columns, in order, each of exactly its Arrow type."""
+    schema = compacted.VERSIONS_SCHEMA if table == compacted.VERSIONS else ALL_TABLES[table]
+    found = pq.read_schema(path)
+    return found.names == schema.names and all(f.type == want.type for f, want in zip(found, schema, strict=True))
+
+
+def _untouched(con: duckdb.DuckDBPyConnection, root: str, layout: Layout, plain: frozenset[str],
+               indexed: str) -> bool:
+    """Whether no `loaded` version of the uncovered loads shares a run or a session with the index."""
+    if not layout.pending_loads:
+        return True
+    log = source_sql(root, "fetch_log", layout.pending["fetch_log"], plain)
+    pending = f"(SELECT run_id, session_id FROM {log} WHERE outcome = 'loaded')"
+    touched = " UNION ALL ".join(f"SELECT 1 FROM {indexed} AS i SEMI JOIN {pending} AS p ON i.{key} = p.{key}"
+                                 for key in ("run_id", "session_id"))
+    return not _exists(con, f"SELECT 1 FROM ({touched}) LIMIT 1")
+
+
+def _whole(con: duckdb.DuckDBPyConnection, root: str, layout: Layout, facts: Facts) -> frozenset[str]:
+    """The data tables that can be read as one `read_parquet` (`Facts.whole`): untouched, so the uncovered
+    loads' versions are ranked among themselves; every one must be the newest, every row of one."""
+    tables = [table for table in DATA_TABLES if set(layout.paths(table)) <= facts.plain
+              and set(layout.compacted[table]) <= facts.unjoined]
+    if not any(layout.pending[table] for table in tables):
+        return frozenset(tables)
+    log = source_sql(root, "fetch_log", layout.pending["fetch_log"], facts.plain)
+    loads = source_sql(root, "loads", layout.pending["loads"], facts.plain)
+    con.execute(
+        "CREATE TEMP TABLE facts_versions AS SELECT *, " + NEWEST_SQL + " AS newest FROM (\n"
+        "SELECT f.run_id, f.session_id, f.load_id, coalesce(l.load_seq, 0) AS load_seq\n"
+        f"FROM (SELECT * FROM {log} {FETCH_LOG_NEWEST}) AS f JOIN {loads} AS l USING (load_id)\n"
+        "WHERE f.outcome = 'loaded')")
+    if _exists(con, "SELECT 1 FROM facts_versions WHERE NOT newest LIMIT 1"):
+        return frozenset()
+    return frozenset(table for table in tables if not layout.pending[table] or not _exists(
+        con, f"SELECT 1 FROM {source_sql(root, table, layout.pending[table], facts.plain)} AS landed "
+             f"ANTI JOIN facts_versions AS v ON {version_match('landed', 'v')} LIMIT 1"))
+
+
+def _exists(con: duckdb.DuckDBPyConnection, sql: str) -> bool:
+    return con.execute(sql).fetchone() is not None
 
 
 FETCH_LOG_NEWEST = "QUALIFY row_number() OVER (PARTITION BY load_id, session_id ORDER BY fetched_at DESC) = 1"
@@ -148,7 +261,7 @@ PENDING_CURRENT = "(SELECT run_id, session_id, load_id FROM _version_contest WHE
 """The current versions of the loads no compaction covers yet."""
 
 
-def current_state_sql(root: str, layout: Layout) -> str:
+def current_state_sql(root: str, layout: Layout, facts: Facts | None = None) -> str:
     """SQL creating the current-state views over the files of `layout`, named relative to `root`.
 
     Which run versions are current comes from the compacted run-version index (`compacted.VERSIONS`)
@@ -156,7 +269,9 @@ def current_state_sql(root: str, layout: Layout) -> str:
     versions of the same runs and sessions only: the `_` relations. Compacted rows of `runs`, `turns`
     and `criteria_results` are shown unless their version is stale (`_stale_versions`, few rows); the
     uncovered loads' rows when their version is current. So a query's cost follows the few loads since
-    the last compaction, not the history.
+    the last compaction, not the history. `facts` (`read_facts`, of these very files) lets the SQL skip
+    what cannot matter: the by-name union for files in the current schema, and, when nothing can be
+    stale, the join of compacted rows against stale versions, the index's part in the contest, any union.
 
     The version sets (`_pending_versions`, `_version_contest`, `_stale_versions`) are TEMP tables,
     computed once when the SQL runs: the files it names never change, so they are what a view would
@@ -164,21 +279,32 @@ def current_state_sql(root: str, layout: Layout) -> str:
     the files (a view that nests views is bound again, files and all, wherever it is named). The
     Parquet metadata cache is turned on for the same reason: the views name each file many times.
     """
-    src = {table: source_sql(root, table, layout.paths(table)) for table in ALL_TABLES}
-    pending_log = f"(SELECT * FROM {source_sql(root, 'fetch_log', layout.pending['fetch_log'])}\n{FETCH_LOG_NEWEST})"
+    facts = facts or Facts()
+    plain = facts.plain
+    src = {table: source_sql(root, table, layout.paths(table), plain) for table in ALL_TABLES}
+    pending_log = source_sql(root, "fetch_log", layout.pending["fetch_log"], plain)
+    pending_log = f"(SELECT * FROM {pending_log}\n{FETCH_LOG_NEWEST})"
     fetch_log = f"SELECT * FROM {pending_log}"
-    compacted_log = source_sql(root, "fetch_log", layout.compacted["fetch_log"])
+    compacted_log = source_sql(root, "fetch_log", layout.compacted["fetch_log"], plain)
     if layout.compacted["fetch_log"]:
         fetch_log = f"SELECT * FROM {compacted_log}\nUNION ALL BY NAME ({fetch_log})"
+    index = layout.compacted[compacted.VERSIONS]
     if not layout.indexed:  # written before the index: rank the compacted fetch_log (the next compaction indexes)
         indexed = f"SELECT *, {NEWEST_SQL} AS is_current FROM ({versions_sql(compacted_log)})"
-    elif layout.compacted[compacted.VERSIONS]:
+    elif index:
         indexed = ("SELECT run_id, session_id, load_id, load_seq, is_current FROM "
-                   + read_files_sql(root, layout.compacted[compacted.VERSIONS]))
+                   + read_files_sql(root, index, by_name=not set(index) <= plain))
     else:
         indexed = EMPTY_VERSIONS
-    contest = contest_sql("_pending_versions") if layout.pending_loads else (
-        "SELECT *, true AS pending, true AS newest FROM (" + EMPTY_VERSIONS + ")")
+    if facts.untouched:  # no pending version shares a run or session with the index: rank them alone
+        contest = (f"SELECT *, {NEWEST_SQL} AS newest FROM (SELECT run_id, session_id, load_id, load_seq, "
+                   "true AS pending, true AS is_current FROM _pending_versions)")
+        stale = "SELECT run_id, session_id, load_id FROM _indexed_versions WHERE NOT is_current"
+    else:
+        contest = contest_sql("_pending_versions") if layout.pending_loads else (
+            "SELECT *, true AS pending, true AS newest FROM (" + EMPTY_VERSIONS + ")")
+        stale = ("SELECT run_id, session_id, load_id FROM _indexed_versions WHERE NOT is_current\n"
+                 "UNION ALL SELECT run_id, session_id, load_id FROM _version_contest WHERE NOT pending AND NOT newest")
     statements = [
         "SET parquet_metadata_cache = true",
         f"CREATE OR REPLACE VIEW loads AS SELECT * FROM {src['loads']}",
@@ -188,9 +314,7 @@ def current_state_sql(root: str, layout: Layout) -> str:
         f"CREATE OR REPLACE VIEW _indexed_versions AS {indexed}",
         f"CREATE OR REPLACE TEMP TABLE _pending_versions AS {versions_sql(pending_log)}",
         f"CREATE OR REPLACE TEMP TABLE _version_contest AS {contest}",
-        "CREATE OR REPLACE TEMP TABLE _stale_versions AS\n"
-        "SELECT run_id, session_id, load_id FROM _indexed_versions WHERE NOT is_current\n"
-        "UNION ALL SELECT run_id, session_id, load_id FROM _version_contest WHERE NOT pending AND NOT newest",
+        f"CREATE OR REPLACE TEMP TABLE _stale_versions AS\n{stale}",
         "CREATE OR REPLACE VIEW current_versions AS\n"
         "SELECT i.run_id, i.session_id, i.load_id FROM _indexed_versions AS i\n"
         f"ANTI JOIN _stale_versions AS s ON {version_match('i', 's', 'load_id')} WHERE i.is_current\n"
@@ -199,18 +323,25 @@ def current_state_sql(root: str, layout: Layout) -> str:
     for table in DIMENSION_KEYS:
         statements.append(f"CREATE OR REPLACE VIEW {quote_ident(table)} AS {dimension_sql(table, src[table])}")
     for table in DATA_TABLES:
-        statements.append(f"CREATE OR REPLACE VIEW {quote_ident(table)} AS {data_sql(root, table, layout)}")
+        statements.append(f"CREATE OR REPLACE VIEW {quote_ident(table)} AS {data_sql(root, table, layout, facts)}")
     return ";\n\n".join(statements) + ";\n\n" + KEY_COLLISIONS_SQL
 
 
-def data_sql(root: str, table: str, layout: Layout) -> str:
+def data_sql(root: str, table: str, layout: Layout, facts: Facts | None = None) -> str:
     """The current rows of a data table: compacted rows of versions not stale, new rows of current versions."""
+    facts = facts or Facts()
+    if table in facts.whole and layout.paths(table):
+        return f"SELECT * FROM {source_sql(root, table, layout.paths(table), facts.plain)}"
     selects = []
-    if layout.compacted[table]:
-        selects.append(f"SELECT landed.* FROM {source_sql(root, table, layout.compacted[table])} AS landed\n"
+    unjoined = [path for path in layout.compacted[table] if path in facts.unjoined]
+    joined = [path for path in layout.compacted[table] if path not in facts.unjoined]
+    if unjoined:
+        selects.append(f"SELECT landed.* FROM {source_sql(root, table, unjoined, facts.plain)} AS landed")
+    if joined:
+        selects.append(f"SELECT landed.* FROM {source_sql(root, table, joined, facts.plain)} AS landed\n"
                        f"ANTI JOIN _stale_versions AS v ON {version_match('landed', 'v')}")
     if layout.pending[table]:
-        selects.append(f"SELECT landed.* FROM {source_sql(root, table, layout.pending[table])} AS landed\n"
+        selects.append(f"SELECT landed.* FROM {source_sql(root, table, layout.pending[table], facts.plain)} AS landed\n"
                        f"SEMI JOIN {PENDING_CURRENT} AS v ON {version_match('landed', 'v')}")
     return "\nUNION ALL\n".join(selects) or f"SELECT * FROM ({empty_select_sql(table)})"
 
@@ -246,6 +377,10 @@ def open_current_state(parquet_root: objstore.Root | str) -> duckdb.DuckDBPyConn
 
     `parquet_root`: `OUT/parquet`, or its URL on an object store (`s3://bucket/prefix/parquet`), read
     through fsspec (`objstore.register`): no DuckDB extension needed.
+
+    Without `read_facts`: a load reading its state opens this once and asks a few questions, so reading
+    the facts would cost it more than they save (they pay off for `current_state.sql`, written once and
+    read by every reader). The rows shown are the same either way (tests/test_view_facts.py).
     """
     root = objstore.landing_root(parquet_root) if isinstance(parquet_root, str) else parquet_root
     con = duckdb.connect()
