@@ -25,8 +25,8 @@ changed, not the size of the database:
   answers from the row groups of that load alone (rows are stored in load order; an IN list would be
   evaluated on every row), and inserted without a DELETE first: the standby holds no row of a load its
   `loads` lacks (checked by a count, which reads one column of those row groups; a standby that does is
-  replaced whole). Then CHECKPOINT and DETACH, so that
-  the file alone holds every row (a reader of `piper-bi.duckdb` never sees a WAL named `a.duckdb.wal`).
+  replaced whole). Then CHECKPOINT and DETACH, so that the file alone holds every row (a reader of
+  `piper-bi.duckdb` never sees a WAL named `a.duckdb.wal`).
 * Publishing is a hard link to a temporary name renamed over `piper-bi.duckdb`: atomic, so a new
   connection opens the previous complete snapshot or the new one; a connection opened earlier keeps the
   file it opened, which no publish writes while it is published or held.
@@ -310,7 +310,7 @@ def _each_load(select: str, column: str, count: int, *, union: str = "UNION ALL"
     """`select`, which ends in WHERE or AND, once per load as `column = ?`, joined by `union`.
 
     DuckDB skips the row groups of other loads by their min/max of `column` (rows are stored in load
-    order) for `column = ?`, but not for `column IN (?, ?)` or an OR of two `=` (DuckDB 1.1 to 2.0: an
+    order) for `column = ?`, but not for `column IN (?, ?)` or an OR of two `=` (DuckDB 2.0.1: an
     "optional" filter, evaluated on every row of the table); so one branch per load.
     """
     return f" {union} ".join(f"{select} {column} = ?" for _ in range(count)) if count else f"{select} false"
