@@ -21,9 +21,12 @@ changed, not the size of the database:
   not change is neither read nor written again. `DIMENSION_KEYS`: every key whose rows now come from
   those loads gets the database's rows. `HISTORY_TABLES` and `loads`: those loads' rows. `token_prices`
   is replaced whole (a handful of rows); the views are recreated from the writer's own SQL when their
-  text differs. The new rows are selected by `_load_id` constants, which DuckDB answers from the row
-  groups of those loads alone (rows are stored in load order). Then CHECKPOINT and DETACH, so that
-  the file alone holds every row (a reader of `piper-bi.duckdb` never sees a WAL named `a.duckdb.wal`).
+  text differs. The new rows are selected by one `_load_id = ?` per load (a UNION ALL), which DuckDB
+  answers from the row groups of that load alone (rows are stored in load order; an IN list would be
+  evaluated on every row), and inserted without a DELETE first: the standby holds no row of a load its
+  `loads` lacks (checked by a count, which reads one column of those row groups; a standby that does is
+  replaced whole). Then CHECKPOINT and DETACH, so that the file alone holds every row (a reader of
+  `piper-bi.duckdb` never sees a WAL named `a.duckdb.wal`).
 * Publishing is a hard link to a temporary name renamed over `piper-bi.duckdb`: atomic, so a new
   connection opens the previous complete snapshot or the new one; a connection opened earlier keeps the
   file it opened, which no publish writes while it is published or held.
@@ -240,43 +243,49 @@ def _catch_up(con: duckdb.DuckDBPyConnection, views_sql: str) -> str | None:
     if loads - {row[0] for row in con.execute(f"SELECT load_id FROM {store.CATALOG}.loads").fetchall()}:
         return "it holds loads the database does not"
     missing = sorted({row[0] for row in con.execute(f"SELECT load_id FROM {store.CATALOG}.loads").fetchall()} - loads)
-    # Constants, not a subquery: DuckDB then skips every row group of other loads by its min/max of
-    # `_load_id` (rows are stored in load order), so reading the new rows costs what they hold.
-    of_load = f"IN ({', '.join('?' for _ in missing)})" if missing else "IN (NULL)"
+    # The standby holds no row of a load its `loads` table lacks: every file it is (a byte copy of the
+    # database, a conversion, an update by this function) got each load's rows in the transaction that
+    # added the load's `loads` row (warehouse/merge.py: nothing else writes the database's tables). So
+    # the new loads' rows are inserted without deleting first; `_rows_of_loads` checks that cheaply.
     db, bi = store.CATALOG, STANDBY_CATALOG
-    con.execute(f"""CREATE OR REPLACE TEMP TABLE snapshot_touched AS
-        SELECT DISTINCT run_id, session_id FROM {db}.fetch_log WHERE outcome = 'loaded' AND load_id {of_load}""",
-                missing)
+    if _rows_of_loads(con, missing):
+        return "it holds rows of loads its loads table does not name"
+    con.execute("CREATE OR REPLACE TEMP TABLE snapshot_touched AS "
+                + _each_load(f"SELECT run_id, session_id FROM {db}.fetch_log WHERE outcome = 'loaded' AND", "load_id",
+                             len(missing), union="UNION"), missing)
     touched = ("(run_id IN (SELECT run_id FROM temp.snapshot_touched) "
                "OR session_id IN (SELECT session_id FROM temp.snapshot_touched))")
     # The standby's run versions that the missing loads made no longer current (every row of a data
     # table belongs to the version of its runs row: same run_id, session_id and _load_id): those of the
     # standby's versions sharing a run or session with them that the database no longer holds. The
-    # database is asked by the candidates' load ids, as constants: only those loads' row groups are read.
+    # database is asked by the candidates' load ids, one `=` each: only those loads' row groups are read.
     con.execute(f"""CREATE OR REPLACE TEMP TABLE snapshot_stale AS
         SELECT run_id, session_id, _load_id FROM {bi}.runs WHERE {touched}""")
     candidate_loads = [row[0] for row in con.execute("SELECT DISTINCT _load_id FROM temp.snapshot_stale").fetchall()]
-    if candidate_loads:
-        con.execute(f"""DELETE FROM temp.snapshot_stale s USING {db}.runs r
-            WHERE r._load_id IN ({', '.join('?' for _ in candidate_loads)}) AND r.run_id = s.run_id
-            AND r.session_id = s.session_id AND r._load_id = s._load_id""", candidate_loads)
-    stale = bool(candidate_loads) and _count(con, "SELECT count(*) FROM temp.snapshot_stale") > 0
+    for chunk in _chunks(candidate_loads):
+        con.execute(f"""DELETE FROM temp.snapshot_stale s
+            USING ({_each_load(f"SELECT run_id, session_id, _load_id FROM {db}.runs WHERE", "_load_id", len(chunk))}) r
+            WHERE r.run_id = s.run_id AND r.session_id = s.session_id AND r._load_id = s._load_id""", chunk)
+    stale_loads = [row[0] for row in con.execute("SELECT DISTINCT _load_id FROM temp.snapshot_stale").fetchall()]
     con.execute("BEGIN TRANSACTION")
     try:
         for table in DATA_TABLES:
             t = quote_ident(table)
-            if stale:
-                con.execute(f"DELETE FROM {bi}.{t} USING temp.snapshot_stale s WHERE {t}.run_id = s.run_id "
-                            f"AND {t}.session_id = s.session_id AND {t}._load_id = s._load_id")
-            _replace(con, table, f"_load_id {of_load}", missing)  # the new loads' rows that are current
+            for load in stale_loads:  # `_load_id = ?` on both sides: DuckDB reads only that load's row groups
+                con.execute(f"DELETE FROM {bi}.{t} USING temp.snapshot_stale s WHERE {t}._load_id = $load "
+                            f"AND s._load_id = $load AND {t}.run_id = s.run_id AND {t}.session_id = s.session_id",
+                            {"load": load})
+            _insert_loads(con, table, "_load_id", missing)  # the new loads' rows, all current
         for table, key in DIMENSION_KEYS.items():
             t, k = quote_ident(table), quote_ident(key)
-            con.execute(f"DELETE FROM {bi}.{t} WHERE {k} IN (SELECT {k} FROM {db}.{t} WHERE _load_id {of_load})",
-                        missing)  # a key's current rows are those of one load: a new one replaces them all
-            _replace(con, table, f"_load_id {of_load}", missing)
+            for chunk in _chunks(missing):  # a key's current rows are those of one load: a new one replaces them all
+                con.execute(f"DELETE FROM {bi}.{t} WHERE {k} IN "
+                            f"({_each_load(f'SELECT {k} FROM {db}.{t} WHERE', '_load_id', len(chunk))})", chunk)
+            _insert_loads(con, table, "_load_id", missing)
         for table in (*HISTORY_TABLES, "loads"):
-            _replace(con, table, f"load_id {of_load}", missing)
-        _replace(con, "token_prices", "true", [])
+            _insert_loads(con, table, "load_id", missing)
+        con.execute(f"DELETE FROM {bi}.token_prices")
+        con.execute(f"INSERT INTO {bi}.token_prices BY NAME SELECT * FROM {db}.token_prices")
         if _views(con, bi) != _views(con, db):  # unchanged views are not rewritten (nor checkpointed)
             con.execute(f"USE {STANDBY_CATALOG}")  # the views' unqualified names bind to the standby's tables
             con.execute(views_sql)
@@ -293,15 +302,46 @@ def _catch_up(con: duckdb.DuckDBPyConnection, views_sql: str) -> str | None:
     return None
 
 
-def _replace(con: duckdb.DuckDBPyConnection, table: str, where: str, params: list[str]) -> None:
-    """Make the standby's rows of `table` matching `where` those of the database."""
-    t = table if table == "token_prices" else quote_ident(table)
-    con.execute(f"DELETE FROM {STANDBY_CATALOG}.{t} WHERE {where}", params)
-    con.execute(f"INSERT INTO {STANDBY_CATALOG}.{t} BY NAME SELECT * FROM {store.CATALOG}.{t} WHERE {where}", params)
+LOADS_PER_STATEMENT = 32
+"""How many loads one statement of `_catch_up` names (one UNION ALL branch each); more take more statements."""
 
 
-def _count(con: duckdb.DuckDBPyConnection, sql: str) -> int:
-    row = con.execute(sql).fetchone()
+def _each_load(select: str, column: str, count: int, *, union: str = "UNION ALL") -> str:
+    """`select`, which ends in WHERE or AND, once per load as `column = ?`, joined by `union`.
+
+    DuckDB skips the row groups of other loads by their min/max of `column` (rows are stored in load
+    order) for `column = ?`, but not for `column IN (?, ?)` or an OR of two `=` (DuckDB 2.0.1: an
+    "optional" filter, evaluated on every row of the table); so one branch per load.
+    """
+    return f" {union} ".join(f"{select} {column} = ?" for _ in range(count)) if count else f"{select} false"
+
+
+def _chunks(loads: list[str]) -> list[list[str]]:
+    return [loads[i : i + LOADS_PER_STATEMENT] for i in range(0, len(loads), LOADS_PER_STATEMENT)]
+
+
+def _insert_loads(con: duckdb.DuckDBPyConnection, table: str, column: str, loads: list[str]) -> None:
+    """Insert into the standby's `table` the database's rows of `loads` (`column` names their load)."""
+    t = quote_ident(table)
+    for chunk in _chunks(loads):
+        con.execute(f"INSERT INTO {STANDBY_CATALOG}.{t} BY NAME "
+                    + _each_load(f"SELECT * FROM {store.CATALOG}.{t} WHERE", column, len(chunk)), chunk)
+
+
+def _rows_of_loads(con: duckdb.DuckDBPyConnection, loads: list[str]) -> int:
+    """How many rows the standby holds of `loads` in the tables a load adds rows to (0 by construction)."""
+    found = 0
+    tables = [*((t, "_load_id") for t in (*DATA_TABLES, *DIMENSION_KEYS)),
+              *((t, "load_id") for t in (*HISTORY_TABLES, "loads"))]
+    for chunk in _chunks(loads):
+        counts = " + ".join(f"({_each_load(f'SELECT count(*) FROM {STANDBY_CATALOG}.{quote_ident(t)} WHERE', c, 1)})"
+                            for t, c in tables for _ in chunk)
+        found += _count(con, f"SELECT {counts}", [load for _ in tables for load in chunk])
+    return found
+
+
+def _count(con: duckdb.DuckDBPyConnection, sql: str, params: list[str] | None = None) -> int:
+    row = con.execute(sql, params or []).fetchone()
     return int(row[0]) if row else 0
 
 

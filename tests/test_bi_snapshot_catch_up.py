@@ -1,0 +1,80 @@
+"""How a standby catches up: several loads behind in several statements, and the guard against rows it must not hold.
+
+`snapshot._catch_up` inserts the missing loads' rows without deleting first, because a standby holds
+no row of a load its `loads` table lacks; a standby that does (a damaged file) is replaced whole.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from tests.conftest import Cli, SimulatedPiper, load_args
+from tests.test_bi_snapshot_incremental import differences, whole_copies
+from warehouse import snapshot, store
+
+
+@pytest.fixture(autouse=True)
+def incremental_even_when_tiny(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These databases are far below `snapshot.COPY_BELOW_BYTES`: update the standby all the same."""
+    monkeypatch.setenv(snapshot.COPY_BELOW_ENV, "0")
+
+
+def unpublished_standby(out_dir: Path) -> Path:
+    """The standby the next publish writes: the one `piper-bi.duckdb` is not a link to."""
+    published = snapshot.snapshot_path(out_dir).stat().st_ino
+    (free,) = [p for p in snapshot.standby_paths(out_dir) if p.stat().st_ino != published]
+    return free
+
+
+def loads_of(path: Path) -> set[str]:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return {row[0] for row in con.execute("SELECT load_id FROM loads").fetchall()}
+    finally:
+        con.close()
+
+
+def test_a_standby_many_loads_behind_catches_up_over_several_statements(
+    piper: SimulatedPiper, out_dir: Path, cli: Cli, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(snapshot, "LOADS_PER_STATEMENT", 2)  # 5 missing loads: 3 statements per table
+    caplog.set_level(logging.INFO, logger=snapshot.__name__)
+    ids = piper.dataset.session_ids
+    for batch in (ids[:6], ids[4:10]):
+        assert cli(*load_args(piper, out_dir, "--refetch", *batch)).code == 0
+    whole_copies(caplog)  # the two standbys are made by whole copies
+    for batch in (ids[8:12], ids[2:5], ids[10:14]):  # refetched sessions make old versions stale in the standby
+        assert cli(*load_args(piper, out_dir, "--format", "parquet", "--refetch", *batch)).code == 0
+    behind = unpublished_standby(out_dir)
+    assert cli(*load_args(piper, out_dir, "--refetch", *ids[1:3], *ids[12:16])).code == 0
+    assert differences(out_dir) == []
+    assert whole_copies(caplog) == []
+    assert loads_of(behind) == loads_of(out_dir / store.DATABASE_FILE)  # the standby written was 5 loads behind
+    assert len(loads_of(out_dir / store.DATABASE_FILE)) == 6
+
+
+def test_a_standby_holding_rows_of_a_load_it_does_not_list_is_replaced_whole(
+    piper: SimulatedPiper, out_dir: Path, cli: Cli, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=snapshot.__name__)
+    ids = piper.dataset.session_ids
+    for batch in (ids[:4], ids[4:8], ids[8:12]):
+        assert cli(*load_args(piper, out_dir, *batch)).code == 0
+    whole_copies(caplog)
+    damaged = unpublished_standby(out_dir)
+    con = duckdb.connect(str(damaged))
+    try:  # its rows of its newest load stay, the load's `loads` row goes: inserting again would duplicate them
+        newest = con.execute("SELECT load_id FROM loads ORDER BY load_seq DESC, load_id DESC LIMIT 1").fetchone()
+        assert newest is not None
+        con.execute("DELETE FROM loads WHERE load_id = ?", [newest[0]])
+        assert con.execute("SELECT count(*) FROM runs WHERE _load_id = ?", [newest[0]]).fetchone() == (4,)
+    finally:
+        con.close()
+    assert cli(*load_args(piper, out_dir, *ids[12:16])).code == 0
+    copies = whole_copies(caplog)
+    assert len(copies) == 1 and "rows of loads its loads table does not name" in copies[0], copies
+    assert differences(out_dir) == []
