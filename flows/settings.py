@@ -23,7 +23,7 @@ from pathlib import Path
 
 from connector.client import HTTP_CLIENTS, HttpClient
 from connector.errors import TOKEN_ENV, PiperConfigError
-from warehouse import objstore
+from warehouse import files, objstore
 from warehouse.load import FORMATS, OutputFormat
 from warehouse.pricing import PriceList, PricingError, read_pricing
 from warehouse.store import DATABASE_FILE, DEFAULT_STORAGE_VERSION, check_storage_version
@@ -52,13 +52,7 @@ def default_out_dir(env: Mapping[str, str] | None = None) -> Path:
     directory rule: a relative XDG_DATA_HOME is ignored). Never inside the source tree or a package.
     """
     env = os.environ if env is None else env
-    data_home = env.get("XDG_DATA_HOME", "").strip()
-    if data_home and Path(data_home).is_absolute():
-        base = Path(data_home)
-    else:
-        home = env.get("HOME", "").strip()
-        base = (Path(home) if home else Path.home()) / ".local" / "share"
-    return base / "piper-etl" / "warehouse"
+    return files.xdg_dir("XDG_DATA_HOME", ".local/share", env) / "piper-etl" / "warehouse"
 
 
 def configured_out_dir(env: Mapping[str, str] | None = None) -> Path:

@@ -76,7 +76,11 @@ def serve_counting(state: FakePiper) -> Iterator[tuple[str, InFlight]]:
 
 def current_tables(out_dir: Path) -> dict[str, list[tuple[object, ...]]]:
     """Every landed table of a folder's DuckDB database, without the columns that name the load or the time, sorted."""
-    con = duckdb.connect(str(out_dir / "piper.duckdb"), read_only=True)
+    return tables_of(duckdb.connect(str(out_dir / "piper.duckdb"), read_only=True))
+
+
+def tables_of(con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple[object, ...]]]:
+    """`current_tables` over any connection holding the landed tables (or views of them); closes it."""
     try:
         tables = {}
         for table in LANDED_TABLES:

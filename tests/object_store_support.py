@@ -15,8 +15,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from schemas.tables import LANDED_TABLES
-from tests.dask_support import VARYING
+from tests.dask_support import tables_of
 from warehouse import views
 
 CANARY_KEY_ID = "canary-key-id-5d1f0c"
@@ -82,19 +81,8 @@ def parquet_tables(parquet_root: str | Path) -> dict[str, list[tuple[object, ...
     """Every landed table's current rows over the Parquet files (local or on the store), without the
     columns that name the load or the time, sorted."""
     con = views.open_current_state(parquet_root if isinstance(parquet_root, str) else Path(parquet_root))
-    return _tables(con)
+    return tables_of(con)
 
 
 def database_tables(database: Path) -> dict[str, list[tuple[object, ...]]]:
-    return _tables(duckdb.connect(str(database), read_only=True))
-
-
-def _tables(con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple[object, ...]]]:
-    try:
-        tables = {}
-        for table in LANDED_TABLES:
-            columns = [row[0] for row in con.execute(f"DESCRIBE {table}").fetchall() if row[0] not in VARYING]
-            tables[table] = sorted(con.execute(f"SELECT {', '.join(columns)} FROM {table}").fetchall(), key=repr)
-        return tables
-    finally:
-        con.close()
+    return tables_of(duckdb.connect(str(database), read_only=True))

@@ -105,3 +105,11 @@ def test_a_parquet_load_into_the_store_commits_with_its_loads_row_last(store: Ob
     assert sorted(p.name for p in (state / "_loads").iterdir()) == [".lock", "sequence"]
     fs = fsspec.filesystem("memory")
     assert not [key for key in fs.find(store.url) if key.endswith(".tmp")]
+
+
+def test_the_state_folder_follows_the_xdg_rule_and_names_the_url() -> None:
+    home = {"HOME": "/home/ada"}
+    assert objstore.state_folder("s3://b/p/", home) == Path("/home/ada/.local/state/piper-etl/s3_b_p")
+    assert objstore.state_folder("s3://b/p", {**home, "XDG_STATE_HOME": "/state"}) == Path("/state/piper-etl/s3_b_p")
+    relative = {**home, "XDG_STATE_HOME": "state"}  # a relative XDG_STATE_HOME is ignored
+    assert objstore.state_folder("s3://b/p", relative) == Path("/home/ada/.local/state/piper-etl/s3_b_p")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
@@ -100,3 +100,13 @@ def is_temporary(path: Path, tag: str | None = None) -> bool:
     if not (name.startswith(".") and name.endswith(TMP_SUFFIX)):
         return False
     return tag is None or f".{tag}." in name
+
+
+def xdg_dir(variable: str, fallback: str, env: Mapping[str, str]) -> Path:
+    """An XDG base directory: `$variable` when it is an absolute path (a relative one is ignored, as the
+    XDG rule says), else `~/fallback` (`HOME` from `env`, else the user's home)."""
+    given = env.get(variable, "").strip()
+    if given and Path(given).is_absolute():
+        return Path(given)
+    home = env.get("HOME", "").strip()
+    return (Path(home) if home else Path.home()) / fallback

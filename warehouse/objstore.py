@@ -257,10 +257,5 @@ def state_folder(url: str, env: dict[str, str] | None = None) -> Path:
     `$XDG_STATE_HOME/piper-etl/<url as a name>`, else `~/.local/state/piper-etl/<url as a name>`.
     """
     env = dict(os.environ) if env is None else env
-    state_home = env.get("XDG_STATE_HOME", "").strip()
-    if state_home and Path(state_home).is_absolute():
-        base = Path(state_home)
-    else:
-        home = env.get("HOME", "").strip()
-        base = (Path(home) if home else Path.home()) / ".local" / "state"
-    return base / "piper-etl" / re.sub(r"[^A-Za-z0-9_.-]+", "_", url.rstrip("/"))
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", url.rstrip("/"))
+    return files.xdg_dir("XDG_STATE_HOME", ".local/state", env) / "piper-etl" / name
