@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -53,15 +51,6 @@ def test_a_rerun_found_by_a_sync_brings_its_new_agent_run(org: SimulatedPiper, o
 
 
 # The flows, in one Prefect test server: parameters reach the same code as the flags.
-
-@pytest.fixture(scope="module")
-def prefect_harness() -> Iterator[None]:
-    from prefect.testing.utilities import prefect_test_harness
-
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
 
 @pytest.mark.prefect
 def test_both_flows_take_with_agent_usage(

@@ -21,10 +21,8 @@ from connector.fake_api import FakeDataset, FakePiper
 from flows import backoff
 from tests.conftest import CANARY_TOKEN, query
 from tests.dask_support import serve_counting
-from tests.test_flow_prefect import prefect_harness, token_env
 
 pytestmark = pytest.mark.prefect
-__all__ = ["prefect_harness", "token_env"]
 
 RETRY_AFTER = 5.0
 PROPAGATION = 2.0

@@ -10,9 +10,7 @@ from typing import Any
 import pytest
 
 from tests.test_check_cli import HISTORY, write_history
-from tests.test_flow_prefect import prefect_harness
 
-__all__ = ["prefect_harness"]  # a fixture, used by name
 pytestmark = pytest.mark.prefect
 
 AS_OF = datetime(2026, 11, 30, tzinfo=UTC)

@@ -19,12 +19,10 @@ from flows.pipeline import run_load
 from flows.settings import LoadSettings
 from tests.conftest import CANARY_TOKEN, assert_no_canary, query
 from tests.dask_support import current_tables, incomplete_files, serve_counting
-from tests.test_flow_prefect import prefect_harness, token_env
 from tests.test_parquet_invariant import assert_parquet_equals_duckdb
 from warehouse import compact, compacted
 
 pytestmark = pytest.mark.prefect
-__all__ = ["prefect_harness", "token_env"]
 
 
 @pytest.fixture(scope="module")

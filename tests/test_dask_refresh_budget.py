@@ -19,11 +19,9 @@ import pytest
 from flows.dimensions import ScenarioReport
 from flows.settings import LoadSettings
 from tests.conftest import SimulatedPiper
-from tests.test_flow_prefect import prefect_harness, token_env
 from warehouse.load import LoadTarget, open_load
 
 pytestmark = pytest.mark.prefect
-__all__ = ["prefect_harness", "token_env"]
 
 
 @pytest.fixture

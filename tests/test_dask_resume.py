@@ -11,12 +11,9 @@ import pytest
 
 from flows.settings import LoadSettings
 from tests.conftest import SimulatedPiper
-from tests.test_flow_prefect import prefect_harness, token_env
 from warehouse import landing
 from warehouse.load import LoadTarget, open_load
 from warehouse.streams import resume_stream, stream_of_attempt
-
-__all__ = ["prefect_harness", "token_env"]
 
 
 def first_attempt(piper: SimulatedPiper, out_dir: Path, session_ids: list[str]) -> tuple[LoadSettings, LoadTarget]:

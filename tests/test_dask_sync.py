@@ -10,11 +10,10 @@ import pytest
 from tests.conftest import SimulatedPiper, query
 from tests.dask_support import current_tables
 from tests.sync_support import org, sync
-from tests.test_flow_prefect import prefect_harness, token_env
 from tests.test_parquet_invariant import assert_parquet_equals_duckdb
 
 pytestmark = pytest.mark.prefect
-__all__ = ["org", "prefect_harness", "token_env"]
+__all__ = ["org"]
 
 SYNC_STATE_SAME = "SELECT status, watermark_before, watermark_after, pages_read, sessions_listed, sessions_queued, " \
                   "full_scan FROM sync_state ORDER BY started_at"

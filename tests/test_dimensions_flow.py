@@ -9,10 +9,9 @@ import pytest
 
 from tests.conftest import SimulatedPiper
 from tests.test_dimensions_load import UNJOINED, detail_requests, land_sessions, list_requests, stores
-from tests.test_flow_prefect import prefect_harness, read_artifact_markdown, run_flow, token_env
+from tests.test_flow_prefect import read_artifact_markdown, run_flow
 
 pytestmark = pytest.mark.prefect
-__all__ = ["prefect_harness", "token_env"]  # fixtures, used by name
 
 
 def test_the_flow_lands_the_scenarios_and_agents_of_its_runs(

@@ -3,34 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import CANARY_TOKEN, SimulatedPiper, assert_no_canary, query
+from tests.conftest import SimulatedPiper, assert_no_canary, query
 from tests.test_merge_while_fetching import inserted_before_each_commit
 from tests.test_parquet_invariant import assert_parquet_equals_duckdb
 
 # Prefect's own client leaves sockets to its temporary test server for the garbage collector: the suite
 # ignores those warnings (pyproject.toml), and tests/test_sockets_closed.py checks our client's sockets.
 pytestmark = pytest.mark.prefect
-
-
-@pytest.fixture(scope="session")
-def prefect_harness() -> Iterator[None]:
-    from prefect.testing.utilities import prefect_test_harness
-
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry writes racing the tests
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
-@pytest.fixture
-def token_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PIPER_API_TOKEN", CANARY_TOKEN)
 
 
 def run_flow(piper: SimulatedPiper, out_dir: Path, session_ids: list[str], **kwargs: Any) -> Any:

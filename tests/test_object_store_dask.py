@@ -22,11 +22,10 @@ from tests.conftest import CANARY_TOKEN
 from tests.dask_support import current_tables, serve_counting
 from tests.object_store_support import S3Server, database_tables, parquet_tables, s3
 from tests.test_dask_load import simulated
-from tests.test_flow_prefect import prefect_harness, token_env
 from warehouse import landing, objstore, views
 
 pytestmark = pytest.mark.prefect
-__all__ = ["prefect_harness", "s3", "token_env"]
+__all__ = ["s3"]
 
 
 def run_dask_flow(base_url: str, org_id: str, url: str, ids: list[str], **settings: Any) -> Any:

@@ -15,9 +15,9 @@ import pytest
 
 from tests.conftest import CANARY_TOKEN, Cli, SimulatedPiper
 from tests.object_store_support import CANARY_KEY_ID, CANARY_SECRET, S3Server, s3
-from tests.test_flow_prefect import prefect_harness, read_artifact_markdown, token_env
+from tests.test_flow_prefect import read_artifact_markdown
 
-__all__ = ["prefect_harness", "s3", "token_env"]
+__all__ = ["s3"]
 SECRETS = (CANARY_SECRET, CANARY_KEY_ID, CANARY_TOKEN)
 
 

@@ -10,9 +10,9 @@ import pytest
 
 from tests.conftest import Cli, SimulatedPiper, assert_no_canary, query
 from tests.sync_support import Requests, org, sync_args, unfinished
-from tests.test_flow_prefect import prefect_harness, read_artifact_markdown, token_env
+from tests.test_flow_prefect import read_artifact_markdown
 
-__all__ = ["org", "prefect_harness", "token_env"]
+__all__ = ["org"]
 pytestmark = pytest.mark.prefect
 
 
