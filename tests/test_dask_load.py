@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import signal
 import threading
@@ -28,11 +29,13 @@ pytestmark = pytest.mark.prefect
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Any]:
     """A local Dask cluster of 2 worker processes (nannies restart a killed one), the token in their environment."""
-    from distributed import LocalCluster
+    from distributed import Client, LocalCluster
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PIPER_API_TOKEN", CANARY_TOKEN)  # the workers' environment, as a deployment's would be
         with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0") as local:
+            with Client(local) as client:  # warm: a task's first run on a cold worker spends seconds importing
+                client.run(importlib.import_module, "flows.prefect_flow")
             yield local
 
 
@@ -82,10 +85,10 @@ def test_a_local_cluster_of_two_workers_lands_what_a_single_process_load_lands(
 def test_the_api_never_sees_more_requests_in_flight_than_the_concurrency(
     prefect_harness: None, token_env: None, cluster: Any, tmp_path: Path
 ) -> None:
-    state = simulated(48, latency_ms=40)
+    state = simulated(48, latency_ms=150)
     ids = state.dataset.session_ids
     with serve_counting(state) as (base_url, in_flight):
-        # 3 slots: each of the 2 workers' tasks (12 sessions, about 0.5 s of requests) holds 1 (3 // 2), and
+        # 3 slots: each of the 2 workers' tasks (12 sessions, about 1.8 s of requests) holds 1 (3 // 2), and
         # so does the scenario refresh after them
         flow = run_dask_flow(base_url, state.dataset.org_id, tmp_path / "three", ids[:24], concurrency=3,
                              chunk_size=4, sessions_per_task=12, dask_address=cluster.scheduler_address)
