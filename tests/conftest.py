@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 from collections.abc import Callable, Iterator
@@ -117,6 +118,22 @@ def prefect_harness() -> Iterator[None]:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry writes racing the tests
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+def flow_run_artifacts(state: Any, key: str) -> list[str]:
+    """The markdown of the artifacts under `key` that the flow run ending in `state` published. The
+    session's one server holds every earlier test's artifacts too, in no promised order."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    async def read() -> list[str]:
+        async with get_client() as client:
+            artifacts = await client.read_artifacts(artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=[key]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+        return [str(a.data) for a in artifacts]
+
+    return asyncio.run(read())
 
 
 @pytest.fixture

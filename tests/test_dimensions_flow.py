@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import SimulatedPiper
+from tests.conftest import SimulatedPiper, flow_run_artifacts
 from tests.test_dimensions_load import UNJOINED, detail_requests, land_sessions, list_requests, stores
-from tests.test_flow_prefect import read_artifact_markdown, run_flow
+from tests.test_flow_prefect import run_flow
 
 pytestmark = pytest.mark.prefect
 
@@ -26,7 +25,7 @@ def test_the_flow_lands_the_scenarios_and_agents_of_its_runs(
     for con in stores(out_dir):
         for what, sql in UNJOINED.items():
             assert con.execute(sql).fetchone() == (0,), what
-    markdown = asyncio.run(read_artifact_markdown("piper-load-summary"))
+    markdown = flow_run_artifacts(state, "piper-load-summary")
     assert any(f"Scenario definitions: {len(referenced)} scenarios: {len(referenced)} fetched, 0 unchanged" in text
                for text in markdown)
 

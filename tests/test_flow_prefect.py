@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import SimulatedPiper, assert_no_canary, query
+from tests.conftest import SimulatedPiper, assert_no_canary, flow_run_artifacts, query
 from tests.test_merge_while_fetching import inserted_before_each_commit
 from tests.test_parquet_invariant import assert_parquet_equals_duckdb
 
@@ -32,15 +32,6 @@ def run_flow(piper: SimulatedPiper, out_dir: Path, session_ids: list[str], **kwa
     )
 
 
-async def read_artifact_markdown(key: str) -> list[str]:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-
-    async with get_client() as client:
-        artifacts = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
-    return [str(a.data) for a in artifacts]
-
-
 def test_flow_loads_in_chunks_and_publishes_a_summary(
     prefect_harness: None, token_env: None, piper: SimulatedPiper, out_dir: Path
 ) -> None:
@@ -54,7 +45,7 @@ def test_flow_loads_in_chunks_and_publishes_a_summary(
     # (8, 3, 1 / 8, 3, 1 / 5, 2): 8 parts, none overwriting another, and the scenario definitions' part
     assert len(list((out_dir / "parquet" / "fetch_log").glob("*.task-*.parquet"))) == 8
     assert len(list((out_dir / "parquet" / "fetch_log").glob("*.parquet"))) == 9
-    markdown = asyncio.run(read_artifact_markdown("piper-load-summary"))
+    markdown = flow_run_artifacts(state, "piper-load-summary")
     assert markdown and "| not_found | 1 |" in markdown[0]
     assert "Verdicts and judge cost" in markdown[0] and "| scenario | runs | run pass |" in markdown[0]
     assert_no_canary(*markdown, repr(state.state_details), folder=out_dir)

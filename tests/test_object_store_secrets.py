@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CANARY_TOKEN, Cli, SimulatedPiper
+from tests.conftest import CANARY_TOKEN, Cli, SimulatedPiper, flow_run_artifacts
 from tests.object_store_support import CANARY_KEY_ID, CANARY_SECRET, S3Server, s3
-from tests.test_flow_prefect import read_artifact_markdown
 
 __all__ = ["s3"]
 SECRETS = (CANARY_SECRET, CANARY_KEY_ID, CANARY_TOKEN)
@@ -80,7 +79,7 @@ def test_the_credentials_are_in_no_prefect_parameter_log_or_artifact(
         return [repr(r.parameters) for r in runs] + [repr(t.task_inputs) for t in tasks] + [log.message for log in logs]
 
     texts = asyncio.run(recorded())
-    artifacts = asyncio.run(read_artifact_markdown("piper-load-summary"))
+    artifacts = flow_run_artifacts(state, "piper-load-summary")
     assert artifacts and any(url in text for text in texts), "the URL is a parameter; its credentials are not"
     assert_nowhere(*texts, *artifacts, state.message or "", folders=(tmp_path,), objects=s3.objects(url))
 

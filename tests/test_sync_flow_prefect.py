@@ -8,9 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Cli, SimulatedPiper, assert_no_canary, query
+from tests.conftest import Cli, SimulatedPiper, assert_no_canary, flow_run_artifacts, query
 from tests.sync_support import Requests, org, sync_args, unfinished
-from tests.test_flow_prefect import read_artifact_markdown
 
 __all__ = ["org"]
 pytestmark = pytest.mark.prefect
@@ -33,7 +32,7 @@ def test_the_flow_syncs_incrementally_and_publishes_a_summary(
     assert fetched == {s: 1 for s in org.dataset.session_ids} and pages == 1
     assert query(out_dir, "SELECT count(*), count(DISTINCT _load_id) FROM runs") == [(60, 1)]
     assert query(out_dir, "SELECT sessions_queued, full_scan, status FROM sync_state") == [(60, True, "succeeded")]
-    markdown = asyncio.run(read_artifact_markdown("piper-sync-summary"))
+    markdown = flow_run_artifacts(state, "piper-sync-summary")
     assert markdown and "| sessions listed | 68 |" in markdown[0] and "| queued: new | 60 |" in markdown[0]
     assert "Verdicts and judge cost" in markdown[0]
 
@@ -42,7 +41,7 @@ def test_the_flow_syncs_incrementally_and_publishes_a_summary(
     assert again.is_completed(), again.message
     fetched, _ = requests.take()
     assert set(fetched) == {"web-flow-new", *unfinished(org.dataset)}
-    assert_no_canary(*asyncio.run(read_artifact_markdown("piper-sync-summary")), folder=out_dir)
+    assert_no_canary(*flow_run_artifacts(again, "piper-sync-summary"), folder=out_dir)
 
 
 def test_the_flow_ends_failed_after_committing_when_a_session_failed(
