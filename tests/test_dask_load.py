@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,10 @@ def cluster() -> Iterator[Any]:
 
 
 def simulated(sessions: int, latency_ms: float) -> FakePiper:
+    """An org of its own: the test server never repossesses a killed worker's leased slots (an ephemeral
+    Prefect server runs no repossessor), so a limit one test leaks must not be the next test's budget."""
     dataset = FakeDataset.generate(seed=23, sessions=sessions, payload_kb=2.0)
+    dataset.org_id = str(uuid.uuid4())
     return FakePiper(dataset=dataset, token=CANARY_TOKEN, latency_ms=latency_ms, retry_after="0")
 
 
