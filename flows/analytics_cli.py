@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from flows.check_cli import add_check_command
-from flows.settings import configured_out_dir
+from flows.settings import configured_out_dir, out_root
 
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from warehouse.objstore import Root
     from warehouse.reader import Analytics
 
 EXIT_OK, EXIT_QUERY_FAILED, EXIT_USAGE = 0, 1, 2
@@ -63,9 +64,11 @@ def add_analytics_commands(commands: Any) -> None:
         "on stderr; never the file a load writes. Runs of test sessions are left out unless --include-test.",
     )
     report.add_argument(
-        "--out", default=str(configured_out_dir()), metavar="DIR", help="output folder (env PIPER_OUT_DIR)"
+        "--out", default=str(configured_out_dir()), metavar="DIR",
+        help="output folder or object-store URL (env PIPER_OUT_DIR)"
     )
-    report.add_argument("--html", metavar="FILE", help="where to write the HTML report (default OUT/report.html)")
+    report.add_argument("--html", metavar="FILE", help="where to write the HTML report (default OUT/report.html; "
+                        "./report.html for an object-store OUT)")
     report.add_argument("--since", type=utc_date, metavar="DATE", help="only runs started on or after DATE (UTC)")
     report.add_argument("--scenario", metavar="NAME", help="only runs of the scenario with this exact name")
     report.add_argument("--agent", metavar="AGENT", help="only runs of the agent with this id or exact name")
@@ -85,7 +88,8 @@ def add_analytics_commands(commands: Any) -> None:
     )
     sql.add_argument("query", nargs="?", metavar="QUERY", help="SQL to run ('-' reads it from stdin)")
     sql.add_argument(
-        "--out", default=str(configured_out_dir()), metavar="DIR", help="output folder (env PIPER_OUT_DIR)"
+        "--out", default=str(configured_out_dir()), metavar="DIR",
+        help="output folder or object-store URL (env PIPER_OUT_DIR)"
     )
     sql.add_argument("--csv", action="store_true", help="print the result as CSV (every row) instead of a table")
     add_pricing_arguments(sql)
@@ -101,7 +105,7 @@ def run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO | None = None) -
     since = getattr(args, "since", None)
     try:
         opened = open_analytics(
-            Path(args.out),
+            out_root(args.out),
             prices=prices,
             since=datetime(since.year, since.month, since.day, tzinfo=UTC) if since else None,
             scenario=getattr(args, "scenario", None),
@@ -144,7 +148,7 @@ def _report(args: argparse.Namespace, opened: Analytics) -> int:
     if args.since is not None:  # what changed compares with the weeks before: the same runs without the --since cut
         from warehouse.reader import open_analytics
 
-        history = open_analytics(Path(args.out), scenario=args.scenario, agent=args.agent, tag=args.tag,
+        history = open_analytics(out_root(args.out), scenario=args.scenario, agent=args.agent, tag=args.tag,
                                  include_test=args.include_test)
     try:
         data = collect(opened, since=args.since, scenario=args.scenario, agent=args.agent, tag=args.tag,
@@ -155,13 +159,18 @@ def _report(args: argparse.Namespace, opened: Analytics) -> int:
     console = terminal_console()
     print_report(data, console)
     started = time.perf_counter()
-    path = write_html(data, Path(args.html) if args.html else Path(args.out) / "report.html")
+    path = write_html(data, Path(args.html) if args.html else default_html(out_root(args.out)))
     console.print(
         f"\nHTML report ({path.stat().st_size / 1e6:.1f} MB, written in {time.perf_counter() - started:.1f} s; "
         "it opens offline in any browser):"
     )
     console.print(f"  {path}", soft_wrap=True, markup=False)  # one line, whatever its length: easy to copy
     return EXIT_OK
+
+
+def default_html(out: Root) -> Path:
+    """Where `report` writes its HTML without `--html`: OUT/report.html, or for an object store ./report.html."""
+    return out / "report.html" if isinstance(out, Path) else Path("report.html")
 
 
 def _sql(args: argparse.Namespace, opened: Analytics, stdin: TextIO, stdout: TextIO) -> int:

@@ -6,10 +6,9 @@ import argparse
 import json
 import sys
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from flows.settings import configured_out_dir
+from flows.settings import configured_out_dir, out_root
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -75,7 +74,8 @@ def add_check_command(commands: Any) -> None:
         "2 for usage errors. Runs of test sessions are left out unless --include-test.",
     )
     check.add_argument(
-        "--out", default=str(configured_out_dir()), metavar="DIR", help="output folder (env PIPER_OUT_DIR)"
+        "--out", default=str(configured_out_dir()), metavar="DIR",
+        help="output folder or object-store URL (env PIPER_OUT_DIR)"
     )
     check.add_argument("--window", type=duration, default="7d", metavar="SPAN",
                        help="the window judged, ending at --as-of: 90m, 12h, 7d, 2w")
@@ -101,7 +101,7 @@ def run_check(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
     from warehouse.regressions import UnknownScenarioError, check
 
     out = sys.stdout if stdout is None else stdout
-    opened = open_analytics(Path(args.out))  # NoOutputError: main() prints it, exit 2 (as `report`)
+    opened = open_analytics(out_root(args.out))  # NoOutputError: main() prints it, exit 2 (as `report`)
     try:
         print(f"piper-etl check: {opened.source_line()}", file=sys.stderr)  # stderr: stdout stays the result
         try:

@@ -426,10 +426,6 @@ def _sync(args: argparse.Namespace) -> int:
     if args.dry_run:
         from flows.sync import dry_run_async, dry_run_lines
 
-        if settings.out_url is not None:
-            raise UsageError(f"sync --dry-run does not read an object store yet ({settings.out_url}): run the sync, "
-                             "or dry-run against a local copy (docs/scale-out.md, object storage)")
-
         plan = asyncio.run(dry_run_async(settings, options, token_from_env()))
         for line in dry_run_lines(plan):
             print(line)

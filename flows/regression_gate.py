@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.settings import configured_out_dir
+from flows.settings import configured_out_dir, out_root
+from warehouse.objstore import Root
 from warehouse.reader import open_analytics
 from warehouse.regressions import CheckResult, check, parse_duration
 
@@ -55,7 +55,7 @@ async def check_regressions(
     Parameters mean what the flags of `piper-etl check` mean; `as_of` defaults to now. Returns what
     `check --json` prints when nothing regressed.
     """
-    folder = Path(out_dir) if out_dir else configured_out_dir()
+    folder = out_root(out_dir) if out_dir else configured_out_dir()
     result = await asyncio.to_thread(
         _check, folder, as_of=as_of or datetime.now(UTC), window=window, baseline=baseline, max_drop=max_drop,
         min_runs=min_runs, scenario=scenario, include_test=include_test,
@@ -71,7 +71,7 @@ async def check_regressions(
     return result.to_json()
 
 
-def _check(folder: Path, *, as_of: datetime, window: str, baseline: str, max_drop: float, min_runs: int,
+def _check(folder: Root, *, as_of: datetime, window: str, baseline: str, max_drop: float, min_runs: int,
            scenario: str | None, include_test: bool) -> CheckResult:
     opened = open_analytics(folder)
     try:

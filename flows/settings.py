@@ -30,7 +30,7 @@ from warehouse.store import DATABASE_FILE, DEFAULT_STORAGE_VERSION, check_storag
 
 __all__ = [
     "DEFAULT_BASE_URL", "ENVIRONMENT", "FORMATS", "ConflictingSettings", "HttpClient", "LoadSettings", "OutputFormat",
-    "SettingError", "SyncOptions", "configured_out_dir", "default_out_dir",
+    "SettingError", "SyncOptions", "configured_out_dir", "default_out_dir", "out_root",
 ]
 
 DEFAULT_BASE_URL = "https://api.letpiper.com"
@@ -55,11 +55,28 @@ def default_out_dir(env: Mapping[str, str] | None = None) -> Path:
     return files.xdg_dir("XDG_DATA_HOME", ".local/share", env) / "piper-etl" / "warehouse"
 
 
-def configured_out_dir(env: Mapping[str, str] | None = None) -> Path:
-    """The output folder of a command given no `--out`: PIPER_OUT_DIR, else `default_out_dir`."""
+def configured_out_dir(env: Mapping[str, str] | None = None) -> objstore.Root:
+    """The output folder of a command given no `--out`: PIPER_OUT_DIR (a folder or an object-store URL, kept
+    whole: `Path` would fold its `//`), else `default_out_dir`."""
     env = os.environ if env is None else env
     named = env.get(ENVIRONMENT["out_dir"], "").strip()
-    return Path(named).expanduser() if named else default_out_dir(env)
+    if not named:
+        return default_out_dir(env)
+    return objstore.ObjectPath(named.rstrip("/")) if objstore.is_url(named) else Path(named).expanduser()
+
+
+def out_root(value: str) -> objstore.Root:
+    """The output folder a reading command (`report`, `sql`, `check`, the regression gate) is given: a local
+    folder, or an object-store URL whose Parquet files it reads. A URL fsspec cannot use is a usage error."""
+    text = value.strip()
+    if not objstore.is_url(text):
+        return Path(text).expanduser()
+    root = objstore.ObjectPath(text.rstrip("/"))
+    try:
+        root.fs  # noqa: B018  (resolving the file system checks the URL, before anything is read)
+    except objstore.ObjectStoreError as exc:
+        raise PiperConfigError(str(exc)) from None
+    return root
 
 
 class SettingError(PiperConfigError):

@@ -364,7 +364,8 @@ async def dry_run_async(
 ) -> SyncPlan:
     """List and plan as a sync would, reading the output folder without writing anything (not even creating it)."""
     client = make_client(settings, token, transport)
-    with sync_reads.open_state_readonly(settings.state_dir, lock_timeout=settings.lock_timeout) as state:
+    with sync_reads.open_state_readonly(settings.state_dir, lock_timeout=settings.lock_timeout,
+                                        landing_url=settings.out_url) as state:
         watermark = sync_reads.last_watermark(state)
         async with client:
             discovery = await list_sessions(client, stop_before=stop_before(options, watermark),

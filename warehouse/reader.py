@@ -2,8 +2,9 @@
 
 What `piper-etl sql` and `piper-etl report` query. The data comes from `OUT/parquet` (reduced to the
 current state by the same SQL as `current_state.sql`) or, for a `--format duckdb` output, from the
-published snapshot `OUT/piper-bi.duckdb`. Neither blocks a running load: the load's own
-`piper.duckdb` is never opened here.
+published snapshot `OUT/piper-bi.duckdb`. OUT may be an object-store URL (`s3://bucket/prefix`): its
+Parquet files are then read through fsspec (`objstore.register`), as `views.open_current_state` reads them.
+Neither blocks a running load: the load's own `piper.duckdb` is never opened here.
 
 The source is attached as the catalog `piper_source`; the default catalog then holds views (or, with
 a filter, a table of the matching runs) named like the tables, so the analytics SQL runs unchanged.
@@ -17,8 +18,9 @@ from pathlib import Path
 
 import duckdb
 
-from warehouse import analytics, ddl, pricing, snapshot, views
+from warehouse import analytics, ddl, objstore, pricing, snapshot, views
 from warehouse.landing import PARQUET_DIR
+from warehouse.objstore import Root
 
 SOURCE = "piper_source"
 PASS_THROUGH = (
@@ -36,12 +38,12 @@ class Analytics:
     """An open in-memory connection over one output folder."""
 
     con: duckdb.DuckDBPyConnection
-    source: Path
+    source: Root
     prices_from_setting: bool
 
     @property
     def reads_snapshot(self) -> bool:
-        return self.source.suffix == ".duckdb"
+        return isinstance(self.source, Path) and self.source.suffix == ".duckdb"
 
     def source_line(self) -> str:
         """Which store the connection reads, in words a person can act on (`piper-etl sql` and `report`)."""
@@ -53,8 +55,21 @@ class Analytics:
         self.con.close()
 
 
-def find_source(out_dir: Path) -> Path:
-    """`OUT/parquet` when it has landed files, else the snapshot; NoOutputError when neither exists."""
+def find_source(out_dir: Root) -> Root:
+    """`OUT/parquet` when it has landed files, else the snapshot; NoOutputError when neither exists.
+
+    On an object store only the Parquet files: the snapshot is a local file beside `--database`.
+    """
+    if isinstance(out_dir, objstore.ObjectPath):
+        landed = out_dir / PARQUET_DIR
+        try:
+            objstore.check_reachable(landed)
+        except objstore.ObjectStoreUnreachable as exc:
+            raise NoOutputError(f"nothing to read in {out_dir}: {exc}") from None
+        if views.present_tables(landed):
+            return landed
+        raise NoOutputError(f"nothing to read in {out_dir}: no committed Parquet loads under {landed}; "
+                            f"run piper-etl load --out {out_dir} first")
     parquet_root = out_dir / PARQUET_DIR
     if parquet_root.is_dir() and views.present_tables(parquet_root):
         return parquet_root
@@ -68,7 +83,7 @@ def find_source(out_dir: Path) -> Path:
 
 
 def open_analytics(
-    out_dir: Path,
+    out_dir: Root,
     *,
     prices: pricing.PriceList | None = None,
     since: datetime | None = None,
@@ -88,8 +103,8 @@ def open_analytics(
     `prefer_snapshot` reads the published snapshot when there is one: right after a load that wrote
     DuckDB it holds the same current state as the Parquet files, already reduced, so it reads faster.
     """
-    published = snapshot.snapshot_path(out_dir)
-    source = published if prefer_snapshot and published.is_file() else find_source(out_dir)
+    published = snapshot.snapshot_path(out_dir) if isinstance(out_dir, Path) else None
+    source = published if prefer_snapshot and published and published.is_file() else find_source(out_dir)
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")  # timestamps come back in UTC, as the report labels them
@@ -108,9 +123,9 @@ def open_analytics(
     return Analytics(con, source, prices is not None)
 
 
-def _attach(con: duckdb.DuckDBPyConnection, source: Path) -> bool:
+def _attach(con: duckdb.DuckDBPyConnection, source: Root) -> bool:
     """Attach the source as `piper_source`; True when it has a `token_prices` table or view."""
-    if source.suffix == ".duckdb":
+    if isinstance(source, Path) and source.suffix == ".duckdb":
         con.execute(f"ATTACH ? AS {SOURCE} (READ_ONLY)", [str(source)])
         found = con.execute(
             "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND table_name = ?",
@@ -118,6 +133,7 @@ def _attach(con: duckdb.DuckDBPyConnection, source: Path) -> bool:
         ).fetchone()
         return bool(found and found[0])  # a snapshot published before token_prices existed has none
     root = source.as_posix()
+    objstore.register(con, source)
     con.execute(f"ATTACH ':memory:' AS {SOURCE}")
     con.execute(f"USE {SOURCE}")
     try:

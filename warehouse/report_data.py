@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
 
+from warehouse.objstore import Root
 from warehouse.reader import Analytics
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ class ReportData:
     """Every table the report draws, as plain rows."""
 
     generated_at: datetime
-    source: Path
+    source: Root  # the folder, snapshot or object-store URL read
     since: date | None
     scenario: str | None
     price: PriceNote

@@ -123,12 +123,18 @@ def landed_outcomes(landing_root: str, load_id: str) -> dict[str, str]:
 
 
 @contextmanager
-def open_state_readonly(out_dir: Path, *, lock_timeout: float) -> Iterator[StateView | None]:
+def open_state_readonly(out_dir: Path, *, lock_timeout: float,
+                        landing_url: str | None = None) -> Iterator[StateView | None]:
     """The current state of an output folder without writing anything (a dry run); None when it holds none.
 
-    The committed Parquet files when there are any, else `piper.duckdb` opened read-only.
+    The committed Parquet files when there are any, else `piper.duckdb` opened read-only. `landing_url`:
+    the object-store folder the Parquet files land in (`s3://bucket/prefix`), as `open_load` takes it;
+    `out_dir` is then the local folder of `piper.duckdb`.
     """
-    parquet_root = out_dir / landing.PARQUET_DIR
+    store_root = None if landing_url is None else objstore.ObjectPath(landing_url)
+    if store_root is not None:
+        objstore.check_reachable(store_root)  # no bucket is no empty state: the sync itself would fail
+    parquet_root: objstore.Root = (out_dir if store_root is None else store_root) / landing.PARQUET_DIR
     found = parquet_root.is_dir() and views.present_tables(parquet_root)
     if found:
         con = views.open_current_state(parquet_root)
