@@ -161,3 +161,17 @@ def test_a_sync_into_s3_lands_the_listed_sessions_and_keeps_its_watermark_there(
     second = cli(*args)
     assert second.code == 0, second.stderr
     assert parquet_tables(root)["runs"] == tables["runs"]
+
+
+def test_piper_out_dir_may_name_the_store(
+    piper: SimulatedPiper, cli: Cli, s3: S3Server, state_home: Path, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    url = s3.prefix()
+    monkeypatch.setenv("PIPER_OUT_DIR", url)  # kept whole: as a Path it would read s3:/bucket, a local folder
+    monkeypatch.chdir(tmp_path)
+    done = cli("load", "--org-id", piper.org_id, "--base-url", piper.base_url, *piper.dataset.session_ids[:4])
+    assert done.code == 0, done.stderr
+    assert f"written to {url} " in done.stdout
+    assert not (tmp_path / "s3:").exists()
+    assert len(parquet_tables(f"{url}/parquet")["fetch_log"]) == 4
