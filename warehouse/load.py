@@ -63,6 +63,8 @@ their fetch, where those seconds matter less (docs/performance.md, memory).
 """
 WATCH_INTERVAL = 0.05
 """Seconds between two looks into the landing folder for chunks landed by other processes (Prefect tasks)."""
+STORE_WATCH_INTERVAL = 1.0
+"""The same on an object store, where each look is a paid LIST request: a chunk is merged up to 1 s later."""
 
 _WAKE = ""  # not a part name: wakes the worker thread so that it starts watching
 
@@ -358,6 +360,7 @@ class _Inserter(threading.Thread):
         self.merge, self.fetch_log_folder, self.load_id = merge, fetch_log_folder, load_id
         self.parts: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self.watching = watch
+        self.interval = WATCH_INTERVAL if isinstance(fetch_log_folder, Path) else STORE_WATCH_INTERVAL
         self.seen: set[str] = set()
         self.error: BaseException | None = None
 
@@ -367,7 +370,7 @@ class _Inserter(threading.Thread):
     def run(self) -> None:
         while True:
             try:
-                part = self.parts.get(timeout=WATCH_INTERVAL) if self.watching else self.parts.get()
+                part = self.parts.get(timeout=self.interval) if self.watching else self.parts.get()
             except queue.Empty:
                 for found in self._landed_elsewhere():
                     self.parts.put(found)
