@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import socket
 import threading
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pytest
 import uvicorn
 
 from connector.fake_api import FakePiper
@@ -46,6 +48,21 @@ class InFlight:
         finally:
             with self._lock:
                 self.now -= 1
+
+
+@contextmanager
+def warm_cluster(token: str) -> Iterator[Any]:
+    """A local Dask cluster of 2 worker processes (nannies restart a killed one), `token` in their environment,
+    each worker having imported the flow: a task's first run on a cold worker spends seconds importing, and a
+    test that needs both workers sending at once must not wait for that."""
+    from distributed import Client, LocalCluster
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PIPER_API_TOKEN", token)  # the workers' environment, as a deployment's would be
+        with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0") as local:
+            with Client(local) as client:
+                client.run(importlib.import_module, "flows.prefect_flow")
+            yield local
 
 
 @contextmanager

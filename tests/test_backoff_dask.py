@@ -20,7 +20,7 @@ import pytest
 from connector.fake_api import FakeDataset, FakePiper
 from flows import backoff
 from tests.conftest import CANARY_TOKEN, query
-from tests.dask_support import serve_counting
+from tests.dask_support import serve_counting, warm_cluster
 
 pytestmark = pytest.mark.prefect
 
@@ -33,12 +33,10 @@ EARLY = 0.1
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Any]:
-    from distributed import LocalCluster
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PIPER_API_TOKEN", CANARY_TOKEN)
-        with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0") as local:
-            yield local
+    """Warmed workers: both must be sending when the 429 comes, not one still importing (a cold start
+    took longer than the 150 requests before it on a busy CI machine)."""
+    with warm_cluster(CANARY_TOKEN) as local:
+        yield local
 
 
 def test_pause_variable_names_are_valid_and_keep_org_ids_apart() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import os
 import signal
 import threading
@@ -20,7 +19,7 @@ from connector.fake_api import FakeDataset, FakePiper
 from flows.pipeline import run_load
 from flows.settings import LoadSettings
 from tests.conftest import CANARY_TOKEN, assert_no_canary, query
-from tests.dask_support import current_tables, incomplete_files, serve_counting
+from tests.dask_support import current_tables, incomplete_files, serve_counting, warm_cluster
 from tests.test_parquet_invariant import assert_parquet_equals_duckdb
 from warehouse import compact, compacted
 
@@ -29,15 +28,9 @@ pytestmark = pytest.mark.prefect
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Any]:
-    """A local Dask cluster of 2 worker processes (nannies restart a killed one), the token in their environment."""
-    from distributed import Client, LocalCluster
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PIPER_API_TOKEN", CANARY_TOKEN)  # the workers' environment, as a deployment's would be
-        with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0") as local:
-            with Client(local) as client:  # warm: a task's first run on a cold worker spends seconds importing
-                client.run(importlib.import_module, "flows.prefect_flow")
-            yield local
+    """A local Dask cluster of 2 warmed worker processes, the token in their environment."""
+    with warm_cluster(CANARY_TOKEN) as local:
+        yield local
 
 
 def simulated(sessions: int, latency_ms: float) -> FakePiper:
