@@ -55,11 +55,11 @@ def delete_retired(root: ObjectPath, retired_files: list[str], retired_loads: li
             folder = root / table
             doomed += [folder / name for name in objstore.names(folder)
                        if name.endswith(".parquet") and landing.load_id_of_name(name) in loads]
-    deleted = objstore.remove(doomed)
-    crash_point("compact-vacuum")
-    committing = [landing.load_row_path(root, load_id) for load_id in sorted(loads)]
-    deleted += objstore.remove(committing)  # last, as locally: the object that names the load
-    crash_point("compact-vacuum")
+    deleted = 0
+    for batch in (doomed, [landing.load_row_path(root, load_id) for load_id in sorted(loads)]):
+        if batch:  # the `loads` objects last, as locally: the object that names the load
+            deleted += objstore.remove(batch)
+            crash_point("compact-vacuum")
     return deleted
 
 
