@@ -585,13 +585,13 @@ def require_prefect_server() -> None:
 
 def _compact(args: argparse.Namespace) -> int:
     """`piper-etl compact`: store the settings given, compact, print what was done (stdout) and the settings."""
-    from warehouse import compact, compacted, landing
+    from warehouse import compact, compacted, landing, leases
 
     out_dir, root = _compaction_target(args.out, args.database)
     if not (root / "loads").is_dir() and not (root / compacted.COMPACTED_DIR / compacted.MANIFEST_FILE).exists():
         raise UsageError(f"nothing to compact in {args.out}: no Parquet loads under {root}; "
                          "run piper-etl load (with --format parquet or both) first")
-    if isinstance(root, objstore.ObjectPath) and not (out_dir / "_loads").is_dir():
+    if isinstance(root, objstore.ObjectPath) and not leases.loads_dir(out_dir).is_dir():
         raise UsageError(f"no load into {args.out} kept its state in {out_dir}: pass the --database its loads use "
                          "(or none, if they use none), so that the compaction takes their locks")
     if args.grace_seconds is not None and not args.grace_seconds >= 0:
