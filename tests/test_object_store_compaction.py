@@ -119,18 +119,18 @@ def unnamed_objects(s3: S3Server, url: str) -> list[str]:
 def test_many_small_loads_keep_the_object_count_bounded_and_read_as_a_local_landing(
     s3: S3Server, tmp_path: Path
 ) -> None:
-    """40 loads of 5 sessions into a prefix and into a local folder, each compacting by itself past the
+    """28 loads of 5 sessions into a prefix and into a local folder, each compacting by itself past the
     line; half of them fetch earlier sessions again (superseded rows to drop)."""
-    dataset = FakeDataset.generate(seed=7, sessions=200, payload_kb=2.0)
+    dataset = FakeDataset.generate(seed=7, sessions=140, payload_kb=2.0)
     ids = dataset.session_ids
     url, state, local = s3.prefix(), tmp_path / "state", tmp_path / "local"
     settle_store(url, state, grace_seconds=0)
     settle(local, grace_seconds=0)
     most: Counter[str] = Counter()
-    for batch in range(40):
-        if batch == 20:
+    for batch in range(28):
+        if batch == 14:
             dataset.complete_pending()
-        again = ids[(batch - 20) * 5:(batch - 19) * 5] if batch >= 20 else []
+        again = ids[(batch - 14) * 5:(batch - 13) * 5] if batch >= 14 else []
         sessions, now = [*ids[batch * 5:(batch + 1) * 5], *again], T0 + timedelta(minutes=batch)
         land_sessions(state, url, dataset, sessions, now=now)
         land_sessions(local, None, dataset, sessions, now=now)
@@ -138,9 +138,9 @@ def test_many_small_loads_keep_the_object_count_bounded_and_read_as_a_local_land
         most = Counter({folder: max(most[folder], counts[folder]) for folder in {*most, *counts}})
     assert max(most.values()) <= compact.AUTO_AFTER_LOADS + 2, most
     assert sum(objects_per_folder(s3, url).values()) <= 60
-    assert landing.read_manifest(store_root(url)).generation >= 40 // compact.AUTO_AFTER_LOADS
+    assert landing.read_manifest(store_root(url)).generation >= 28 // compact.AUTO_AFTER_LOADS
     remote = state_of(url)
-    assert len(remote["loads"]) == 40 and len(remote["runs"]) == 200
+    assert len(remote["loads"]) == 28 and len(remote["runs"]) == 140
     assert {k: v for k, v in remote.items() if k != "loads"} == parquet_tables(local / "parquet")
     assert sql_file_state(s3, url) == state_of(url)
 
@@ -288,13 +288,13 @@ def test_a_killed_compaction_changes_nothing_and_the_next_one_converges(
 
     assert state_of(url) == before, "the views read the state as it was, from objects that exist"
     assert sql_file_state(s3, url) == before, "and so does the current_state.sql on the store"
-    again = run_cli_process(["compact", "--out", url])
-    assert again.returncode == 0, again.stderr
+    again = cli("compact", "--out", url)
+    assert again.code == 0, again.stderr
     assert state_of(url) == before == sql_file_state(s3, url)
     assert unnamed_objects(s3, url) == [], "what the dead compaction uploaded is gone"
     assert landing.read_manifest(store_root(url)).covered == {row[0] for row in before["loads"]}
     assert objects_per_folder(s3, url)["runs"] == 0, "every covered load's parts deleted"
-    assert run_cli_process([*args, "--refetch", *ids[4:8]]).returncode == 0
+    assert cli(*args, "--refetch", *ids[4:8]).code == 0
     assert len(state_of(url)["loads"]) == len(before["loads"]) + 1
 
 
@@ -315,7 +315,7 @@ def test_a_load_killed_in_its_compaction_stays_committed_and_the_next_load_conve
         assert killed.returncode == 0, killed.stderr
     assert killed is not None and killed.returncode == CRASH_EXIT_STATUS, "a load compacted"
     assert database_tables(database) == parquet_tables(f"{url}/parquet"), "the killed load is committed in both"
-    assert run_cli_process([*args, *ids[10:14]]).returncode == 0
+    assert cli(*args, *ids[10:14]).code == 0
     assert database_tables(database) == parquet_tables(f"{url}/parquet")
     assert sql_file_state(s3, url) == state_of(url)
     assert unnamed_objects(s3, url) == []
