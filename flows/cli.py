@@ -178,6 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--grace-seconds", type=float, metavar="SECONDS",
         help="how long files replaced by a compaction stay for readers of an older current_state.sql (stored)",
     )
+    compact.add_argument(
+        "--database", metavar="PATH",
+        help="with an object-store --out (s3://BUCKET/PREFIX): the --database its loads use; its folder holds their "
+        "state and locks (docs/scale-out.md)",
+    )
 
     commands.add_parser(
         "save-token", help="save the Piper API token as the Prefect Secret block the flows read",
@@ -576,20 +581,18 @@ def require_prefect_server() -> None:
 
 def _compact(args: argparse.Namespace) -> int:
     """`piper-etl compact`: store the settings given, compact, print what was done (stdout) and the settings."""
-    from warehouse import compact, compacted
-    from warehouse.landing import PARQUET_DIR
+    from warehouse import compact, compacted, landing, leases
 
-    if objstore.is_url(args.out):
-        raise UsageError(f"compacting Parquet files on an object store ({args.out}) is not supported yet: loads "
-                         "there keep their parts as they are (docs/scale-out.md, object storage)")
-    out_dir = Path(args.out)
-    root = out_dir / PARQUET_DIR
-    if not (root / "loads").is_dir() and not compacted.manifest_path(root).exists():
-        raise UsageError(f"nothing to compact in {out_dir}: no Parquet loads under {root}; "
+    out_dir, root = _compaction_target(args.out, args.database)
+    if not (root / "loads").is_dir() and not (root / compacted.COMPACTED_DIR / compacted.MANIFEST_FILE).exists():
+        raise UsageError(f"nothing to compact in {args.out}: no Parquet loads under {root}; "
                          "run piper-etl load (with --format parquet or both) first")
+    if isinstance(root, objstore.ObjectPath) and not leases.loads_dir(out_dir).is_dir():
+        raise UsageError(f"no load into {args.out} kept its state in {out_dir}: pass the --database its loads use "
+                         "(or none, if they use none), so that the compaction takes their locks")
     if args.grace_seconds is not None and not args.grace_seconds >= 0:
         raise UsageError("--grace-seconds must be 0 or more")
-    settings = current = compacted.read_manifest(root).settings
+    settings = current = landing.read_manifest(root).settings
     if args.auto is not None:
         settings = replace(settings, auto=args.auto == "on")
     if args.keep_superseded is not None:
@@ -597,13 +600,40 @@ def _compact(args: argparse.Namespace) -> int:
     if args.grace_seconds is not None:
         settings = replace(settings, grace_seconds=args.grace_seconds)
     if settings != current:
-        compact.change_settings(out_dir, settings)
-    done = compact.compact(out_dir)
+        compact.change_settings(out_dir, settings, root=root)
+    done = compact.compact(out_dir, root=root)
     print(done.line())
     on_off = {True: "on", False: "off"}
-    print(f"{PROG} compact: settings of {out_dir}: auto {on_off[settings.auto]}, keep superseded "
+    where = root.parent if isinstance(root, objstore.ObjectPath) else out_dir
+    print(f"{PROG} compact: settings of {where}: auto {on_off[settings.auto]}, keep superseded "
           f"{on_off[settings.keep_superseded]}, grace {settings.grace_seconds:g} s", file=sys.stderr)
     return EXIT_OK
+
+
+def _compaction_target(out: str, database: str | None) -> tuple[Path, objstore.Root]:
+    """The local folder whose locks a compaction of `--out` takes, and the landing root it compacts.
+
+    For an object-store `--out`, the loads' state folder: that of `--database`, else `objstore.state_folder`.
+    """
+    from warehouse.landing import PARQUET_DIR
+    from warehouse.store import DATABASE_FILE
+
+    if not objstore.is_url(out):
+        if database is not None:
+            raise UsageError("--database is for an object-store output (s3://BUCKET/PREFIX); a local output "
+                             "folder keeps piper.duckdb in it")
+        return Path(out), Path(out) / PARQUET_DIR
+    url = out.rstrip("/")
+    try:
+        objstore.filesystem(url)  # the scheme is known and the URL carries no credentials
+    except objstore.ObjectStoreError as exc:
+        raise UsageError(f"--out: {exc}") from None
+    if database is not None and Path(database).name != DATABASE_FILE:
+        raise UsageError(f"--database must name a file called {DATABASE_FILE}, as for the loads, not {database!r}")
+    state = Path(database).expanduser().parent if database is not None else objstore.state_folder(url)
+    root = objstore.ObjectPath(url) / PARQUET_DIR
+    objstore.check_reachable(root)
+    return state, root
 
 
 def _fake_api(args: argparse.Namespace) -> int:

@@ -29,6 +29,10 @@ deletes what it retired. A kill at any point leaves the old state or the new one
 compaction deletes what a dead one left (temporary files at once, its unnamed files after the grace
 period). One compaction runs at a time (`OUT/_loads/.compact.lock`); it never covers a load whose
 writer is alive, so a load committing meanwhile is left for the next compaction.
+
+**On an object store** (`root` an `objstore.ObjectPath`, `out_dir` the landing's local state folder) the
+same compaction runs under the same locks; files are uploaded whole instead of renamed, and what it
+deletes goes in batches (`warehouse/compact_store.py`).
 """
 
 from __future__ import annotations
@@ -48,10 +52,11 @@ import duckdb
 import pyarrow.parquet as pq
 
 from schemas.tables import DATA_TABLES, DIMENSION_KEYS, LANDED_TABLES
-from warehouse import compacted, files, landing, leases, publish, views
+from warehouse import compact_store, compacted, files, landing, leases, objstore, publish, views
 from warehouse.compacted import CompactedFile, Manifest, Retired, Settings
 from warehouse.crash import crash_point
 from warehouse.ddl import ALL_TABLES, quote_ident
+from warehouse.objstore import ObjectPath, Root
 
 AUTO_AFTER_LOADS = 4
 """A load compacts when this many committed loads are not covered by a compaction yet..."""
@@ -69,6 +74,8 @@ MEMORY_LIMIT = "256MB"
 """DuckDB's memory limit while compacting: it streams and spills beyond it."""
 LOCK_FILE = ".compact.lock"
 SPILL_DIR = ".compact-spill"
+UPLOAD_DIR = ".compact-upload"
+"""Where a compaction onto an object store writes each file before its upload (under `OUT/_loads`)."""
 
 _LOAD_KEY = {table: "_load_id" for table in (*DATA_TABLES, *DIMENSION_KEYS)}  # else `load_id`
 
@@ -94,20 +101,24 @@ class Compacted:
                 f"{self.files_now} file(s) hold the current state")
 
 
-def compact(out_dir: Path, *, now: float | None = None) -> Compacted:
-    """Compact `out_dir/parquet` now (waiting for a compaction that runs), then delete what the grace period frees."""
+def compact(out_dir: Path, *, root: Root | None = None, now: float | None = None) -> Compacted:
+    """Compact `out_dir/parquet` now (waiting for a compaction that runs), then delete what the grace period frees.
+
+    `root`: the landing root when it is not `out_dir/parquet`: its URL on an object store
+    (`s3://bucket/prefix/parquet`), with `out_dir` its local state folder (`objstore.state_folder`).
+    """
     with _compaction_lock(out_dir, wait=True):
-        return _compact(out_dir, manual=True, now=now)
+        return _compact(out_dir, _root(out_dir, root), manual=True, now=now)
 
 
-def compact_after_load(out_dir: Path, *, now: float | None = None) -> Compacted | None:
+def compact_after_load(out_dir: Path, *, root: Root | None = None, now: float | None = None) -> Compacted | None:
     """A load's compaction: only when the folder's setting allows it and the threshold is crossed.
 
     Never waits: when another compaction runs, that one or the next covers this load. Returns None
-    when it did nothing (it may still have deleted retired files whose grace period ended).
+    when it did nothing (it may still have deleted retired files whose grace period ended). `root`: as `compact`.
     """
-    root = out_dir / landing.PARQUET_DIR
-    manifest = compacted.read_manifest(root)
+    root = _root(out_dir, root)
+    manifest = landing.read_manifest(root)
     layout = views.read_layout(root)
     due = len(layout.pending_loads) >= AUTO_AFTER_LOADS or (
         sum(len(paths) for paths in layout.pending.values()) >= AUTO_AFTER_FILES)
@@ -118,30 +129,33 @@ def compact_after_load(out_dir: Path, *, now: float | None = None) -> Compacted 
     try:
         with _compaction_lock(out_dir, wait=False):
             if due and manifest.settings.auto:
-                return _compact(out_dir, manual=False, now=clock)
-            _vacuum(root, compacted.read_manifest(root), clock)
+                return _compact(out_dir, root, manual=False, now=clock)
+            _vacuum(root, landing.read_manifest(root), clock)
             return None
     except CompactionBusy:
         return None
 
 
-def change_settings(out_dir: Path, settings: Settings) -> Settings:
+def change_settings(out_dir: Path, settings: Settings, *, root: Root | None = None) -> Settings:
     """Store the folder's compaction settings in its manifest (they apply to every later compaction)."""
-    root = out_dir / landing.PARQUET_DIR
+    root = _root(out_dir, root)
     with _compaction_lock(out_dir, wait=True), leases.folder_lock(out_dir):
-        manifest = compacted.read_manifest(root)
+        manifest = landing.read_manifest(root)
         if manifest.settings != settings:
-            compacted.write_manifest(root, manifest.with_settings(settings))
+            landing.write_manifest(root, manifest.with_settings(settings))
     return settings
+
+
+def _root(out_dir: Path, root: Root | None) -> Root:
+    return out_dir / landing.PARQUET_DIR if root is None else root
 
 
 # -- one compaction ---------------------------------------------------------------------------------
 
 
-def _compact(out_dir: Path, *, manual: bool, now: float | None) -> Compacted:
-    root = out_dir / landing.PARQUET_DIR
+def _compact(out_dir: Path, root: Root, *, manual: bool, now: float | None) -> Compacted:
     clock = time.time() if now is None else now
-    manifest = compacted.read_manifest(root)
+    manifest = landing.read_manifest(root)
     _remove_leftovers(root, manifest, clock)
     layout = views.read_layout(root)
     live = leases.live_load_ids(out_dir)  # after the listing: a load seen live there is not compacted
@@ -149,9 +163,11 @@ def _compact(out_dir: Path, *, manual: bool, now: float | None) -> Compacted:
     tag = f"g{manifest.generation + 1:06d}-{secrets.token_hex(3)}"
     spill = leases.loads_dir(out_dir) / SPILL_DIR
     con = _connect(spill)
+    upload = leases.loads_dir(out_dir) / UPLOAD_DIR
     try:
+        objstore.register(con, root)
         con.execute(views.current_state_sql(root.as_posix(), layout))
-        writer = _Writer(con, root, tag, manifest.settings, layout)
+        writer = _Writer(con, root, tag, manifest.settings, layout, scratch=upload)
         index_adds = writer.prepare(inputs, reindex=not manifest.index_complete)
         plan = {table: list(manifest.table_files(table)) for table in (*ALL_TABLES, compacted.VERSIONS)}
         retired: list[str] = []
@@ -169,6 +185,7 @@ def _compact(out_dir: Path, *, manual: bool, now: float | None) -> Compacted:
     finally:
         con.close()
         shutil.rmtree(spill, ignore_errors=True)
+        shutil.rmtree(upload, ignore_errors=True)
     loads_retired = [Retired(load_id, clock) for load_id in inputs]
     new = replace(
         manifest,
@@ -247,9 +264,10 @@ class _Writer:
     taken once into small temporary tables, for the versions and keys the written rows touch only.
     """
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, root: Path, tag: str, settings: Settings,
-                 layout: views.Layout) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, root: Root, tag: str, settings: Settings,
+                 layout: views.Layout, *, scratch: Path) -> None:
         self.con, self.root, self.tag, self.settings, self.layout = con, root, tag, settings, layout
+        self.scratch = scratch  # the local folder of the files bound for an object store
         self.written = 0
         self.supersedes_indexed = True  # until `prepare` knows: whether kept data files may now hold stale rows
 
@@ -286,8 +304,12 @@ class _Writer:
         self.written += 1
         relative = f"{compacted.COMPACTED_DIR}/{table}/{self.tag}-{self.written:04d}.parquet"
         target = self.root / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = files.temporary_name(target, "compact")
+        if isinstance(target, ObjectPath):  # written here, then uploaded whole
+            self.scratch.mkdir(parents=True, exist_ok=True)
+            tmp = self.scratch / target.name
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = files.temporary_name(target, "compact")
         query = self._rows(table, compacted_paths, parts)
         try:
             self.con.execute(
@@ -298,15 +320,19 @@ class _Writer:
             if rows == 0:
                 self.written -= 1
                 return None
-            _fsync(tmp)
-            os.replace(tmp, target)
-            files.fsync_folder(target.parent)
+            size = tmp.stat().st_size
+            if isinstance(target, ObjectPath):
+                objstore.upload(tmp, target)
+            else:
+                _fsync(tmp)
+                os.replace(tmp, target)
+                files.fsync_folder(target.parent)
         finally:
             tmp.unlink(missing_ok=True)
         crash_point("compact-written")
         # data rows written without every version stale now (`_rows`), unless superseded rows are kept
         current = table in DATA_TABLES and not self.settings.keep_superseded
-        return CompactedFile(relative, target.stat().st_size, rows, current=current)
+        return CompactedFile(relative, size, rows, current=current)
 
     def _rows(self, table: str, compacted_paths: list[str], parts: list[str]) -> str:
         """The rows of these files that a reader may still see (module docstring: what is dropped)."""
@@ -350,7 +376,7 @@ class _Writer:
         )
 
 
-def _commit(out_dir: Path, root: Path, new: Manifest) -> None:
+def _commit(out_dir: Path, root: Root, new: Manifest) -> None:
     """`current_state.sql` naming the new files, then the manifest that commits them, as one step for loads.
 
     In this order a kill in between leaves an SQL file naming files no manifest names: they hold the
@@ -359,7 +385,7 @@ def _commit(out_dir: Path, root: Path, new: Manifest) -> None:
     with leases.folder_lock(out_dir):
         publish.write_current_state_unlocked(out_dir, root, views.read_layout(root, manifest=new), new)
         crash_point("compact-sql-written")
-        compacted.write_manifest(root, new)
+        landing.write_manifest(root, new)
     crash_point("compact-committed")
 
 
@@ -371,8 +397,23 @@ def _expired(manifest: Manifest, now: float) -> bool:
     return any(r.retired_at + grace <= now for r in (*manifest.retired_files, *manifest.retired_loads))
 
 
-def _vacuum(root: Path, manifest: Manifest, now: float) -> int:
+def _vacuum(root: Root, manifest: Manifest, now: float) -> int:
     """Delete retired files and loads' parts past their grace period; drop them from the manifest."""
+    grace = manifest.settings.grace_seconds
+    if isinstance(root, ObjectPath):
+        deleted = compact_store.delete_retired(
+            root, [r.name for r in manifest.retired_files if r.retired_at + grace <= now],
+            [r.name for r in manifest.retired_loads if r.retired_at + grace <= now])
+    else:
+        deleted = _delete_retired(root, manifest, now)
+    keep_files = tuple(r for r in manifest.retired_files if r.retired_at + grace > now)
+    keep_loads = tuple(r for r in manifest.retired_loads if r.retired_at + grace > now)
+    if (keep_files, keep_loads) != (manifest.retired_files, manifest.retired_loads):
+        landing.write_manifest(root, replace(manifest, retired_files=keep_files, retired_loads=keep_loads))
+    return deleted
+
+
+def _delete_retired(root: Path, manifest: Manifest, now: float) -> int:
     grace = manifest.settings.grace_seconds
     deleted = 0
     for retired in manifest.retired_files:
@@ -386,17 +427,16 @@ def _vacuum(root: Path, manifest: Manifest, now: float) -> int:
                     deleted += _unlink(part)
                     crash_point("compact-vacuum")
             deleted += _unlink(landing.load_row_path(root, retired.name))  # last: it names the load
-    keep_files = tuple(r for r in manifest.retired_files if r.retired_at + grace > now)
-    keep_loads = tuple(r for r in manifest.retired_loads if r.retired_at + grace > now)
-    if (keep_files, keep_loads) != (manifest.retired_files, manifest.retired_loads):
-        compacted.write_manifest(root, replace(manifest, retired_files=keep_files, retired_loads=keep_loads))
     return deleted
 
 
-def _remove_leftovers(root: Path, manifest: Manifest, now: float) -> None:
+def _remove_leftovers(root: Root, manifest: Manifest, now: float) -> None:
     """What a dead compaction left: its temporary files (no one else writes here now), and its files
     that no manifest names once the grace period has passed (a reader may have read its SQL file)."""
     named = manifest.all_paths() | {r.name for r in manifest.retired_files}
+    if isinstance(root, ObjectPath):  # no temporary objects there: an upload is whole or absent
+        compact_store.remove_leftovers(root, named, manifest.settings.grace_seconds, now)
+        return
     folder = compacted.compacted_dir(root)
     if not folder.is_dir():
         return
@@ -470,25 +510,26 @@ def load_key(table: str) -> str:
 # -- the way back, for DuckDB ------------------------------------------------------------------------
 
 
-def covered_load_rows(root: Path, load_ids: Collection[str]) -> list[dict[str, object]]:
+def covered_load_rows(root: Root, load_ids: Collection[str]) -> list[dict[str, object]]:
     """The `loads` rows of these loads, from the compacted `loads` files (one row a load: small)."""
     wanted = set(load_ids)
     rows: list[dict[str, object]] = []
-    for f in compacted.read_manifest(root).table_files(landing.LOADS_TABLE) if wanted else ():
-        rows += [row for row in pq.read_table(root / f.path).to_pylist() if row["load_id"] in wanted]
+    for f in landing.read_manifest(root).table_files(landing.LOADS_TABLE) if wanted else ():
+        rows += [row for row in objstore.read_table(root / f.path).to_pylist() if row["load_id"] in wanted]
     return rows
 
 
-def extract_load(root: Path, load_id: str, target: Path) -> None:
+def extract_load(root: Root, load_id: str, target: Path) -> None:
     """Write what the compacted files hold of one covered load as that load's parts under `target`.
 
     So that DuckDB, catching up with a load it lacks (`warehouse/recovery.py`), merges it as it merges
     any landed load. Rows compaction dropped were superseded by a committed load, which DuckDB merges
     too, so the database ends in the same state as if it had merged the load's own parts.
     """
-    manifest = compacted.read_manifest(root)
+    manifest = landing.read_manifest(root)
     con = _connect(target / SPILL_DIR)
     try:
+        objstore.register(con, root)
         for table in LANDED_TABLES:
             paths = [f.path for f in manifest.table_files(table)]
             if not paths:

@@ -164,6 +164,13 @@ def read_manifest(root: Root) -> compacted.Manifest:
         raise compacted.ManifestError(f"cannot read the compaction manifest {path}: {exc}") from exc
 
 
+def write_manifest(root: Root, manifest: compacted.Manifest) -> Root:
+    """`compacted.write_manifest` locally; on an object store one PUT, which replaces the manifest whole."""
+    if isinstance(root, Path):
+        return compacted.write_manifest(root, manifest)
+    return objstore.write_text(root / compacted.COMPACTED_DIR / compacted.MANIFEST_FILE, manifest.to_json())
+
+
 def committed_load_ids(root: Root) -> set[str]:
     """The loads committed under `root`: their `loads` row has landed, or a compaction holds their rows."""
     return landed_load_rows(root) | read_manifest(root).covered

@@ -41,7 +41,7 @@ import pyarrow as pa
 from warehouse import compact, files, landing, leases, objstore, publish, recovery, store, sync_reads, views
 from warehouse.crash import crash_point
 from warehouse.merge import Merge
-from warehouse.objstore import ObjectPath, Root
+from warehouse.objstore import Root
 from warehouse.pricing import PriceList
 from warehouse.records import LoadCounts, load_row
 
@@ -278,7 +278,7 @@ class LoadTransaction:
         if self.writes_duckdb:
             con = self._writer(wait=True)
             if self._merge is None:
-                recovery.catch_up(con, parquet_root)
+                recovery.catch_up(con, parquet_root, state_dir=self.out_dir)
                 if self.load_id not in store.merged_load_ids(con):
                     self._merge = Merge(con, self.root, self.load_id)
             if self._merge is not None:
@@ -295,12 +295,9 @@ class LoadTransaction:
             verdicts = publish.parquet_load_summary_markdown(parquet_root, self.load_id)
         self.done = True
         self.close()
-        if self.writes_parquet and isinstance(self.store_root, ObjectPath):
-            logger.info("load %s: no compaction on an object store yet (%s): its Parquet parts stay as they are",
-                        self.load_id, self.store_root)
-        elif self.writes_parquet:  # after the lease is gone, so that the compaction may cover this load too
+        if self.writes_parquet:  # after the lease is gone, so that the compaction may cover this load too
             try:
-                compact.compact_after_load(self.out_dir)
+                compact.compact_after_load(self.out_dir, root=parquet_root)
             except Exception as exc:  # the load stands committed: its compaction is only housekeeping
                 logger.warning("load %s is committed, but compacting the Parquet files failed (the next load "
                                "or `piper-etl compact` tries again): %s", self.load_id, exc)
@@ -334,7 +331,7 @@ class LoadTransaction:
         recovery.recover(self.out_dir, dead, con)
         if con is not None:
             recovery.recover_orphans(self.out_dir, con, mine={self.load_id})
-            recovery.catch_up(con, self.parquet_root)
+            recovery.catch_up(con, self.parquet_root, state_dir=self.out_dir)
             self._insert_while_fetching = expected_sessions <= MERGE_WHILE_FETCHING_UP_TO
 
     def _writer(self, *, wait: bool) -> duckdb.DuckDBPyConnection:

@@ -244,11 +244,66 @@ def names(folder: Root, prefix: str = "") -> list[str]:
 
 
 def register(con: duckdb.DuckDBPyConnection, root: Root) -> None:
-    """Let `con` read the files under `root` by their URLs (`read_parquet(['s3://...'])`); locally a no-op."""
+    """Let `con` read the files under `root` by their URLs (`read_parquet(['s3://...'])`); locally a no-op.
+
+    DuckDB asks for a file's details (a HEAD request on S3) each time a query opens it, and the views
+    name each file several times; so `con` reads through a file system that remembers the details of
+    the objects that never change once written (`immutable`), for the whole process.
+    """
     if isinstance(root, ObjectPath):
         protocol = root.url.split("://", 1)[0]
         if protocol not in {str(name) for name in con.list_filesystems()}:
-            con.register_filesystem(root.fs)
+            con.register_filesystem(_reading_filesystem(root.fs))
+
+
+PRICES_OBJECT = "/token_prices/token_prices.parquet"
+"""The one Parquet object of a landing that is replaced in place (the price list, `warehouse/pricing.py`)."""
+_DETAILS_KEPT = 100_000
+
+
+def immutable(path: str) -> bool:
+    """Whether the object at `path` never changes once written: every Parquet object of a landing (a
+    load's parts and `loads` row, compacted files: each written once under a name no other write uses),
+    but the price list."""
+    return path.endswith(".parquet") and not path.endswith(PRICES_OBJECT)
+
+
+class _RemembersDetails:
+    """Mixed into an async fsspec file system: `_info` of an `immutable` object is asked once (then kept)."""
+
+    _details: dict[str, dict[str, Any]]
+
+    async def _info(self, path: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        plain = not kwargs.get("refresh") and kwargs.get("version_id") is None
+        key = str(self._strip_protocol(path))  # type: ignore[attr-defined]
+        if not (plain and immutable(key)):
+            return await super()._info(path, *args, **kwargs)  # type: ignore[misc, no-any-return]
+        found = self._details.get(key)
+        if found is None:
+            found = await super()._info(path, *args, **kwargs)  # type: ignore[misc]
+            if len(self._details) >= _DETAILS_KEPT:
+                self._details.clear()
+            self._details[key] = found
+        return dict(found)
+
+
+_READING: dict[tuple[type, str], AbstractFileSystem] = {}
+
+
+def _reading_filesystem(fs: AbstractFileSystem) -> AbstractFileSystem:
+    """`fs`'s twin for DuckDB's reads, remembering the details of immutable objects (one per process and kind)."""
+    from fsspec.asyn import AsyncFileSystem
+
+    if not isinstance(fs, AsyncFileSystem):
+        return fs
+    key = (type(fs), repr(sorted(fs.storage_options.items())))
+    reading = _READING.get(key)
+    if reading is None:
+        cls = type(f"Reading{type(fs).__name__}", (_RemembersDetails, type(fs)), {})
+        reading = cls(**fs.storage_options, skip_instance_cache=True)
+        reading._details = {}
+        _READING[key] = reading
+    return reading
 
 
 def state_folder(url: str, env: dict[str, str] | None = None) -> Path:
@@ -259,3 +314,35 @@ def state_folder(url: str, env: dict[str, str] | None = None) -> Path:
     env = dict(os.environ) if env is None else env
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", url.rstrip("/"))
     return files.xdg_dir("XDG_STATE_HOME", ".local/state", env) / "piper-etl" / name
+
+
+def upload(finished: Path, target: ObjectPath) -> None:
+    """Make the finished local file `finished` the object `target`: whole or absent (one PUT; a file over
+    s3fs's 100 MB threshold goes as a multipart upload, which is invisible until its last request)."""
+    target.fs.put_file(str(finished), target.url)
+
+
+def listing(folder: ObjectPath) -> dict[ObjectPath, float]:
+    """Every object under `folder` (at any depth), with its last-modified time in Unix seconds: one paged LIST."""
+    try:
+        found = folder.fs.find(folder.url, detail=True)
+    except FileNotFoundError:
+        return {}
+    scheme = folder.url.split("://", 1)[0]
+    listed: dict[ObjectPath, float] = {}
+    for key, info in found.items():
+        if info.get("type") == "directory":
+            continue
+        modified = info.get("LastModified") or info.get("mtime") or info.get("created")
+        stamp = modified.timestamp() if hasattr(modified, "timestamp") else float(modified or 0)
+        url = str(key) if "://" in str(key) else f"{scheme}://{key}"
+        listed[ObjectPath(url, folder.fs)] = stamp
+    return listed
+
+
+def remove(paths: list[ObjectPath]) -> int:
+    """Delete these objects (batched: one request per 1,000 on S3); how many were asked. Missing ones are no error."""
+    if not paths:
+        return 0
+    paths[0].fs.rm([path.url for path in paths])
+    return len(paths)

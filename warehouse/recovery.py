@@ -70,28 +70,25 @@ def merge_staged(con: duckdb.DuckDBPyConnection, root: objstore.Root, load_id: s
     landing.remove_load(root, load_id)
 
 
-def catch_up(con: duckdb.DuckDBPyConnection, parquet_root: objstore.Root) -> int:
+def catch_up(con: duckdb.DuckDBPyConnection, parquet_root: objstore.Root, *, state_dir: Path | None = None) -> int:
     """Merge every load committed under `parquet_root` that the database lacks, oldest first; how many.
 
     A load that a compaction covers is merged from what the compacted files hold of it, written back
-    as its parts under `OUT/_staging/.catch-up` for the merge (`compact.extract_load`).
+    as its parts under `OUT/_staging/.catch-up` for the merge (`compact.extract_load`). `state_dir`: the
+    local folder for those parts when `parquet_root` is not `OUT/parquet` (an object store's state folder).
     """
     pending = landing.committed_load_ids(parquet_root) - store.merged_load_ids(con)
     if not pending:
         return 0
     covered = landing.read_manifest(parquet_root).covered & pending
     rows = [row for load_id in pending - covered if (row := landing.read_load_row(parquet_root, load_id)) is not None]
-    if isinstance(parquet_root, objstore.ObjectPath):
-        if covered:
-            raise objstore.ObjectStoreError(f"{parquet_root} holds compacted files, which piper-etl does not read "
-                                            "into DuckDB from an object store yet")
-        rows.sort(key=lambda row: (row.get("load_seq") or 0, str(row["load_id"])))
-        for row in rows:
-            merge_landed_load(con, parquet_root, str(row["load_id"]), row)
-        return len(rows)
     rows += compact.covered_load_rows(parquet_root, covered)
     rows.sort(key=lambda row: (row.get("load_seq") or 0, str(row["load_id"])))
-    extracted = parquet_root.parent / landing.STAGING_DIR / CATCH_UP_DIR
+    if state_dir is None:
+        if isinstance(parquet_root, objstore.ObjectPath):
+            raise ValueError(f"catching up with {parquet_root} needs the local state folder of its loads")
+        state_dir = parquet_root.parent
+    extracted = state_dir / landing.STAGING_DIR / CATCH_UP_DIR
     shutil.rmtree(extracted, ignore_errors=True)  # only the DuckDB writer catches up, one at a time
     try:
         for row in rows:
