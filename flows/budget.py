@@ -87,6 +87,7 @@ class TaskLeases:
         self._client_factory = client or default_client
         self._clock = clock
         self._held: dict[int, UUID] = {}
+        self._unreleased: list[UUID] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
@@ -109,8 +110,9 @@ class TaskLeases:
         if self._renewer is not None:
             self._renewer.join(timeout=10)
         for index in list(self._held):
-            with contextlib.suppress(Exception):  # best effort: the lease lapses where a repossessor runs
-                self.give_back(index)
+            self.give_back(index)
+        for lease_id in self._unreleased:  # a last try; what still fails lapses only where a repossessor runs
+            self._release(lease_id)
         if self._client is not None:
             self._client.__exit__(None, None, None)
 
@@ -152,14 +154,27 @@ class TaskLeases:
         return True
 
     def give_back(self, index: int) -> None:
-        """Release task `index`'s lease by its id (a no-op for a lease the server no longer has)."""
+        """Release task `index`'s lease by its id (a no-op for a lease the server no longer has).
+
+        A release that fails (the Prefect server unreachable) is logged and tried again when the leases
+        close; the server still counts those slots meanwhile, so the budget holds.
+        """
         with self._lock:
             lease_id = self._held.pop(index, None)
         if lease_id is None:
             return
-        assert self._client is not None
-        self._client.release_concurrency_slots_with_lease(lease_id)
+        if not self._release(lease_id):
+            self._unreleased.append(lease_id)
         self._next_try = 0.0  # room again: the next take asks at once
+
+    def _release(self, lease_id: UUID) -> bool:
+        assert self._client is not None
+        try:
+            self._client.release_concurrency_slots_with_lease(lease_id)
+        except Exception as exc:
+            self.log.warning("could not give back the lease %s on %s: %s", lease_id, self.name, type(exc).__name__)
+            return False
+        return True
 
     def _say_waiting(self, now: float) -> None:
         """Log the wait (for slots the load's own tasks do not hold) after a few seconds, then every minute."""
