@@ -167,3 +167,61 @@ def test_the_flow_says_which_limit_it_waits_for_and_how_to_free_it(
         assert leases.take(0) and leases.take(1), "room again"
         assert not leases.take(2), "the limit is 2 slots, of 1 per task: no request while the load's own hold them"
     assert active_slots(name) == 0, "the leases still held are given back when the flow's run of the tasks ends"
+
+
+class CountingLeases:
+    """A stand-in for the flow's leases: `room` tasks may hold one at a time; what was taken and given back."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+        self.held: set[int] = set()
+        self.taken: list[int] = []
+        self.given_back: list[int] = []
+        self.most = 0
+
+    def take(self, index: int) -> bool:
+        if len(self.held) >= self.room:
+            return False
+        self.held.add(index)
+        self.taken.append(index)
+        self.most = max(self.most, len(self.held))
+        return True
+
+    def give_back(self, index: int) -> None:
+        self.held.remove(index)
+        self.given_back.append(index)
+
+
+def test_every_task_run_holds_a_lease_and_gives_it_back_however_it_ended() -> None:
+    import concurrent.futures
+
+    from flows.chunks import ChunkReport
+
+    class Future:
+        def __init__(self, wrapped: concurrent.futures.Future[Any]) -> None:
+            self.wrapped_future = wrapped
+
+        def result(self, raise_on_failure: bool = True) -> list[ChunkReport]:
+            value = self.wrapped_future.result()
+            if isinstance(value, Exception):
+                raise value
+            return list(value)
+
+    leases = CountingLeases(room=2)
+    submitted: list[tuple[int, int, bool]] = []
+
+    def behaviour(index: int, attempt: int) -> list[ChunkReport] | Exception:
+        time.sleep(0.05)
+        return RuntimeError("its worker died") if index in (1, 2) else [ChunkReport(f"task-{index}")]
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        def submit(index: int, attempt: int) -> Any:
+            submitted.append((index, attempt, index in leases.held))
+            return Future(pool.submit(behaviour, index, attempt))
+
+        outcome = scale.run_tasks(submit, tasks=4, window=4, leases=leases)
+    assert all(held for _, _, held in submitted), "no task is submitted before it holds its share"
+    assert leases.most == 2, "never more shares than the budget has room for, whatever the window"
+    assert sorted(leases.taken) == sorted(leases.given_back) == [0, 1, 1, 2, 2, 3], "a run again takes a new one"
+    assert leases.held == set()
+    assert sorted(outcome.failed) == [1, 2] and sorted(r.part for r in outcome.reports) == ["task-0", "task-3"]
