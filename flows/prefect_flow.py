@@ -30,6 +30,7 @@ from prefect.utilities.annotations import quote
 from connector.backoff import BackoffGate
 from connector.errors import TOKEN_ENV, PiperConfigError
 from flows import backoff, dimensions, pipeline, scale, sync
+from flows.budget import TaskLeases, keeping
 from flows.chunks import ChunkReport
 from flows.dimensions import ScenarioReport
 from flows.errors import LoadFailed, SyncFailed
@@ -91,8 +92,9 @@ async def fetch_and_land(
     """Fetch up to `sessions_per_task` sessions in one stream and land them as parts of the load, chunk by chunk.
 
     `session_info`: what the sessions list says about these sessions (the runs' agent columns).
-    `budget`: on a Dask cluster, the task's share of the API budget, held while it fetches; the task then
-    keeps what an earlier run of it landed and fetches only the rest (`flows/scale.py`).
+    `budget`: on a Dask cluster, the task's share of the API budget, held while it fetches (the flow's lease
+    on it, which the task renews: `flows/budget.py`); the task then keeps what an earlier run of it landed
+    and fetches only the rest (`flows/scale.py`).
     """
     if budget is None:
         reports = await fetch_stream(session_ids, settings, target, stream, session_info)
@@ -105,7 +107,8 @@ async def fetch_and_land(
                                   "as %s", len(landed.session_ids), len(rest), landed.next_stream)
         if rest:
             started = time.monotonic()
-            async with scale.occupying(budget), backoff.shared_gate(settings.org_id) as gate:
+            holding = scale.occupying(budget) if budget.lease_id is None else keeping(budget.lease_id)
+            async with holding, backoff.shared_gate(settings.org_id) as gate:
                 reports += await fetch_stream(rest, settings, target, landed.next_stream, session_info,
                                               concurrency=budget.slots, gate=gate)
             get_run_logger().info("the org's API pause %s: %d reads and %d writes of it in %.1f s", gate.name,
@@ -226,20 +229,23 @@ async def land_on_dask(
         with runner:
             parallel = scale.cluster_threads(runner)
             slices = scale.task_slices(plan.to_fetch, settings.sessions_per_task, parallel)
-            budget = scale.ApiBudget(name, scale.share(settings.concurrency, min(parallel, len(slices))))
-            get_run_logger().info("%d fetch tasks on %d Dask worker threads, %d requests in flight each, %d at most "
-                                  "in all (global concurrency limit %s)", len(slices), parallel, budget.slots,
-                                  settings.concurrency, name)
+            slots = scale.share(settings.concurrency, min(parallel, len(slices)))
+            logger = get_run_logger()
+            logger.info("%d fetch tasks on %d Dask worker threads, %d requests in flight each, %d at most in all "
+                        "(global concurrency limit %s)", len(slices), parallel, slots, settings.concurrency, name)
+            with TaskLeases(name, slots, settings.concurrency, log=logger) as leases:
 
-            def submit(index: int, attempt: int) -> PrefectDaskFuture[list[ChunkReport]]:
-                sessions = slices[index]
-                task_info = {session_id: info[session_id] for session_id in sessions if session_id in info}
-                return runner.submit(fetch_and_land, {  # plain values: `runner.submit` does not unwrap `quote`
-                    "session_ids": sessions, "settings": settings, "target": load.target,
-                    "stream": scale.stream_name(index), "session_info": task_info, "budget": budget,
-                })
+                def submit(index: int, attempt: int) -> PrefectDaskFuture[list[ChunkReport]]:
+                    sessions = slices[index]
+                    task_info = {session_id: info[session_id] for session_id in sessions if session_id in info}
+                    return runner.submit(fetch_and_land, {  # plain values: `runner.submit` does not unwrap `quote`
+                        "session_ids": sessions, "settings": settings, "target": load.target,
+                        "stream": scale.stream_name(index), "session_info": task_info,
+                        "budget": scale.ApiBudget(name, slots, leases.lease_of(index)),
+                    })
 
-            return slices, scale.run_tasks(submit, len(slices), scale.WINDOW_PER_SLOT * parallel), budget.slots
+                outcome = scale.run_tasks(submit, len(slices), scale.WINDOW_PER_SLOT * parallel, leases)
+            return slices, outcome, slots
 
     slices, outcome, slots = await asyncio.to_thread(on_cluster)
     reports = outcome.reports

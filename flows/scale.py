@@ -7,13 +7,14 @@ DuckDB as they land and commits once, at the end (`warehouse/load.py`). The work
 output folder at the same path (one machine, or a shared file system).
 
 The API budget: `concurrency` is the requests in flight for the whole cluster. The flow sets a Prefect
-global concurrency limit of that size, named after the org (`budget_name`), and each task *occupies*
-`ApiBudget.slots` of it for its whole run while its client keeps at most that many requests in flight,
-so the sum over the cluster never passes the limit, whatever the number of workers, and loads of the
-same org started elsewhere share it. The slots are leased: a task whose worker dies gives them back when
-the lease lapses (`LEASE_SECONDS`). A 429 in any task pauses the requests of every task of the org for its
-wait (`flows/backoff.py`). The flow's scenario refresh takes a task's share of the same limit, waiting
-at most `REFRESH_WAIT_SECONDS` for it (docs/scale-out.md).
+global concurrency limit of that size, named after the org (`budget_name`); before it submits a task it
+takes `ApiBudget.slots` of it with a lease of its own, and the task's client keeps at most that many
+requests in flight while the task runs, so the sum over the cluster never passes the limit, whatever the
+number of workers, and loads of the same org started elsewhere share it. The flow gives the lease back
+when the task's future ends in any way, so a task whose worker dies leaks no slot, on any Prefect server
+(`flows/budget.py`). A 429 in any task pauses the requests of every task of the org for its wait
+(`flows/backoff.py`). The flow's scenario refresh takes a task's share of the same limit, waiting at most
+`REFRESH_WAIT_SECONDS` for it (docs/scale-out.md).
 
 Tasks are coarse (the known prefect-dask issues PrefectHQ/prefect#21697, scheduler memory per task run,
 and #12877, stalls after a few hundred tasks): one task per `sessions_per_task` sessions or per worker
@@ -35,8 +36,10 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from flows.budget import LEASE_SECONDS as LEASE_SECONDS  # the tests and the refresh's wait read it here
+from flows.budget import WAIT_LOG_SECONDS, waiting_line
 from flows.chunks import ChunkReport, ChunkSink, log_row, log_table
 from flows.settings import LoadSettings
 from warehouse.streams import FAILURES_KEPT, LandedStream
@@ -50,18 +53,21 @@ WINDOW_PER_SLOT = 2
 """Tasks submitted per worker thread at a time: one running, one queued behind it."""
 POLL_SECONDS = 0.05
 """How often the flow looks for finished tasks."""
-LEASE_SECONDS = 60.0
-"""How long a dead task's API slots stay taken (the least lease Prefect grants)."""
 REFRESH_WAIT_SECONDS = LEASE_SECONDS + 30.0
-"""How long the flow's scenario refresh waits for its slots: past the lease of a dead task's, then it is skipped."""
+"""How long the flow's scenario refresh waits for its slots: past the lease of a dead flow's, then it is skipped."""
 
 
 @dataclass(frozen=True)
 class ApiBudget:
-    """A task's share of the org's API budget: `slots` requests in flight, held in the global limit `name`."""
+    """A task's share of the org's API budget: `slots` requests in flight, held in the global limit `name`.
+
+    `lease_id`: the lease the flow took for the task (`flows/budget.py`), which the task renews while it
+    runs; None: the task takes its slots itself (`occupying`), as a caller that is not the flow would.
+    """
 
     name: str
     slots: int
+    lease_id: str | None = None
 
 
 def budget_name(org_id: str) -> str:
@@ -97,12 +103,41 @@ async def occupying(budget: ApiBudget, wait_seconds: float | None = None) -> Asy
     """Hold `budget.slots` slots of the global limit for the block's duration (waiting until they are free).
 
     `wait_seconds`: wait at most that long for them, then raise `TimeoutError`; None waits as long as it takes.
+    A wait is logged once it has lasted `WAIT_LOG_SECONDS`, then every `WAIT_LOG_SECONDS` (`waiting_line`).
     """
-    from prefect.concurrency.asyncio import concurrency
+    from contextlib import AsyncExitStack
 
-    async with concurrency(budget.name, occupy=budget.slots, strict=True, lease_duration=LEASE_SECONDS,
-                           timeout_seconds=wait_seconds):
+    from prefect.concurrency.asyncio import AcquireConcurrencySlotTimeoutError, concurrency
+
+    started = time.monotonic()
+    async with AsyncExitStack() as stack:
+        while True:
+            left = None if wait_seconds is None else wait_seconds - (time.monotonic() - started)
+            try:
+                await stack.enter_async_context(concurrency(
+                    budget.name, occupy=budget.slots, strict=True, lease_duration=LEASE_SECONDS,
+                    timeout_seconds=WAIT_LOG_SECONDS if left is None else min(left, WAIT_LOG_SECONDS)))
+                break
+            except AcquireConcurrencySlotTimeoutError:
+                if left is not None and left <= WAIT_LOG_SECONDS:
+                    raise
+                await log_waiting(budget, time.monotonic() - started)
         yield
+
+
+async def log_waiting(budget: ApiBudget, waited: float) -> None:
+    """Say which limit a task has waited `waited` seconds for, how much of it is taken, and the way out."""
+    from prefect import get_run_logger
+    from prefect.client.orchestration import get_client
+
+    active = limit = None
+    try:
+        async with get_client() as client:
+            read = await client.read_global_concurrency_limit_by_name(budget.name)
+        active, limit = read.active_slots, read.limit
+    except Exception:  # the line matters more than the figures
+        pass
+    get_run_logger().warning(waiting_line(budget.name, budget.slots, active, limit, waited))
 
 
 def share(concurrency: int, parallel: int) -> int:
@@ -142,35 +177,64 @@ Submit = Callable[[int, int], "PrefectDaskFuture[list[ChunkReport]]"]
 """Submits attempt (1-based) of task `index`, returning its future."""
 
 
-def run_tasks(submit: Submit, tasks: int, window: int) -> Outcome:
+class Leases(Protocol):
+    """The flow's hold on the API budget per task (`flows.budget.TaskLeases`): taken before, given back after."""
+
+    def take(self, index: int) -> bool: ...
+
+    def give_back(self, index: int) -> None: ...
+
+
+class Unlimited:
+    """No budget: every task may start (a test's run of the tasks alone)."""
+
+    def take(self, index: int) -> bool:
+        return True
+
+    def give_back(self, index: int) -> None:
+        pass
+
+
+def run_tasks(submit: Submit, tasks: int, window: int, leases: Leases | None = None) -> Outcome:
     """Run `tasks` tasks through `submit`, `window` at a time, each at most `ATTEMPTS` times (blocks).
 
+    `leases`: a task is submitted only once it holds its share of the budget (`leases.take`), and its
+    share is given back as soon as its future ends, however it ended; a run again takes it afresh.
     A task whose reports say the load must stop (a refused token, the circuit breaker) stops the
-    submission of the tasks not yet started; those already running finish (and will stop, too).
+    submission of the tasks not yet started; those already running finish (and will stop, too), and a
+    task run again after a failure still runs.
     """
+    budget = leases or Unlimited()
     outcome = Outcome([], {}, [], None)
     waiting = list(range(tasks))
+    again: list[tuple[int, int]] = []  # (index, attempt) of the tasks to run again
     running: dict[Any, tuple[int, int, PrefectDaskFuture[list[ChunkReport]]]] = {}
 
     def start(index: int, attempt: int) -> None:
         future = submit(index, attempt)
         running[future.wrapped_future] = (index, attempt, future)
 
-    while waiting or running:
-        while waiting and len(running) < window and outcome.stop_reason is None:
+    while waiting or running or again:
+        while again and len(running) < window and budget.take(again[0][0]):
+            start(*again.pop(0))
+        while not again and waiting and len(running) < window and outcome.stop_reason is None \
+                and budget.take(waiting[0]):
             start(waiting.pop(0), 1)
         if outcome.stop_reason is not None:
             outcome.unsent.extend(waiting)
             waiting.clear()
         if not running:
-            break
-        for wrapped in first_done(list(running)):
+            if not (waiting or again):
+                break
+            time.sleep(POLL_SECONDS)  # the budget is taken by others: `take` asks again when the server allows
+            continue
+        for wrapped in first_done(list(running), timeout=None if len(running) >= window else POLL_SECONDS):
             index, attempt, future = running.pop(wrapped)
             try:
                 reports = future.result(raise_on_failure=True)
             except Exception as exc:  # the task failed, or its worker died (distributed.KilledWorker)
                 if attempt < ATTEMPTS:
-                    start(index, attempt + 1)
+                    again.append((index, attempt + 1))
                 else:
                     outcome.failed[index] = f"{type(exc).__name__}: {exc}"
                 continue
@@ -178,17 +242,20 @@ def run_tasks(submit: Submit, tasks: int, window: int) -> Outcome:
                 release = getattr(wrapped, "release", None)  # a Dask future; a test's stand-in may have none
                 if release is not None:
                     release()
+                budget.give_back(index)
             outcome.reports.extend(reports)
             stop = next((r.stop_reason for r in reports if r.stop_reason is not None), None)
             outcome.stop_reason = outcome.stop_reason or stop
     return outcome
 
 
-def first_done(futures: Sequence[Any]) -> list[Any]:
-    """The futures that are done, once at least one is (a poll: a few hundred tasks at most, each of seconds)."""
+def first_done(futures: Sequence[Any], timeout: float | None = None) -> list[Any]:
+    """The futures that are done, once at least one is or `timeout` seconds have passed (a poll: a few hundred
+    tasks at most, each of seconds)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         done = [future for future in futures if future.done()]
-        if done:
+        if done or (deadline is not None and time.monotonic() >= deadline):
             return done
         time.sleep(POLL_SECONDS)
 
