@@ -128,6 +128,5 @@ def test_a_local_database_flag_and_compacting_an_empty_store_are_usage_errors(
     assert done.code == 2 and "--database is for an object-store output" in done.stderr, done.stderr
     compacted = cli("compact", "--out", s3.prefix())  # compacting a store works: tests/test_object_store_compaction.py
     assert compacted.code == 2 and "nothing to compact in s3://" in compacted.stderr, compacted.stderr
-    dry = cli("sync", "--org-id", piper.org_id, "--base-url", piper.base_url, "--out", s3.prefix(), "--dry-run")
-    assert dry.code == 2 and "sync --dry-run does not read an object store yet" in dry.stderr, dry.stderr
+    # (sync --dry-run reads a store now: tests/test_object_store_readers.py)
     assert piper.state.requests == []
