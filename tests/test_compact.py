@@ -60,13 +60,14 @@ def settle(out_dir: Path, **settings: object) -> None:
 
 
 def land_sessions(out_dir: Path, dataset: FakeDataset, session_ids: list[str], *, format: OutputFormat,
-                  now: datetime) -> None:
+                  now: datetime, landing_url: str | None = None, database: Path | None = None) -> None:
     """One load of these sessions through the real load transaction, from the dataset's payloads (no HTTP).
 
     Its chunk is what a fetch would land: the flattened runs, a `loaded` row of `fetch_log` each, and
     the sessions' dimension rows; the commit runs the load's own compaction past the threshold.
+    `landing_url` and `database`: an object-store landing, with `out_dir` its local state folder (as `open_load`).
     """
-    with open_load(out_dir, format=format, now=now) as load:
+    with open_load(out_dir, format=format, now=now, landing_url=landing_url, database=database) as load:
         flats = [flatten_run(dataset.run_for(session_id), session_id=session_id, org_id=dataset.org_id)
                  for session_id in session_ids]
         tables = build_tables(flats, load_id=load.load_id, loaded_at=now)

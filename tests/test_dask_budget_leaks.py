@@ -7,7 +7,6 @@ flow's giving the dead task's lease back by its id frees them (`flows/budget.py`
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import os
 import signal
@@ -23,22 +22,16 @@ import pytest
 from connector.fake_api import FakeDataset, FakePiper
 from flows import budget, scale
 from tests.conftest import CANARY_TOKEN, query
-from tests.dask_support import serve_counting
+from tests.dask_support import serve_counting, warm_cluster
 
 pytestmark = pytest.mark.prefect
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Any]:
-    """A local Dask cluster of 2 worker processes (nannies restart a killed one), the token in their environment."""
-    from distributed import Client, LocalCluster
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PIPER_API_TOKEN", CANARY_TOKEN)
-        with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0") as local:
-            with Client(local) as client:
-                client.run(importlib.import_module, "flows.prefect_flow")
-            yield local
+    """A local Dask cluster of 2 warmed worker processes, the token in their environment."""
+    with warm_cluster(CANARY_TOKEN) as local:
+        yield local
 
 
 def active_slots(name: str) -> int:
@@ -196,16 +189,7 @@ def test_every_task_run_holds_a_lease_and_gives_it_back_however_it_ended() -> No
     import concurrent.futures
 
     from flows.chunks import ChunkReport
-
-    class Future:
-        def __init__(self, wrapped: concurrent.futures.Future[Any]) -> None:
-            self.wrapped_future = wrapped
-
-        def result(self, raise_on_failure: bool = True) -> list[ChunkReport]:
-            value = self.wrapped_future.result()
-            if isinstance(value, Exception):
-                raise value
-            return list(value)
+    from tests.test_dask_tasks import Future
 
     leases = CountingLeases(room=2)
     submitted: list[tuple[int, int, bool]] = []

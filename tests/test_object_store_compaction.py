@@ -15,23 +15,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
 import pytest
 
 from connector.fake_api import FakeDataset
-from flows.chunks import log_row, log_table
-from schemas.flatten import build_tables, flatten_run
-from schemas.tables import DATA_TABLES, LANDED_TABLES, SESSIONS
+from schemas.tables import LANDED_TABLES
 from tests.conftest import Cli, SimulatedPiper
 from tests.dask_support import VARYING
 from tests.object_store_support import CANARY_KEY_ID, CANARY_SECRET, S3Server, database_tables, parquet_tables, s3
+from tests.test_compact import land_sessions as land_through_load
 from tests.test_compact import settle
 from tests.test_crash_recovery import run_cli_process
-from tests.test_dimension_tables import session
 from warehouse import compact, compacted, landing, objstore, views
 from warehouse.crash import CRASH_EXIT_STATUS
-from warehouse.load import OutputFormat, open_load
-from warehouse.records import LoadCounts
+from warehouse.load import OutputFormat
 
 __all__ = ["s3"]
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -55,19 +51,7 @@ def land_sessions(state: Path, url: str | None, dataset: FakeDataset, session_id
                   format: OutputFormat = "parquet", database: Path | None = None) -> None:
     """One load of these sessions through the real load transaction (no HTTP), into `url` with the local
     state folder `state`, or into the local folder `state` when `url` is None; its commit compacts past the line."""
-    with open_load(state, format=format, now=now, landing_url=url, database=database) as load:
-        flats = [flatten_run(dataset.run_for(session_id), session_id=session_id, org_id=dataset.org_id)
-                 for session_id in session_ids]
-        tables = build_tables(flats, load_id=load.load_id, loaded_at=now)
-        tables["fetch_log"] = log_table([
-            log_row(load.load_id, session_id, "loaded", fetched_at=now, http_status=200, attempts=1,
-                    run_id=str(flat.run["run_id"])) for session_id, flat in zip(session_ids, flats, strict=True)])
-        tables["sessions"] = pa.Table.from_pylist(
-            [session(session_id, f"agent-{now.hour}", load.load_id, now) for session_id in session_ids],
-            schema=SESSIONS)
-        load.land("main-0001", tables)
-        load.commit("succeeded", LoadCounts(Counter(loaded=len(session_ids)),
-                                            Counter({t: tables[t].num_rows for t in DATA_TABLES})), {})
+    land_through_load(state, dataset, session_ids, format=format, now=now, landing_url=url, database=database)
 
 
 def objects_per_folder(s3: S3Server, url: str) -> Counter[str]:
