@@ -60,23 +60,24 @@ def configured_out_dir(env: Mapping[str, str] | None = None) -> objstore.Root:
     whole: `Path` would fold its `//`), else `default_out_dir`."""
     env = os.environ if env is None else env
     named = env.get(ENVIRONMENT["out_dir"], "").strip()
-    if not named:
-        return default_out_dir(env)
-    return objstore.ObjectPath(named.rstrip("/")) if objstore.is_url(named) else Path(named).expanduser()
+    return _root_of(named) if named else default_out_dir(env)
 
 
 def out_root(value: str) -> objstore.Root:
     """The output folder a reading command (`report`, `sql`, `check`, the regression gate) is given: a local
     folder, or an object-store URL whose Parquet files it reads. A URL fsspec cannot use is a usage error."""
-    text = value.strip()
-    if not objstore.is_url(text):
-        return Path(text).expanduser()
-    root = objstore.ObjectPath(text.rstrip("/"))
-    try:
-        root.fs  # noqa: B018  (resolving the file system checks the URL, before anything is read)
-    except objstore.ObjectStoreError as exc:
-        raise PiperConfigError(str(exc)) from None
+    root = _root_of(value.strip())
+    if isinstance(root, objstore.ObjectPath):
+        try:
+            root.fs  # noqa: B018  (resolving the file system checks the URL, before anything is read)
+        except objstore.ObjectStoreError as exc:
+            raise PiperConfigError(str(exc)) from None
     return root
+
+
+def _root_of(text: str) -> objstore.Root:
+    """An output folder from its text: an object-store URL as it is (no trailing /), else a path with ~ expanded."""
+    return objstore.ObjectPath(text.rstrip("/")) if objstore.is_url(text) else Path(text).expanduser()
 
 
 class SettingError(PiperConfigError):

@@ -43,7 +43,7 @@ class Analytics:
 
     @property
     def reads_snapshot(self) -> bool:
-        return isinstance(self.source, Path) and self.source.suffix == ".duckdb"
+        return is_snapshot(self.source)
 
     def source_line(self) -> str:
         """Which store the connection reads, in words a person can act on (`piper-etl sql` and `report`)."""
@@ -53,6 +53,11 @@ class Analytics:
 
     def close(self) -> None:
         self.con.close()
+
+
+def is_snapshot(source: Root) -> bool:
+    """Whether a source `find_source` found is the published DuckDB snapshot (else a Parquet landing)."""
+    return isinstance(source, Path) and source.suffix == ".duckdb"
 
 
 def find_source(out_dir: Root) -> Root:
@@ -125,7 +130,7 @@ def open_analytics(
 
 def _attach(con: duckdb.DuckDBPyConnection, source: Root) -> bool:
     """Attach the source as `piper_source`; True when it has a `token_prices` table or view."""
-    if isinstance(source, Path) and source.suffix == ".duckdb":
+    if is_snapshot(source):
         con.execute(f"ATTACH ? AS {SOURCE} (READ_ONLY)", [str(source)])
         found = con.execute(
             "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND table_name = ?",
