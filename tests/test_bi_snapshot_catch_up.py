@@ -1,7 +1,9 @@
-"""How a standby catches up: several loads behind in several statements, and the guard against rows it must not hold.
+"""How a standby catches up: several loads behind, and the guards on what it must and must not hold.
 
 `snapshot._catch_up` inserts the missing loads' rows without deleting first, because a standby holds
-no row of a load its `loads` table lacks; a standby that does (a damaged file) is replaced whole.
+no row of a load its `loads` table lacks; a standby that does (a damaged file) is replaced whole. It
+reads those rows from the end of each of the database's tables, which holds them only when they are
+the last loads merged; a standby lacking an older load is replaced whole too.
 """
 
 from __future__ import annotations
@@ -33,15 +35,15 @@ def unpublished_standby(out_dir: Path) -> Path:
 def loads_of(path: Path) -> set[str]:
     con = duckdb.connect(str(path), read_only=True)
     try:
-        return {row[0] for row in con.execute("SELECT load_id FROM loads").fetchall()}
+        return loads_of_connection(con)
     finally:
         con.close()
 
 
-def test_a_standby_many_loads_behind_catches_up_over_several_statements(
+def test_a_standby_many_loads_behind_catches_up(
     piper: SimulatedPiper, out_dir: Path, cli: Cli, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(snapshot, "LOADS_PER_STATEMENT", 2)  # 5 missing loads: 3 statements per table
+    monkeypatch.setattr(snapshot, "TAIL_STEP", 3)  # the look back from each table's end doubles several times
     caplog.set_level(logging.INFO, logger=snapshot.__name__)
     ids = piper.dataset.session_ids
     for batch in (ids[:6], ids[4:10]):
@@ -78,3 +80,30 @@ def test_a_standby_holding_rows_of_a_load_it_does_not_list_is_replaced_whole(
     copies = whole_copies(caplog)
     assert len(copies) == 1 and "rows of loads its loads table does not name" in copies[0], copies
     assert differences(out_dir) == []
+
+
+def test_a_standby_lacking_a_load_before_others_it_holds_is_replaced_whole(
+    piper: SimulatedPiper, out_dir: Path, cli: Cli, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=snapshot.__name__)
+    ids = piper.dataset.session_ids
+    for batch in (ids[:4], ids[4:8], ids[8:12]):
+        assert cli(*load_args(piper, out_dir, *batch)).code == 0
+    whole_copies(caplog)
+    damaged = unpublished_standby(out_dir)
+    con = duckdb.connect(str(damaged))
+    try:  # the oldest load goes, rows and all: its rows are not at the end of the database's tables
+        oldest = con.execute("SELECT load_id FROM loads ORDER BY load_seq LIMIT 1").fetchone()
+        assert oldest is not None and len(loads_of_connection(con)) == 2
+        for table, column in snapshot._LOAD_COLUMN.items():
+            con.execute(f"DELETE FROM {table} WHERE {column} = ?", [oldest[0]])
+    finally:
+        con.close()
+    assert cli(*load_args(piper, out_dir, *ids[12:16])).code == 0
+    copies = whole_copies(caplog)
+    assert len(copies) == 1 and "not the last ones the database merged" in copies[0], copies
+    assert differences(out_dir) == []
+
+
+def loads_of_connection(con: duckdb.DuckDBPyConnection) -> set[str]:
+    return {row[0] for row in con.execute("SELECT load_id FROM loads").fetchall()}

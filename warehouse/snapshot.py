@@ -21,12 +21,15 @@ changed, not the size of the database:
   not change is neither read nor written again. `DIMENSION_KEYS`: every key whose rows now come from
   those loads gets the database's rows. `HISTORY_TABLES` and `loads`: those loads' rows. `token_prices`
   is replaced whole (a handful of rows); the views are recreated from the writer's own SQL when their
-  text differs. The new rows are selected by one `_load_id = ?` per load (a UNION ALL), which DuckDB
-  answers from the row groups of that load alone (rows are stored in load order; an IN list would be
-  evaluated on every row), and inserted without a DELETE first: the standby holds no row of a load its
-  `loads` lacks (checked by a count, which reads one column of those row groups; a standby that does is
-  replaced whole). Then CHECKPOINT and DETACH, so that the file alone holds every row (a reader of
-  `piper-bi.duckdb` never sees a WAL named `a.duckdb.wal`).
+  text differs. The loads a standby lacks are the last ones the database merged (else it is replaced
+  whole), so their rows are the last rows of each of the database's tables: every read of them is
+  bounded by a rowid found by looking back from the table's end (`_tail_start`), and costs what the
+  loads added, however long the table. (A `_load_id = ?` alone would read every row group of the
+  loads of the same day: DuckDB's row-group statistics keep the first 8 bytes of a string, and a
+  load id begins with its date.) They are inserted without a DELETE first: the standby holds no row
+  of a load its `loads` lacks (by construction; `_rows_of_loads` checks the end of each table, where
+  rows are added, and a standby that does is replaced whole). Then CHECKPOINT and DETACH, so that
+  the file alone holds every row (a reader of `piper-bi.duckdb` never sees a WAL named `a.duckdb.wal`).
 * Publishing is a hard link to a temporary name renamed over `piper-bi.duckdb`: atomic, so a new
   connection opens the previous complete snapshot or the new one; a connection opened earlier keeps the
   file it opened, which no publish writes while it is published or held.
@@ -63,6 +66,7 @@ import logging
 import os
 import shutil
 import sys
+from collections.abc import Sequence
 from contextlib import suppress
 from pathlib import Path
 
@@ -239,51 +243,62 @@ def _catch_up(con: duckdb.DuckDBPyConnection, views_sql: str) -> str | None:
     """Add to the attached standby the loads it lacks (module docstring); None when done, else why not."""
     if _layout(con, STANDBY_CATALOG) != _layout(con, store.CATALOG):
         return "its table layout differs from the database's"
-    loads = {row[0] for row in con.execute(f"SELECT load_id FROM {STANDBY_CATALOG}.loads").fetchall()}
-    if loads - {row[0] for row in con.execute(f"SELECT load_id FROM {store.CATALOG}.loads").fetchall()}:
-        return "it holds loads the database does not"
-    missing = sorted({row[0] for row in con.execute(f"SELECT load_id FROM {store.CATALOG}.loads").fetchall()} - loads)
-    # The standby holds no row of a load its `loads` table lacks: every file it is (a byte copy of the
-    # database, a conversion, an update by this function) got each load's rows in the transaction that
-    # added the load's `loads` row (warehouse/merge.py: nothing else writes the database's tables). So
-    # the new loads' rows are inserted without deleting first; `_rows_of_loads` checks that cheaply.
     db, bi = store.CATALOG, STANDBY_CATALOG
-    if _rows_of_loads(con, missing):
-        return "it holds rows of loads its loads table does not name"
-    con.execute("CREATE OR REPLACE TEMP TABLE snapshot_touched AS "
-                + _each_load(f"SELECT run_id, session_id FROM {db}.fetch_log WHERE outcome = 'loaded' AND", "load_id",
-                             len(missing), union="UNION"), missing)
-    touched = ("(run_id IN (SELECT run_id FROM temp.snapshot_touched) "
-               "OR session_id IN (SELECT session_id FROM temp.snapshot_touched))")
+    merged = [row[0] for row in con.execute(f"SELECT load_id FROM {db}.loads ORDER BY rowid").fetchall()]
+    held = {row[0] for row in con.execute(f"SELECT load_id FROM {bi}.loads").fetchall()}
+    if held - set(merged):
+        return "it holds loads the database does not"
+    missing = [load for load in merged if load not in held]
+    if set(merged[len(merged) - len(missing):]) != set(missing):
+        return "the loads it lacks are not the last ones the database merged"
+    con.execute("CREATE OR REPLACE TEMP TABLE snapshot_missing AS SELECT unnest(?::VARCHAR[]) AS load_id", [missing])
+    try:
+        if _rows_of_loads(con):
+            return "it holds rows of loads its loads table does not name"
+        _insert_missing(con, views_sql, {table: _tail_start(con, table) for table in _LOAD_COLUMN})
+    finally:
+        con.execute("DROP TABLE IF EXISTS temp.snapshot_missing")
+    con.execute(f"CHECKPOINT {STANDBY_CATALOG}")
+    return None
+
+
+def _insert_missing(con: duckdb.DuckDBPyConnection, views_sql: str, starts: dict[str, int]) -> None:
+    """One transaction: the stale versions out of the standby, the missing loads' rows in (module docstring).
+
+    `starts`: per table, a rowid of the database's table from which on it holds every row of the
+    missing loads (`_tail_start`): each read of those rows is bounded by it.
+    """
+    db, bi = store.CATALOG, STANDBY_CATALOG
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE snapshot_touched AS
+        SELECT DISTINCT run_id, session_id FROM {db}.fetch_log WHERE {_of_missing("fetch_log")}""",
+                [starts["fetch_log"]])
     # The standby's run versions that the missing loads made no longer current (every row of a data
     # table belongs to the version of its runs row: same run_id, session_id and _load_id): those of the
-    # standby's versions sharing a run or session with them that the database no longer holds. The
-    # database is asked by the candidates' load ids, one `=` each: only those loads' row groups are read.
+    # standby's versions sharing a run or session with them that the database's `runs` no longer holds.
     con.execute(f"""CREATE OR REPLACE TEMP TABLE snapshot_stale AS
-        SELECT run_id, session_id, _load_id FROM {bi}.runs WHERE {touched}""")
-    candidate_loads = [row[0] for row in con.execute("SELECT DISTINCT _load_id FROM temp.snapshot_stale").fetchall()]
-    for chunk in _chunks(candidate_loads):
-        con.execute(f"""DELETE FROM temp.snapshot_stale s
-            USING ({_each_load(f"SELECT run_id, session_id, _load_id FROM {db}.runs WHERE", "_load_id", len(chunk))}) r
-            WHERE r.run_id = s.run_id AND r.session_id = s.session_id AND r._load_id = s._load_id""", chunk)
+        SELECT run_id, session_id, _load_id FROM {bi}.runs
+        WHERE run_id IN (SELECT run_id FROM temp.snapshot_touched)
+           OR session_id IN (SELECT session_id FROM temp.snapshot_touched)""")
+    con.execute(f"""DELETE FROM temp.snapshot_stale s USING {db}.runs r
+        WHERE r.run_id = s.run_id AND r.session_id = s.session_id AND r._load_id = s._load_id""")
     stale_loads = [row[0] for row in con.execute("SELECT DISTINCT _load_id FROM temp.snapshot_stale").fetchall()]
     con.execute("BEGIN TRANSACTION")
     try:
         for table in DATA_TABLES:
             t = quote_ident(table)
-            for load in stale_loads:  # `_load_id = ?` on both sides: DuckDB reads only that load's row groups
+            for load in stale_loads:  # one `_load_id = ?` each: DuckDB skips other days' row groups (docs/bi.md)
                 con.execute(f"DELETE FROM {bi}.{t} USING temp.snapshot_stale s WHERE {t}._load_id = $load "
                             f"AND s._load_id = $load AND {t}.run_id = s.run_id AND {t}.session_id = s.session_id",
                             {"load": load})
-            _insert_loads(con, table, "_load_id", missing)  # the new loads' rows, all current
+            _insert_tail(con, table, starts[table])  # the new loads' rows, all current
         for table, key in DIMENSION_KEYS.items():
             t, k = quote_ident(table), quote_ident(key)
-            for chunk in _chunks(missing):  # a key's current rows are those of one load: a new one replaces them all
-                con.execute(f"DELETE FROM {bi}.{t} WHERE {k} IN "
-                            f"({_each_load(f'SELECT {k} FROM {db}.{t} WHERE', '_load_id', len(chunk))})", chunk)
-            _insert_loads(con, table, "_load_id", missing)
+            # a key's current rows are those of one load: a new one replaces them all
+            con.execute(f"DELETE FROM {bi}.{t} WHERE {k} IN (SELECT {k} FROM {db}.{t} WHERE {_of_missing(table)})",
+                        [starts[table]])
+            _insert_tail(con, table, starts[table])
         for table in (*HISTORY_TABLES, "loads"):
-            _insert_loads(con, table, "load_id", missing)
+            _insert_tail(con, table, starts[table])
         con.execute(f"DELETE FROM {bi}.token_prices")
         con.execute(f"INSERT INTO {bi}.token_prices BY NAME SELECT * FROM {db}.token_prices")
         if _views(con, bi) != _views(con, db):  # unchanged views are not rewritten (nor checkpointed)
@@ -298,50 +313,72 @@ def _catch_up(con: duckdb.DuckDBPyConnection, views_sql: str) -> str | None:
     finally:
         con.execute("DROP TABLE IF EXISTS temp.snapshot_stale")
         con.execute("DROP TABLE IF EXISTS temp.snapshot_touched")
-    con.execute(f"CHECKPOINT {STANDBY_CATALOG}")
-    return None
 
 
-LOADS_PER_STATEMENT = 32
-"""How many loads one statement of `_catch_up` names (one UNION ALL branch each); more take more statements."""
+_LOAD_COLUMN = {**{table: "_load_id" for table in (*DATA_TABLES, *DIMENSION_KEYS)},
+                **{table: "load_id" for table in (*HISTORY_TABLES, "loads")}}
+"""Every table a load adds rows to, and the column naming the load of each row."""
+TAIL_STEP = 4096
+"""Rows the first look back from a table's end covers (`_tail_start`); each further look covers twice as many."""
+GUARD_ROWS = 122_880
+"""Rows at the end of each of the standby's tables that `_rows_of_loads` reads (one DuckDB row group)."""
 
 
-def _each_load(select: str, column: str, count: int, *, union: str = "UNION ALL") -> str:
-    """`select`, which ends in WHERE or AND, once per load as `column = ?`, joined by `union`.
+def _of_missing(table: str) -> str:
+    """The condition, with one parameter (the table's tail start), for a row of a missing load."""
+    return f"rowid >= ? AND {_LOAD_COLUMN[table]} IN (SELECT load_id FROM temp.snapshot_missing)"
 
-    DuckDB skips the row groups of other loads by their min/max of `column` (rows are stored in load
-    order) for `column = ?`, but not for `column IN (?, ?)` or an OR of two `=` (DuckDB 2.0.1: an
-    "optional" filter, evaluated on every row of the table); so one branch per load.
+
+def _tail_start(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    """A rowid of the database's `table` from which on it holds every row of the loads in `snapshot_missing`.
+
+    Those loads are the last ones merged (`_catch_up` checked): every row they added was appended
+    after every row of the loads before them, and DuckDB keeps a table's rows in the order they were
+    appended (a checkpoint that merges row groups keeps it too; rowids only shift down). So the rows
+    of the missing loads are the table's last rows, and once a look back from the end finds a row of
+    another load, no missing load's row lies before where that look began. The looks double, so the
+    rows read are at most four times those of the missing loads, however long the table: a condition
+    on the rowid is one DuckDB skips row groups by, unlike `_load_id = ?` whose row-group statistics
+    keep only the first 8 bytes of a string (the day of a load id).
     """
-    return f" {union} ".join(f"{select} {column} = ?" for _ in range(count)) if count else f"{select} false"
+    t, column = quote_ident(table), _LOAD_COLUMN[table]
+    start, step = _count(con, f"SELECT count(*) FROM {store.CATALOG}.{t}"), TAIL_STEP
+    while start > 0:
+        start = max(0, start - step)
+        other = (f"SELECT count(*) FROM {store.CATALOG}.{t} WHERE rowid >= ? "
+                 f"AND {column} NOT IN (SELECT load_id FROM temp.snapshot_missing)")
+        if _count(con, other, [start]):
+            break
+        step *= 2
+    return start
 
 
-def _chunks(loads: list[str]) -> list[list[str]]:
-    return [loads[i : i + LOADS_PER_STATEMENT] for i in range(0, len(loads), LOADS_PER_STATEMENT)]
-
-
-def _insert_loads(con: duckdb.DuckDBPyConnection, table: str, column: str, loads: list[str]) -> None:
-    """Insert into the standby's `table` the database's rows of `loads` (`column` names their load)."""
+def _insert_tail(con: duckdb.DuckDBPyConnection, table: str, start: int) -> None:
+    """Insert into the standby's `table` the database's rows of the missing loads, read from rowid `start` on."""
     t = quote_ident(table)
-    for chunk in _chunks(loads):
-        con.execute(f"INSERT INTO {STANDBY_CATALOG}.{t} BY NAME "
-                    + _each_load(f"SELECT * FROM {store.CATALOG}.{t} WHERE", column, len(chunk)), chunk)
+    con.execute(f"INSERT INTO {STANDBY_CATALOG}.{t} BY NAME SELECT * FROM {store.CATALOG}.{t} "
+                f"WHERE {_of_missing(table)}", [start])
 
 
-def _rows_of_loads(con: duckdb.DuckDBPyConnection, loads: list[str]) -> int:
-    """How many rows the standby holds of `loads` in the tables a load adds rows to (0 by construction)."""
+def _rows_of_loads(con: duckdb.DuckDBPyConnection) -> int:
+    """How many rows of the missing loads the last `GUARD_ROWS` of the standby's tables hold (0 by construction).
+
+    Every standby got each load's rows in the transaction that added the load's `loads` row, so it
+    holds no row of a load its `loads` lacks, and the missing loads' rows are inserted without a
+    DELETE first. This looks for the damage a broken file would show where rows are added, at the
+    end of each table, without reading whole tables.
+    """
     found = 0
-    tables = [*((t, "_load_id") for t in (*DATA_TABLES, *DIMENSION_KEYS)),
-              *((t, "load_id") for t in (*HISTORY_TABLES, "loads"))]
-    for chunk in _chunks(loads):
-        counts = " + ".join(f"({_each_load(f'SELECT count(*) FROM {STANDBY_CATALOG}.{quote_ident(t)} WHERE', c, 1)})"
-                            for t, c in tables for _ in chunk)
-        found += _count(con, f"SELECT {counts}", [load for _ in tables for load in chunk])
+    for table, column in _LOAD_COLUMN.items():
+        t = quote_ident(table)
+        end = _count(con, f"SELECT count(*) FROM {STANDBY_CATALOG}.{t}")
+        found += _count(con, f"SELECT count(*) FROM {STANDBY_CATALOG}.{t} WHERE rowid >= ? "
+                        f"AND {column} IN (SELECT load_id FROM temp.snapshot_missing)", [max(0, end - GUARD_ROWS)])
     return found
 
 
-def _count(con: duckdb.DuckDBPyConnection, sql: str, params: list[str] | None = None) -> int:
-    row = con.execute(sql, params or []).fetchone()
+def _count(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] = ()) -> int:
+    row = con.execute(sql, list(params)).fetchone()
     return int(row[0]) if row else 0
 
 
