@@ -342,7 +342,7 @@ def _tail_start(con: duckdb.DuckDBPyConnection, table: str) -> int:
     keep only the first 8 bytes of a string (the day of a load id).
     """
     t, column = quote_ident(table), _LOAD_COLUMN[table]
-    start, step = _count(con, f"SELECT count(*) FROM {store.CATALOG}.{t}"), TAIL_STEP
+    start, step = _end(con, store.CATALOG, table), TAIL_STEP
     while start > 0:
         start = max(0, start - step)
         other = (f"SELECT count(*) FROM {store.CATALOG}.{t} WHERE rowid >= ? "
@@ -371,10 +371,15 @@ def _rows_of_loads(con: duckdb.DuckDBPyConnection) -> int:
     found = 0
     for table, column in _LOAD_COLUMN.items():
         t = quote_ident(table)
-        end = _count(con, f"SELECT count(*) FROM {STANDBY_CATALOG}.{t}")
         found += _count(con, f"SELECT count(*) FROM {STANDBY_CATALOG}.{t} WHERE rowid >= ? "
-                        f"AND {column} IN (SELECT load_id FROM temp.snapshot_missing)", [max(0, end - GUARD_ROWS)])
+                        f"AND {column} IN (SELECT load_id FROM temp.snapshot_missing)",
+                        [max(0, _end(con, STANDBY_CATALOG, table) - GUARD_ROWS)])
     return found
+
+
+def _end(con: duckdb.DuckDBPyConnection, catalog: str, table: str) -> int:
+    """One past the greatest rowid of `table` (deleted rows leave gaps until a checkpoint merges row groups)."""
+    return _count(con, f"SELECT coalesce(max(rowid) + 1, 0) FROM {catalog}.{quote_ident(table)}")
 
 
 def _count(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] = ()) -> int:
