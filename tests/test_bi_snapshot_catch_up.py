@@ -9,6 +9,7 @@ the last loads merged; a standby lacking an older load is replaced whole too.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -59,25 +60,39 @@ def test_a_standby_many_loads_behind_catches_up(
     assert len(loads_of(out_dir / store.DATABASE_FILE)) == 6
 
 
-def test_a_standby_holding_rows_of_a_load_it_does_not_list_is_replaced_whole(
-    piper: SimulatedPiper, out_dir: Path, cli: Cli, caplog: pytest.LogCaptureFixture
-) -> None:
+def copies_after_damaging_the_standby(
+    piper: SimulatedPiper,
+    out_dir: Path,
+    cli: Cli,
+    caplog: pytest.LogCaptureFixture,
+    damage: Callable[[duckdb.DuckDBPyConnection], None],
+) -> list[str]:
+    """Three loads, `damage` done to the standby the next publish writes, one more load: its whole-copy lines."""
     caplog.set_level(logging.INFO, logger=snapshot.__name__)
     ids = piper.dataset.session_ids
     for batch in (ids[:4], ids[4:8], ids[8:12]):
         assert cli(*load_args(piper, out_dir, *batch)).code == 0
     whole_copies(caplog)
-    damaged = unpublished_standby(out_dir)
-    con = duckdb.connect(str(damaged))
-    try:  # its rows of its newest load stay, the load's `loads` row goes: inserting again would duplicate them
+    con = duckdb.connect(str(unpublished_standby(out_dir)))
+    try:
+        damage(con)
+    finally:
+        con.close()
+    assert cli(*load_args(piper, out_dir, *ids[12:16])).code == 0
+    return whole_copies(caplog)
+
+
+def test_a_standby_holding_rows_of_a_load_it_does_not_list_is_replaced_whole(
+    piper: SimulatedPiper, out_dir: Path, cli: Cli, caplog: pytest.LogCaptureFixture
+) -> None:
+    def forget_the_newest_load(con: duckdb.DuckDBPyConnection) -> None:
+        # its rows of its newest load stay, the load's `loads` row goes: inserting again would duplicate them
         newest = con.execute("SELECT load_id FROM loads ORDER BY load_seq DESC, load_id DESC LIMIT 1").fetchone()
         assert newest is not None
         con.execute("DELETE FROM loads WHERE load_id = ?", [newest[0]])
         assert con.execute("SELECT count(*) FROM runs WHERE _load_id = ?", [newest[0]]).fetchone() == (4,)
-    finally:
-        con.close()
-    assert cli(*load_args(piper, out_dir, *ids[12:16])).code == 0
-    copies = whole_copies(caplog)
+
+    copies = copies_after_damaging_the_standby(piper, out_dir, cli, caplog, forget_the_newest_load)
     assert len(copies) == 1 and "rows of loads its loads table does not name" in copies[0], copies
     assert differences(out_dir) == []
 
@@ -85,22 +100,14 @@ def test_a_standby_holding_rows_of_a_load_it_does_not_list_is_replaced_whole(
 def test_a_standby_lacking_a_load_before_others_it_holds_is_replaced_whole(
     piper: SimulatedPiper, out_dir: Path, cli: Cli, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger=snapshot.__name__)
-    ids = piper.dataset.session_ids
-    for batch in (ids[:4], ids[4:8], ids[8:12]):
-        assert cli(*load_args(piper, out_dir, *batch)).code == 0
-    whole_copies(caplog)
-    damaged = unpublished_standby(out_dir)
-    con = duckdb.connect(str(damaged))
-    try:  # the oldest load goes, rows and all: its rows are not at the end of the database's tables
+    def drop_the_oldest_load(con: duckdb.DuckDBPyConnection) -> None:
+        # the oldest load goes, rows and all: its rows are not at the end of the database's tables
         oldest = con.execute("SELECT load_id FROM loads ORDER BY load_seq LIMIT 1").fetchone()
         assert oldest is not None and len(loads_of_connection(con)) == 2
         for table, column in snapshot._LOAD_COLUMN.items():
             con.execute(f"DELETE FROM {table} WHERE {column} = ?", [oldest[0]])
-    finally:
-        con.close()
-    assert cli(*load_args(piper, out_dir, *ids[12:16])).code == 0
-    copies = whole_copies(caplog)
+
+    copies = copies_after_damaging_the_standby(piper, out_dir, cli, caplog, drop_the_oldest_load)
     assert len(copies) == 1 and "not the last ones the database merged" in copies[0], copies
     assert differences(out_dir) == []
 
