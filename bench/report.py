@@ -477,8 +477,19 @@ class Report:
         if snapshot and total:
             parts.append(f"; under the profiler the copy (`publish_snapshot`) takes {_f(snapshot, 2)} s of the "
                          f"load's {_f(total, 2)} s")
+        steps = {name: _profile_cumtime(text, f"({function})") for name, function in (
+            ("the commit", "commit_load"), ("the BI standby's update", "_update_standby"),
+            ("the views' install and the database's CHECKPOINT", "install"), ("compaction", "compact_after_load"))}
+        if total and steps["the commit"]:
+            said = ", ".join(f"{name} {_f(seconds, 2)} s" for name, seconds in steps.items() if seconds is not None)
+            parts.append(f"; under the profiler ({_f(total, 2)} s in `run_load`): {said}")
+        analytics = queries.get("analytics_seconds")
         parts.append(f". Over the Parquet files the fail-count query spends {_f(queries.get('open_seconds'), 3)} s "
-                     f"creating the views of `current_state.sql` and {_f(queries.get('query_seconds'), 3)} s in the "
+                     "creating the views of `current_state.sql`"
+                     + (f" (of which {_f(analytics, 3)} s the analytics views: DuckDB binds a view when it is "
+                        "created, each of them again over the tables' views it reads, while the snapshot's views "
+                        "are stored in the file)" if analytics is not None else "")
+                     + f" and {_f(queries.get('query_seconds'), 3)} s in the "
                      f"query itself, over {_f(summary['rows'].get(f'{large}|both', {}).get('parquet_files'))} files "
                      "under `parquet/` (compacted files included, and those a compaction replaced while their grace "
                      "period lasts).")
