@@ -493,6 +493,14 @@ class Report:
                      f"query itself, over {_f(summary['rows'].get(f'{large}|both', {}).get('parquet_files'))} files "
                      "under `parquet/` (compacted files included, and those a compaction replaced while their grace "
                      "period lasts).")
+        small = str(summary["smallest"])
+        at_small = {kind: data.get("queries", {}).get(small, {}).get(kind, {}).get("seconds")
+                    for kind in ("parquet", "snapshot")}
+        over = _ratio(at_small["parquet"], at_small["snapshot"])
+        if over is not None and at_small["parquet"] is not None:
+            parts.append(f" At {int(small):,} sessions the same query takes {_f(at_small['parquet'], 3)} s over the "
+                         f"Parquet files, {_f(over, 1)} × the snapshot's: the difference is what opening the views "
+                         "costs, whatever the size, not what the query reads.")
         return "".join(parts)
 
     def provenance(self, section: str) -> None:
