@@ -341,12 +341,11 @@ def _tail_start(con: duckdb.DuckDBPyConnection, table: str) -> int:
     on the rowid is one DuckDB skips row groups by, unlike `_load_id = ?` whose row-group statistics
     keep only the first 8 bytes of a string (the day of a load id).
     """
-    t, column = quote_ident(table), _LOAD_COLUMN[table]
+    other = (f"SELECT count(*) FROM {store.CATALOG}.{quote_ident(table)} WHERE rowid >= ? "
+             f"AND {_LOAD_COLUMN[table]} NOT IN (SELECT load_id FROM temp.snapshot_missing)")
     start, step = _end(con, store.CATALOG, table), TAIL_STEP
     while start > 0:
         start = max(0, start - step)
-        other = (f"SELECT count(*) FROM {store.CATALOG}.{t} WHERE rowid >= ? "
-                 f"AND {column} NOT IN (SELECT load_id FROM temp.snapshot_missing)")
         if _count(con, other, [start]):
             break
         step *= 2
@@ -368,13 +367,9 @@ def _rows_of_loads(con: duckdb.DuckDBPyConnection) -> int:
     DELETE first. This looks for the damage a broken file would show where rows are added, at the
     end of each table, without reading whole tables.
     """
-    found = 0
-    for table, column in _LOAD_COLUMN.items():
-        t = quote_ident(table)
-        found += _count(con, f"SELECT count(*) FROM {STANDBY_CATALOG}.{t} WHERE rowid >= ? "
-                        f"AND {column} IN (SELECT load_id FROM temp.snapshot_missing)",
-                        [max(0, _end(con, STANDBY_CATALOG, table) - GUARD_ROWS)])
-    return found
+    return sum(_count(con, f"SELECT count(*) FROM {STANDBY_CATALOG}.{quote_ident(table)} WHERE {_of_missing(table)}",
+                      [max(0, _end(con, STANDBY_CATALOG, table) - GUARD_ROWS)])
+               for table in _LOAD_COLUMN)
 
 
 def _end(con: duckdb.DuckDBPyConnection, catalog: str, table: str) -> int:
