@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -191,6 +192,22 @@ def _statuses(dataset: FakeDataset) -> list[int]:
             except httpx.TransportError:
                 statuses.append(-1)
         return statuses
+
+
+def test_throttle_at_numbers_session_requests_and_may_wait_for_requests_in_flight(state: FakePiper,
+                                                                                   client: httpx.Client) -> None:
+    urls = [by_session(state, session_id) for session_id in state.dataset.session_ids[:6]]
+    state.throttle_at, state.retry_after = (2,), "7"
+    statuses = [client.get(url).status_code for url in urls[:3]]
+    assert statuses == [200, 429, 200] and client.get(urls[1]).headers.get("retry-after") is None
+    state.throttle_at, state.throttle_min_in_flight = (5,), 2  # numbers 5 and 6 arrive one at a time
+    assert [client.get(url).status_code for url in urls[:2]] == [200, 200], "a request alone is not throttled"
+    state.latency_ms = 500  # two requests sent together are both in flight when the second arrives
+    with ThreadPoolExecutor(2) as pool:
+        together = sorted(pool.map(lambda url: client.get(url).status_code, urls[2:4]))
+    assert together == [200, 429], "the 429 passed on to the first request with another in flight"
+    state.latency_ms = 0
+    assert [client.get(url).status_code for url in urls[4:6]] == [200, 200] and state.session_in_flight == 0
 
 
 def test_random_faults_are_reproducible() -> None:

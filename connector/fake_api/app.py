@@ -8,8 +8,11 @@ is answered (it may change the dataset), and `sessions_created_per_list` / `sess
 create and delete that many sessions before each list request, chosen from `fault_seed`.
 
 A deterministic 429: `throttle_at` names request numbers (1-based, over every request of a session's run
-or events, in the order they arrive) answered 429 with `Retry-After: retry_after`, whatever else is set;
-each recorded request carries when it arrived and when it was answered (`time.monotonic` of the server).
+or events, in the order they arrive) answered 429 with `Retry-After: retry_after`, whatever else is set.
+With `throttle_min_in_flight` above 1, a numbered request that arrives while fewer session requests are being
+answered (itself included) passes its 429 on to the next one that arrives with that many, so a test of clients
+sending at once can throttle a moment at which they are. Each recorded request carries when it arrived and
+when it was answered (`time.monotonic` of the server).
 """
 
 from __future__ import annotations
@@ -75,9 +78,12 @@ class FakePiper:
     sessions_created_per_list: int = 0
     sessions_deleted_per_list: int = 0
     throttle_at: tuple[int, ...] = ()  # session request numbers answered 429 (see the module docstring)
+    throttle_min_in_flight: int = 1  # a throttled request's least session requests in flight on arrival
     requests: list[RecordedRequest] = field(default_factory=list, repr=False)
     list_requests: int = field(default=0, repr=False)
     session_requests: int = field(default=0, repr=False)  # requests of a session's run or events, counted
+    session_in_flight: int = field(default=0, repr=False)  # of those, how many are being answered now
+    _throttles_due: int = field(default=0, repr=False)  # numbered by throttle_at, not yet answered 429
     created_ids: list[str] = field(default_factory=list, repr=False)  # by sessions_created_per_list
     deleted_ids: list[str] = field(default_factory=list, repr=False)  # by sessions_deleted_per_list
     session_hits: Counter[str] = field(default_factory=Counter, repr=False)
@@ -134,15 +140,29 @@ class FakePiper:
         with self._lock:
             self._path_scripts.setdefault(raw_path, deque()).extend(faults)
 
-    def next_fault(self, key: str, *, session: bool, throttled: bool = False) -> str | None:
+    def arrive(self) -> int:
+        """Count a session request (a session's run or events) that has arrived; how many are in flight with it."""
+        with self._lock:
+            self.session_in_flight += 1
+            return self.session_in_flight
+
+    def leave(self) -> None:
+        """Count a session request answered."""
+        with self._lock:
+            self.session_in_flight -= 1
+
+    def next_fault(self, key: str, *, session: bool, in_flight: int | None = None) -> str | None:
         """Count a request for key (a session id or a raw path) and draw the fault it meets, if any.
 
-        `throttled`: the request counts among the session requests that `throttle_at` numbers.
+        `in_flight`: for a session request (one that `throttle_at` numbers), the session requests in flight when
+        it arrived, itself included (`arrive`).
         """
         with self._lock:
-            if throttled:
+            if in_flight is not None:
                 self.session_requests += 1
-                if self.session_requests in self.throttle_at:
+                self._throttles_due += self.session_requests in self.throttle_at
+                if self._throttles_due and in_flight >= self.throttle_min_in_flight:
+                    self._throttles_due -= 1
                     (self.session_hits if session else self._path_hits)[key] += 1
                     return "429"
             hits = self.session_hits if session else self._path_hits
@@ -219,6 +239,14 @@ def _html(status: int, body: bytes) -> Response:
     return Response(body, status_code=status, media_type="text/html; charset=utf-8")
 
 
+def _is_session_request(segments: list[str]) -> bool:
+    """A request of a session's run or events (what `throttle_at` numbers), by its raw path's segments."""
+    match segments[4:]:
+        case ["scenarios", "runs", "by-session", encoded] | ["responses", "sessions", encoded, "events"]:
+            return bool(encoded)
+    return False
+
+
 class _Api:
     """Request handling bound to one FakePiper."""
 
@@ -231,39 +259,48 @@ class _Api:
         auth_ok = self._auth_ok(request)
         echo = request.headers.get("authorization", "") if state.echo_authorization else None
         received_at = time.monotonic()
-        session_id: str | None = None
-        fault: str | None = None
-        if state.latency_ms > 0:
-            await asyncio.sleep(state.latency_ms / 1000)
         segments = raw_path.split("/")
-        if segments[:3] != ["", "v1", "orgs"] or len(segments) < 5:
-            response = _json(404, {"detail": "Not Found"})
-        elif request.method not in ("GET", "HEAD"):
-            response = _json(405, {"detail": "Method Not Allowed"})
-        elif not auth_ok:
-            response = _json(401, {"detail": "Invalid or expired token"})
-        elif unquote(segments[3]) != state.dataset.org_id:
-            response = _json(404, {"detail": "Not Found"})
-        else:
-            match segments[4:]:
-                case ["scenarios", "runs", "by-session", encoded] if encoded:
-                    session_id = unquote(encoded)
-                    fault = state.next_fault(session_id, session=True, throttled=True)
-                    response = await self._by_session(session_id, fault, echo)
-                case ["responses", "sessions", encoded, "events"] if encoded:
-                    fault = state.next_fault(raw_path, session=False, throttled=True)
-                    response = await self._events(unquote(encoded), fault, echo)
-                case rest:
-                    fault = state.next_fault(raw_path, session=False)
-                    response = await self._faulted(fault, echo) or self._neighbour(rest, request)
-                    if fault == "truncate":
-                        response = TruncatedResponse(bytes(response.body))
+        in_flight = state.arrive() if _is_session_request(segments) else None
+        try:
+            session_id, fault, response = await self._answer(request, raw_path, segments, auth_ok, echo, in_flight)
+        finally:
+            if in_flight is not None:
+                state.leave()
         state.record(RecordedRequest(
             method=request.method, raw_path=raw_path, query=request.url.query, session_id=session_id,
             auth_ok=auth_ok, status=response.status_code, fault=fault, received_at=received_at,
             answered_at=time.monotonic(),
         ))
         return response
+
+    async def _answer(self, request: Request, raw_path: str, segments: list[str], auth_ok: bool, echo: str | None,
+                      in_flight: int | None) -> tuple[str | None, str | None, Response]:
+        """The session id asked for (by-session only), the fault met, and the answer."""
+        state = self.state
+        if state.latency_ms > 0:
+            await asyncio.sleep(state.latency_ms / 1000)
+        if segments[:3] != ["", "v1", "orgs"] or len(segments) < 5:
+            return None, None, _json(404, {"detail": "Not Found"})
+        if request.method not in ("GET", "HEAD"):
+            return None, None, _json(405, {"detail": "Method Not Allowed"})
+        if not auth_ok:
+            return None, None, _json(401, {"detail": "Invalid or expired token"})
+        if unquote(segments[3]) != state.dataset.org_id:
+            return None, None, _json(404, {"detail": "Not Found"})
+        match segments[4:]:
+            case ["scenarios", "runs", "by-session", encoded] if encoded:
+                session_id = unquote(encoded)
+                fault = state.next_fault(session_id, session=True, in_flight=in_flight)
+                return session_id, fault, await self._by_session(session_id, fault, echo)
+            case ["responses", "sessions", encoded, "events"] if encoded:
+                fault = state.next_fault(raw_path, session=False, in_flight=in_flight)
+                return None, fault, await self._events(unquote(encoded), fault, echo)
+            case rest:
+                fault = state.next_fault(raw_path, session=False)
+                response = await self._faulted(fault, echo) or self._neighbour(rest, request)
+                if fault == "truncate":
+                    response = TruncatedResponse(bytes(response.body))
+                return None, fault, response
 
     def _auth_ok(self, request: Request) -> bool:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
